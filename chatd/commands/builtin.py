@@ -1,0 +1,88 @@
+"""chatd's own commands, registered through the same entry points as any plugin."""
+
+from __future__ import annotations
+
+from chatd.commands import CommandError, Context, UsageError, command
+from chatd.events import Presence
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+@command("help", aliases=("rules",), usage="[command]", help="list the commands, or explain one")
+def help_(ctx: Context, args: str) -> None:
+    commands = ctx.room.commands
+    if args:
+        cmd = commands.get(args.lstrip("/").split()[0])
+        if cmd is None:
+            raise CommandError(f"there is no command /{args.lstrip('/')}; /help lists them all")
+        aliases = ", ".join("/" + a for a in cmd.aliases)
+        ctx.reply(f"{cmd.usage_line}: {cmd.help}" + (f" (also {aliases})" if aliases else ""))
+        return
+    lines = ["Type a line to talk to everyone. Commands:"]
+    lines += [f"  {cmd.usage_line:<34} {cmd.help}" for cmd in commands]
+    lines.append("Start a message with // to send a line that begins with /.")
+    ctx.reply("\n".join(lines))
+
+
+@command("list", aliases=("users",), help="who is online")
+def list_(ctx: Context, args: str) -> None:
+    ctx.session.deliver(Presence(ctx.room.online()))
+
+
+@command(
+    "whisper",
+    aliases=("w", "private", "msg"),
+    usage="<name> <text>",
+    help="a private message to one user",
+    counted=True,
+)
+def whisper(ctx: Context, args: str) -> None:
+    name, _, text = args.partition(" ")
+    if not name or not text.strip():
+        raise UsageError()
+    ctx.room.whisper(ctx.session, name, text)
+
+
+@command("rename", aliases=("nick",), usage="<new_name>", help="change your name")
+def rename(ctx: Context, args: str) -> None:
+    if not args or " " in args:
+        raise UsageError("a name has no spaces" if args else "")
+    ctx.room.rename(ctx.user, args)
+
+
+@command("exit", aliases=("quit",), help="leave the chat")
+def exit_(ctx: Context, args: str) -> None:
+    ctx.reply(f"Goodbye, {ctx.user.name}!")
+    ctx.session.client.close("said goodbye")
+
+
+@command("status", help="facts about the chat and about you")
+def status(ctx: Context, args: str) -> None:
+    room, user = ctx.room, ctx.user
+    now = room.clock.seconds()
+    devices = ", ".join(
+        f"{s.client.door} from {s.client.peer} for {_duration(now - s.since)}"
+        + (" (this one)" if s is ctx.session else "")
+        for s in user.sessions
+    )
+    ctx.reply(
+        "\n".join(
+            [
+                f"chat: {len(room.users)} online, {len(room.sessions)} connections, "
+                f"{room.messages_sent} messages in {_duration(now - room.started)} of uptime",
+                f"you: {user.name}, "
+                + ("logged in" if user.account else "guest")
+                + f", here for {_duration(now - user.since)}",
+                f"your sessions ({len(user.sessions)}): {devices}",
+            ]
+        )
+    )

@@ -1,0 +1,185 @@
+"""Settings: defaults, overridden by an INI file, overridden by the command line.
+
+One dataclass describes every setting once; the INI section of each field is kept in its
+metadata, so the file format, the defaults table in the README and the command-line options
+all come from this single place.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says what to change."""
+
+
+def _setting(section: str, default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"section": section, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Config:
+    # [server] doors, as Twisted endpoint strings; "none" switches a door off.
+    line: str = _setting("server", "tcp:6969:interface=127.0.0.1", "line door (telnet)")
+    web: str = _setting("server", "tcp:8080:interface=127.0.0.1", "web page and WebSocket door")
+    minechat_read: str = _setting(
+        "server", "tcp:5000:interface=127.0.0.1", "minechat read-only stream door"
+    )
+    minechat_write: str = _setting(
+        "server", "tcp:5050:interface=127.0.0.1", "minechat token-login write door"
+    )
+    data_dir: str = _setting("server", "chatd-data", "database and audit log folder")
+
+    # [limits] protect the server from one client.
+    max_line_bytes: int = _setting("limits", 4096, "longest line a client may send")
+    max_ws_message_bytes: int = _setting(
+        "limits", 65536, "largest WebSocket message (1009 past it)"
+    )
+    max_output_bytes: int = _setting(
+        "limits", 1048576, "output queued for a client that stops reading before it is dropped"
+    )
+    handshake_timeout: float = _setting(
+        "limits", 10.0, "seconds a WebSocket/HTTP client may take to finish its handshake"
+    )
+    max_name_length: int = _setting("limits", 24, "longest user name")
+
+    # [flood] per connection and per address; 0 switches a rule off.
+    lines_per_second: float = _setting("flood", 20.0, "input lines per second per connection")
+    connections_per_address: int = _setting("flood", 20, "concurrent connections from one address")
+    new_connections_per_minute: int = _setting(
+        "flood", 60, "new connections from one address per minute"
+    )
+
+    # [moderation]
+    messages_per_hour: int = _setting(
+        "moderation", 20, "messages a user may send per period; 0 switches the limit off"
+    )
+    rate_period: float = _setting("moderation", 3600.0, "length of the rate-limit period, seconds")
+    reports_to_mute: int = _setting("moderation", 3, "reports from different users that mute")
+    mute_seconds: float = _setting("moderation", 600.0, "how long a mute lasts")
+
+    # [accounts]
+    login_required: bool = _setting("accounts", False, "guests must log in before speaking")
+    min_password_length: int = _setting("accounts", 8, "shortest accepted password")
+
+    # [history]
+    history_ttl: float = _setting("history", 3600.0, "seconds a public message is kept")
+    history_default: int = _setting("history", 20, "messages /history shows by default")
+    catch_up: int = _setting("history", 20, "missed messages sent on login, at most")
+
+    # [exchange]
+    exchange_url: str = _setting(
+        "exchange",
+        "https://api.privatbank.ua/p24api/exchange_rates",
+        "PrivatBank archive API (or a mirror)",
+    )
+    exchange_broadcast: bool = _setting(
+        "exchange", True, "also show exchange tables to everyone else"
+    )
+    exchange_timeout: float = _setting("exchange", 10.0, "seconds to wait for one API answer")
+    exchange_concurrency: int = _setting("exchange", 4, "API requests in flight at once")
+
+    # [web]
+    allowed_origins: str = _setting(
+        "web", "", "space-separated WebSocket origins allowed besides the page's own; * for any"
+    )
+
+    # [storage] / [cluster]
+    storage_url: str = _setting(
+        "storage", "", "empty for SQLite in the data dir, or postgresql://user@host/db"
+    )
+    redis_url: str = _setting(
+        "cluster", "", "redis://host:port to join a cluster; empty for one node"
+    )
+
+    # Sections the built-in fields do not use, kept for third-party command plugins.
+    extra: dict[str, dict[str, str]] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+def settings() -> list[dataclasses.Field]:
+    """Every user-facing setting, in declaration order."""
+    return [f for f in fields(Config) if "section" in f.metadata]
+
+
+def _convert(f: dataclasses.Field, raw: str, where: str) -> Any:
+    kind = (
+        f.type
+        if isinstance(f.type, type)
+        else {"int": int, "float": float, "bool": bool}.get(f.type, str)
+    )
+    text = raw.strip()
+    try:
+        if kind is bool:
+            lowered = text.lower()
+            if lowered in ("1", "yes", "true", "on"):
+                return True
+            if lowered in ("0", "no", "false", "off"):
+                return False
+            raise ValueError(text)
+        value = kind(text)
+    except ValueError:
+        raise ConfigError(f"{where}: {text!r} is not a valid {kind.__name__}") from None
+    if kind in (int, float) and value < 0:
+        raise ConfigError(f"{where}: must not be negative, got {text}")
+    return value
+
+
+def load(path: str | None = None, overrides: dict[str, str] | None = None) -> Config:
+    """Build a Config from an INI file (optional) and string overrides such as CLI options."""
+    by_key = {(f.metadata["section"], f.name): f for f in settings()}
+    values: dict[str, Any] = {}
+    extra: dict[str, dict[str, str]] = {}
+    if path is not None:
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                parser.read_file(handle)
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+        except (configparser.Error, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {path} is not a valid INI file: {e}") from None
+        known_sections = {section for section, _ in by_key}
+        for section in parser.sections():
+            if section not in known_sections:
+                extra[section] = dict(parser[section])
+                continue
+            for key, raw in parser[section].items():
+                f = by_key.get((section, key))
+                if f is None:
+                    names = ", ".join(sorted(k for s, k in by_key if s == section))
+                    raise ConfigError(f"{path}: [{section}] has no setting {key!r}; known: {names}")
+                values[f.name] = _convert(f, raw, f"{path}: [{section}] {key}")
+    for name, raw in (overrides or {}).items():
+        f = next((f for f in settings() if f.name == name), None)
+        if f is None:
+            raise ConfigError(f"unknown setting {name!r}")
+        values[name] = _convert(f, raw, f"--{name.replace('_', '-')}")
+    return Config(**values, extra=extra)
+
+
+def example_ini() -> str:
+    """The whole configuration with defaults, as an INI file (used by the README)."""
+    out: list[str] = []
+    section = None
+    for f in settings():
+        if f.metadata["section"] != section:
+            section = f.metadata["section"]
+            out.append(f"\n[{section}]")
+        default = f.default
+        if isinstance(default, bool):
+            default = "true" if default else "false"
+        out.append(f"# {f.metadata['doc']}")
+        out.append(f"{f.name} = {default}")
+    return "\n".join(out).lstrip() + "\n"

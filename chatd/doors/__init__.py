@@ -1,0 +1,1 @@
+"""Doors: protocol adapters that turn bytes into Room calls and events back into bytes."""

@@ -1,0 +1,214 @@
+"""The web door: the chat page over HTTP and the chat over WebSocket, on one port.
+
+C{ws://host:8080/} (seed 000's address) and C{ws://host:8080/ws} speak the chat; a plain GET
+of C{/} returns the page. Without a subprotocol each event is one text frame holding the
+same line the line door sends; with the subprotocol C{chatd.json} events are JSON objects
+(see docs/protocol.md).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib.resources import files
+from typing import Any
+from urllib.parse import urlsplit
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from twisted.web.static import File
+
+from chatd import text
+from chatd.doors.backpressure import OutputCap
+from chatd.events import Event, History, Identity, Message, Presence
+from chatd.room import Room, Session
+
+log = Logger(namespace="chatd.doors.web")
+
+JSON_PROTOCOL = "chatd.json"
+
+
+def message_json(m: Message) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": m.id,
+        "time": m.time,
+        "from": m.sender,
+        "text": m.text,
+        "private": m.to is not None,
+    }
+    if m.to is not None:
+        data["to"] = m.to
+    if m.late:
+        data["late"] = True
+    return data
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """The JSON form of an event; the same for every viewer."""
+    if isinstance(event, Message):
+        return {"type": "message", **message_json(event)}
+    if isinstance(event, History):
+        return {
+            "type": "history",
+            "reason": event.reason,
+            "messages": [message_json(m) for m in event.messages],
+        }
+    if isinstance(event, Presence):
+        return {"type": "presence", "names": event.names}
+    if isinstance(event, Identity):
+        return {
+            "type": "identity",
+            "name": event.name,
+            "account": event.account,
+            "token": event.token,
+        }
+    return {"type": event.kind, "text": event.text}  # notice, error
+
+
+class ChatWebSocket(WebSocketServerProtocol):
+    """One WebSocket connection, in text-line or JSON mode."""
+
+    factory: ChatWebSocketFactory
+    session: Session | None = None
+    door = "ws"
+    peer = "?"
+
+    def onConnect(self, request: Any) -> str | None:
+        self.peer = request.peer.split(":")[1] if request.peer.count(":") >= 2 else request.peer
+        origin = request.headers.get("origin")
+        if origin and not self.factory.origin_allowed(origin, request.headers.get("host", "")):
+            log.warn(
+                "refused WebSocket from {peer}: origin {origin}", peer=self.peer, origin=origin
+            )
+            raise ConnectionDeny(403, f"origin {origin} is not allowed")
+        if JSON_PROTOCOL in request.protocols:
+            self.door = "json"
+            return JSON_PROTOCOL
+        return None
+
+    def onOpen(self) -> None:
+        room = self.factory.room
+        # The HTTP channel registered itself as the producer; we own the connection now.
+        self.transport.unregisterProducer()
+        self.cap = OutputCap(self.transport, room.config.max_output_bytes, self._too_slow)
+        self.session = room.connect(self)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self.session is not None:
+            self.factory.room.disconnect(self.session, f"WebSocket closed ({code})")
+            self.session = None
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.session is None:
+            return
+        if isBinary:
+            self._error("binary frames are not supported; send text frames of UTF-8")
+            return
+        line = payload.decode("utf-8")  # Autobahn has already failed invalid UTF-8 (1007)
+        if self.door == "json":
+            try:
+                request = json.loads(line)
+                line = request["text"]
+                if not isinstance(line, str):
+                    raise TypeError
+            except (ValueError, KeyError, TypeError):
+                self._error('send JSON such as {"text": "hello"}; see docs/protocol.md')
+                return
+        for part in line.split("\n"):
+            self.factory.room.receive(self.session, part)
+
+    def _error(self, message: str) -> None:
+        from chatd.events import Error
+
+        self.deliver(Error(message))
+
+    def deliver(self, event: Event) -> None:
+        if self.door == "json":
+            prepared = event.rendered("json", self.factory.prepare_json)
+        elif type(event) is Message and event.origin is self.session and event.to is None:
+            return  # text doors do not echo a public line to its sender
+        elif (type(event) is Message and event.to is not None) or type(event) is History:
+            rendered = text.line(event, self.session.user.name if self.session else None)
+            prepared = self.factory.prepareMessage(rendered.encode("utf-8"))
+        else:
+            prepared = event.rendered("ws", self.factory.prepare_line)
+        if prepared is not None:
+            self.sendPreparedMessage(prepared)
+            self.cap.wrote(len(prepared.payloadHybi))
+
+    def close(self, reason: str) -> None:
+        self.sendClose(1000, reason)
+
+    def _too_slow(self) -> None:
+        log.warn(
+            "{session} stopped reading; over {limit} bytes queued, disconnected",
+            session=self.session,
+            limit=self.cap.limit,
+        )
+        self.transport.abortConnection()
+
+
+class ChatWebSocketFactory(WebSocketServerFactory):
+    protocol = ChatWebSocket
+
+    def __init__(self, room: Room) -> None:
+        super().__init__()
+        self.room = room
+        config = room.config
+        self.allowed_origins = set(config.allowed_origins.split())
+        self.setProtocolOptions(
+            maxFramePayloadSize=config.max_ws_message_bytes,
+            maxMessagePayloadSize=config.max_ws_message_bytes,
+            openHandshakeTimeout=config.handshake_timeout,
+            autoPingInterval=30,
+            autoPingTimeout=30,
+        )
+
+    def origin_allowed(self, origin: str, host: str) -> bool:
+        """The page's own origin, the configured ones, or any with C{*}."""
+        if "*" in self.allowed_origins or origin in self.allowed_origins:
+            return True
+        return urlsplit(origin).netloc.lower() == host.lower()
+
+    def prepare_line(self, event: Event) -> Any:
+        rendered = text.line(event)
+        return self.prepareMessage(rendered.encode("utf-8")) if rendered else None
+
+    def prepare_json(self, event: Event) -> Any:
+        return self.prepareMessage(json.dumps(event_json(event)).encode("utf-8"))
+
+
+class Root(Resource):
+    """C{/}: the page for a browser, the chat for a WebSocket client."""
+
+    def __init__(self, websocket: WebSocketResource, static: Resource) -> None:
+        super().__init__()
+        self.websocket = websocket
+        self.static = static
+        self.putChild(b"ws", websocket)
+        self.putChild(b"static", static)
+
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        if path == b"":
+            return self
+        return super().getChild(path, request)
+
+    def render(self, request: Any) -> Any:
+        upgrade = (request.getHeader("upgrade") or "").lower()
+        if upgrade == "websocket":
+            return self.websocket.render(request)
+        return self.static.getChild(b"index.html", request).render(request)
+
+
+def make_site(room: Room) -> Site:
+    static = File(str(files("chatd") / "static"), defaultType="text/plain; charset=utf-8")
+    static.contentTypes.update(
+        {".js": "text/javascript; charset=utf-8", ".html": "text/html; charset=utf-8"}
+    )
+    ws = WebSocketResource(ChatWebSocketFactory(room))
+    site = Site(Root(ws, static), timeout=room.config.handshake_timeout)
+    site.displayTracebacks = False
+    return site

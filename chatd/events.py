@@ -1,0 +1,119 @@
+"""What the Room tells sessions. Doors render these into their own wire format.
+
+An event is delivered to many sessions, so each keeps a small cache of its renderings:
+a door renders an event once and writes the same bytes to every recipient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Event:
+    """Base of everything the Room delivers."""
+
+    __slots__ = ("_wire",)
+    kind = "event"
+
+    def __init__(self) -> None:
+        self._wire: dict[Any, Any] = {}
+
+    def rendered(self, key: Any, render: Any) -> Any:
+        """Return C{render(self)}, computed once per key for all recipients."""
+        try:
+            return self._wire[key]
+        except KeyError:
+            value = self._wire[key] = render(self)
+            return value
+
+
+class Message(Event):
+    """A public message, or a whisper when C{to} is set.
+
+    @ivar origin: the session that sent it; text doors do not echo a line to its sender.
+    """
+
+    __slots__ = ("id", "time", "sender", "text", "to", "origin", "late")
+    kind = "message"
+
+    def __init__(
+        self,
+        id: int,
+        time: float,
+        sender: str,
+        text: str,
+        to: str | None = None,
+        origin: object = None,
+        late: bool = False,
+    ) -> None:
+        super().__init__()
+        self.id = id
+        self.time = time
+        self.sender = sender
+        self.text = text
+        self.to = to
+        self.origin = origin
+        self.late = late
+
+    @property
+    def private(self) -> bool:
+        return self.to is not None
+
+
+class Notice(Event):
+    """Something the server says: joins, leaves, renames, results of commands."""
+
+    __slots__ = ("text",)
+    kind = "notice"
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class Error(Event):
+    """What was wrong with what the user sent, and what to do instead."""
+
+    __slots__ = ("text",)
+    kind = "error"
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class Presence(Event):
+    """Who is online now (for doors that keep a member list, such as the browser page)."""
+
+    __slots__ = ("names", "update")
+    kind = "presence"
+
+    def __init__(self, names: list[str], update: bool = False) -> None:
+        super().__init__()
+        self.names = names
+        self.update = update  # unasked-for: text doors show nothing
+
+
+class History(Event):
+    """Past messages sent to one session (on /history, on login, on reconnect)."""
+
+    __slots__ = ("messages", "reason")
+    kind = "history"
+
+    def __init__(self, messages: list[Message], reason: str) -> None:
+        super().__init__()
+        self.messages = messages
+        self.reason = reason
+
+
+class Identity(Event):
+    """Who this session is now: sent on connect, rename, login and logout."""
+
+    __slots__ = ("name", "account", "token")
+    kind = "identity"
+
+    def __init__(self, name: str, account: str | None = None, token: str | None = None) -> None:
+        super().__init__()
+        self.name = name
+        self.account = account
+        self.token = token

@@ -1,0 +1,94 @@
+"""Building the chatd service: the twistd plugin and chat.tac both call L{makeService}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import IService, MultiService
+from twisted.python import usage
+
+from chatd import config as configuration
+from chatd.audit import AuditLog
+from chatd.commands import discover
+from chatd.config import Config, ConfigError
+from chatd.doors.line import LineFactory
+from chatd.doors.minechat import MinechatReadFactory, MinechatWriteFactory
+from chatd.doors.web import make_site
+from chatd.room import Room
+
+
+def _door_options() -> list[list[Any]]:
+    return [
+        [f.name.replace("_", "-"), None, None, f"{f.metadata['doc']} [default: {f.default}]"]
+        for f in configuration.settings()
+        if f.metadata["section"] == "server"
+    ]
+
+
+class Options(usage.Options):
+    """C{twistd chatd} options; each door takes a Twisted endpoint string, or C{none}."""
+
+    synopsis = "[--line ENDPOINT] [--web ENDPOINT] [--config FILE] [--data-dir DIR]"
+    optParameters = [
+        ["config", "c", None, "INI file with settings (see README); options given here win"],
+        *_door_options(),
+    ]
+    longdesc = "Doors take Twisted endpoint strings such as tcp:6969:interface=127.0.0.1."
+
+    def postOptions(self) -> None:
+        overrides = {
+            f.name: self[f.name.replace("_", "-")]
+            for f in configuration.settings()
+            if f.metadata["section"] == "server" and self[f.name.replace("_", "-")] is not None
+        }
+        try:
+            self.config = configuration.load(self["config"], overrides)
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+class ChatService(MultiService):
+    """The Room and its doors; opens the audit log on start."""
+
+    def __init__(self, room: Room, audit: AuditLog, factories: dict[str, Any]) -> None:
+        super().__init__()
+        self.room = room
+        self.audit = audit
+        self.factories = factories  # door name -> protocol factory (tests listen on port 0)
+        room.setServiceParent(self)
+
+    def startService(self) -> None:
+        self.audit.open()
+        super().startService()
+
+    def stopService(self) -> Any:
+        d = super().stopService()
+        self.audit.close()
+        return d
+
+
+def build(config: Config, reactor: Any = None) -> ChatService:
+    """The whole server for C{config}: a Room with one service per door that is switched on."""
+    if reactor is None:
+        from twisted.internet import reactor  # the process's reactor, chosen by twistd
+    audit = AuditLog(config.data_path / "chat_log.txt")
+    room = Room(config, reactor, discover(), audit=audit)
+    doors = {
+        "line": LineFactory(room),
+        "web": make_site(room),
+        "minechat_read": MinechatReadFactory(room),
+        "minechat_write": MinechatWriteFactory(room),
+    }
+    top = ChatService(room, audit, doors)
+    for name, factory in doors.items():
+        endpoint = getattr(config, name)
+        if endpoint.strip().lower() != "none":
+            door = strports.service(endpoint, factory, reactor=reactor)
+            door.setName(name)
+            door.setServiceParent(top)
+    return top
+
+
+def makeService(options: Options) -> IService:
+    return build(options.config)

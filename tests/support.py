@@ -1,0 +1,167 @@
+"""Helpers for tests over real sockets: a chatd service on port 0 and simple clients.
+
+Every client collects what it receives in a queue, and C{expect} waits (with a timeout, so a
+broken server fails the test instead of hanging it) for the first line matching a pattern.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
+from twisted.internet.protocol import Factory, Protocol
+
+from chatd.config import Config
+from chatd.service import ChatService, build
+
+TIMEOUT = 5.0
+OFF = {"line": "none", "web": "none", "minechat_read": "none", "minechat_write": "none"}
+
+
+@dataclass
+class Server:
+    service: ChatService
+    ports: dict[str, int]
+    listeners: list[Any] = field(default_factory=list)
+
+    @property
+    def room(self) -> Any:
+        return self.service.room
+
+    async def stop(self) -> None:
+        for listener in self.listeners:
+            await listener.stopListening()
+        await defer.maybeDeferred(self.service.stopService)
+
+
+async def start_server(
+    data_dir: Any, doors: tuple[str, ...] = ("line", "web"), **settings: Any
+) -> Server:
+    """Build the real service, with the given doors listening on free loopback ports."""
+    config = Config(**{**OFF, "data_dir": str(data_dir), **settings})
+    service = build(config, reactor)
+    await defer.maybeDeferred(service.startService)
+    server = Server(service, {})
+    for name in doors:
+        endpoint = serverFromString(reactor, "tcp:0:interface=127.0.0.1")
+        port = await endpoint.listen(service.factories[name])
+        server.listeners.append(port)
+        server.ports[name] = port.getHost().port
+    return server
+
+
+class _Received:
+    """A queue of received lines with pattern matching."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._waiting: list[tuple[re.Pattern[str], defer.Deferred[str]]] = []
+        self._seen = 0
+        self.closed: defer.Deferred[None] = defer.Deferred()
+
+    def _got(self, line: str) -> None:
+        self.lines.append(line)
+        self._match()
+
+    def _match(self) -> None:
+        for pattern, d in list(self._waiting):
+            for i in range(self._seen, len(self.lines)):
+                if pattern.search(self.lines[i]):
+                    self._seen = i + 1
+                    self._waiting.remove((pattern, d))
+                    d.callback(self.lines[i])
+                    break
+
+    def expect(self, pattern: str, timeout: float = TIMEOUT) -> defer.Deferred[str]:
+        """The next line (after the last matched one) that matches C{pattern}."""
+        d: defer.Deferred[str] = defer.Deferred()
+        self._waiting.append((re.compile(pattern), d))
+        d.addTimeout(timeout, reactor, onTimeoutCancel=lambda *_: self._timed_out(pattern))
+        self._match()
+        return d
+
+    def _timed_out(self, pattern: str) -> None:
+        raise AssertionError(f"no line matching {pattern!r}; got {self.lines!r}")
+
+    def after_last_match(self) -> list[str]:
+        return self.lines[self._seen :]
+
+
+class LineClient(Protocol, _Received):
+    """A telnet user."""
+
+    def __init__(self) -> None:
+        _Received.__init__(self)
+        self._buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for raw in lines:
+            self._got(raw.rstrip(b"\r").decode("utf-8", "replace"))
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if not self.closed.called:
+            self.closed.callback(None)
+
+    def send(self, line: str | bytes) -> None:
+        data = line.encode("utf-8") if isinstance(line, str) else line
+        self.transport.write(data if data.endswith(b"\n") else data + b"\n")
+
+    def close(self) -> None:
+        self.transport.loseConnection()
+
+
+async def line_client(port: int) -> LineClient:
+    client = LineClient()
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    await endpoint.connect(Factory.forProtocol(lambda: client))
+    await client.expect(r"^\* you are ")
+    return client
+
+
+class WsClient(WebSocketClientProtocol, _Received):
+    """A WebSocket user; each text frame is one received item."""
+
+    def __init__(self) -> None:
+        WebSocketClientProtocol.__init__(self)
+        _Received.__init__(self)
+        self.opened: defer.Deferred[None] = defer.Deferred()
+        self.close_code: int | None = None
+
+    def onOpen(self) -> None:
+        self.opened.callback(None)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self._got(payload.decode("utf-8") if not isBinary else repr(payload))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.close_code = code
+        if not self.closed.called:
+            self.closed.callback(None)
+        if not self.opened.called:
+            self.opened.errback(ConnectionError(f"WebSocket refused: {code} {reason}"))
+
+    def send(self, text: str) -> None:
+        self.sendMessage(text.encode("utf-8"))
+
+    def close(self) -> None:
+        self.sendClose(1000)
+
+
+async def ws_client(
+    port: int, path: str = "/", protocols: list[str] | None = None, origin: str | None = None
+) -> WsClient:
+    factory = WebSocketClientFactory(
+        f"ws://127.0.0.1:{port}{path}", protocols=protocols or [], origin=origin
+    )
+    client = WsClient()
+    factory.protocol = lambda: client
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    await endpoint.connect(factory)
+    await client.opened
+    return client
