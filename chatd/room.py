@@ -12,20 +12,27 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.application.service import Service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from chatd import text as textrules
+from chatd.accounts import Accounts
 from chatd.audit import AuditLog
 from chatd.commands import CommandError, Context, Registry, UsageError
 from chatd.config import Config
-from chatd.events import Error, Event, Identity, Message, Notice, Presence
+from chatd.events import Error, Event, History, Identity, Message, Notice, Presence
+from chatd.flood import Flood
 from chatd.guestnames import guest_name
+from chatd.moderation import Moderation
+from chatd.store import Account, NameTaken, Store
 
 log = Logger(namespace="chatd.room")
 
 _NAME = re.compile(r"[^\W][\w.-]*\Z")
+_NOT_NAME = re.compile(r"[^\w.-]+|^[.-]+")
+LOGIN_FIRST = "log in first: /login <name> <password>, or /register <name> <password>"
+PURGE_EVERY = 60.0  # seconds between removals of expired history
 
 
 class Client(Protocol):
@@ -80,7 +87,10 @@ class Session:
 
 
 class Room(Service):
-    """Sessions, names, presence, broadcast and whispers."""
+    """Sessions, names, presence, broadcast, whispers, accounts and history.
+
+    @ivar store: the L{chatd.store.Store}; commands may use it too (its key/value cache).
+    """
 
     name = "room"
 
@@ -89,23 +99,38 @@ class Room(Service):
         config: Config,
         clock: IReactorTime,
         commands: Registry,
+        store: Store,
+        in_thread: Callable[..., defer.Deferred[Any]],
         namer: Callable[[], str] = guest_name,
         audit: AuditLog | None = None,
     ) -> None:
+        """@param in_thread: runs a slow function (a password hash) off the reactor thread."""
         self.config = config
         self.clock = clock
         self.commands = commands
+        self.store = store
+        self.accounts = Accounts(store, clock, in_thread)
+        # Registered names are reserved: casefolded name -> the account's spelling.
+        self.account_names = {name.casefold(): name for name in store.account_names}
+        self.last_id = store.last_id  # the newest public message delivered (or in history)
         self.namer = namer
         self.audit = audit
         self.users: dict[str, User] = {}  # casefolded name -> user
         self.sessions: tuple[Session, ...] = ()  # replaced, never mutated: safe to iterate
+        self.listeners: tuple[Client, ...] = ()  # passive read-only clients, not users
+        self.flood = Flood(config, clock)
+        self.moderation = Moderation(config, clock)
         self.started = clock.seconds()
         self.messages_sent = 0
-        self._ids = itertools.count(1)
+        self.newest_id = store.last_id  # the last id given to a message
+        self._purger = task.LoopingCall(self._purge)
+        self._purger.clock = clock
 
     def startService(self) -> None:
         super().startService()
         self.started = self.clock.seconds()
+        self.store.start()
+        self._purger.start(PURGE_EVERY)
         for cmd in self.commands:
             if cmd.setup is not None:
                 try:
@@ -114,15 +139,33 @@ class Room(Service):
                     log.failure("Setting up /{name} failed", name=cmd.name)
 
     def stopService(self) -> Any:
+        if self._purger.running:
+            self._purger.stop()
+        for user in list(self.users.values()):
+            if user.account is not None:
+                self._remember_seen(user.account)
+        super().stopService()
         for session in self.sessions:
             session.client.close("the server is shutting down")
-        return super().stopService()
+        return self.store.close()
 
     # -- connections ------------------------------------------------------------------------
 
     def connect(self, client: Client) -> Session:
-        """A door has a new connection: give it a guest name and tell everyone."""
+        """A door has a new connection: give it a guest name and tell everyone.
+
+        Over a flood cap the client is told why and closed; the session returned then is
+        never in the room, and what it sends is ignored.
+        """
         now = self.clock.seconds()
+        refusal = self.flood.admit(client)
+        if refusal is not None:
+            log.info(
+                "refused {peer} ({door}): {why}", peer=client.peer, door=client.door, why=refusal
+            )
+            client.deliver(Error(refusal))
+            client.close(refusal)
+            return Session(client, User("", since=now), now)
         user = User(self._free_guest_name(), since=now)
         session = Session(client, user, now)
         self._add(session)
@@ -139,11 +182,14 @@ class Room(Service):
 
     def disconnect(self, session: Session, reason: str = "left") -> None:
         """A door's connection is gone (or was closed); forget it."""
+        self.flood.closed(session.client)
         if session not in session.user.sessions:
             return
         self._remove(session)
         log.info("{session} disconnected: {reason}", session=session, reason=reason)
         if not session.user.sessions:
+            if session.user.account is not None and self.running:
+                self._remember_seen(session.user.account)
             self.notice_all(f"{session.user.name} left")
             self.presence_changed()
 
@@ -174,6 +220,8 @@ class Room(Service):
     def receive(self, session: Session, line: str) -> Any:
         """One line typed by a user: a command, or a public message."""
         session.lines += 1
+        if not self.flood.line(session.client):
+            return None
         line = textrules.clean(line)
         if not line:
             return None
@@ -187,6 +235,10 @@ class Room(Service):
             cmd = self.commands.get(word)
             if cmd is not None and cmd.bare:
                 return self.run(session, word, args.strip())
+        refusal = self.moderation.take(session.user)
+        if refusal is not None:
+            self.tell_error(session, refusal)
+            return None
         return self.say(session, line)
 
     def run(self, session: Session, word: str, args: str) -> Any:
@@ -205,10 +257,17 @@ class Room(Service):
             self.audit.record(
                 self.clock.seconds(), session, cmd.name, args if cmd.audit_args else "..."
             )
+        if cmd.counted:
+            refusal = self.moderation.take(session.user)
+            if refusal is not None:
+                self.tell_error(session, refusal)
+                return None
         ctx = Context(self, session, word)
         try:
             result = cmd(ctx, args)
         except Exception as e:
+            if cmd.counted:
+                self.moderation.undo(session.user)  # nothing was sent
             self._command_failed(ctx, cmd, e)
             return None
         if isinstance(result, defer.Deferred):
@@ -231,34 +290,79 @@ class Room(Service):
 
     # -- chat -------------------------------------------------------------------------------
 
-    def say(self, session: Session, text: str) -> Message:
-        """A public message from this session to everyone."""
-        message = Message(
-            next(self._ids), self.clock.seconds(), session.user.name, text, None, session
-        )
+    def say(self, session: Session, text: str) -> Message | None:
+        """A public message from this session to everyone, once it is safely in history.
+
+        The store saves messages in id order and fires in that order, so everyone receives
+        them in id order, and nothing anyone has seen can be lost by a crash.
+        """
+        user = session.user
+        if user.account is None and self.config.login_required:
+            self.tell_error(session, LOGIN_FIRST)
+            return None
+        self.newest_id = id = self.newest_id + 1
+        message = Message(id, self.clock.seconds(), user.name, text, None, session)
         self.messages_sent += 1
-        self.fanout(message)
+        self.store.add_message(message).addCallbacks(
+            self._publish, self._not_saved, errbackArgs=(session,)
+        )
         return message
+
+    def _new_id(self) -> int:
+        self.newest_id += 1
+        return self.newest_id
+
+    def _publish(self, message: Message) -> None:
+        self.last_id = message.id
+        self.fanout(message)
+
+    def _not_saved(self, failure: Any, session: Session) -> None:
+        log.failure("saving a message from {session} failed", failure, session=session)
+        self.tell_error(session, "your message could not be saved, so nobody got it; try again")
 
     def whisper(self, session: Session, to: str, text: str) -> Message:
         """A private message: every device of the recipient and of the sender sees it."""
+        if session.user.account is None and self.config.login_required:
+            raise CommandError(LOGIN_FIRST)
         target = self.find(to)
-        if target is None:
+        account = self.account_names.get(to.casefold())
+        if target is None and account is None:
             raise CommandError(f"nobody called {to} is online; /list shows who is")
         if target is session.user:
             raise CommandError("you cannot whisper to yourself")
         text = textrules.clean(text)
         if not text:
             raise UsageError("nothing to send")
+        name = target.name if target is not None else account
         message = Message(
-            next(self._ids), self.clock.seconds(), session.user.name, text, target.name, session
+            self._new_id(), self.clock.seconds(), session.user.name, text, name, session
         )
         self.messages_sent += 1
+        if target is None:
+            self._keep_for_later(session, message)
+            return message
         for s in (*target.sessions, *session.user.sessions):
             s.deliver(message)
         return message
 
+    def _keep_for_later(self, session: Session, message: Message) -> None:
+        """A whisper to an account that is offline: delivered at its next login."""
+
+        def kept(_: object) -> None:
+            self.tell_user(session.user, message)
+            self.tell(session, f"{message.to} is offline and will get it when they log in")
+
+        def failed(failure: Any) -> None:
+            log.failure("keeping a whisper for {to} failed", failure, to=message.to)
+            self.tell_error(session, f"your message to {message.to} could not be kept; try again")
+
+        self.store.keep_whisper(message.to, message).addCallbacks(kept, failed)
+
     def rename(self, user: User, new: str) -> None:
+        if user.account is not None and new.casefold() != user.account.casefold():
+            raise CommandError(
+                "your name is your account's; /logout to chat as a guest under another name"
+            )
         problem = self.name_problem(new, user)
         if problem is not None:
             raise CommandError(problem)
@@ -278,6 +382,11 @@ class Room(Service):
             return f"a name has 2 to {limit} characters"
         if not _NAME.match(name):
             return "a name has letters, digits, '.', '-' or '_', and starts with a letter or digit"
+        owner = self.account_names.get(name.casefold())
+        if owner is not None and (user is None or user.account != owner):
+            return (
+                f"the name {owner} belongs to an account; /login {owner} <password> if it is yours"
+            )
         holder = self.users.get(name.casefold())
         if holder is not None and holder is not user:
             return f"the name {name} is taken; pick another"
@@ -289,6 +398,201 @@ class Room(Service):
     def online(self) -> list[str]:
         return sorted((u.name for u in self.users.values()), key=str.casefold)
 
+    # -- accounts ---------------------------------------------------------------------------
+
+    def register(self, session: Session, name: str, password: str) -> defer.Deferred[str]:
+        """C{/register}: a new account called exactly C{name}; fires with its token."""
+        if session.user.account is not None:
+            raise CommandError(f"you are logged in as {session.user.account}; /logout first")
+        shortest = self.config.min_password_length
+        if len(password) < shortest:
+            raise CommandError(f"a password has at least {shortest} characters")
+        problem = self.name_problem(name, session.user)
+        if problem is not None:
+            raise CommandError(problem)
+        return self._create(session, name, password)
+
+    def register_account(
+        self, session: Session, nickname: str, password: str | None = None
+    ) -> defer.Deferred[tuple[str, str]]:
+        """A new account named C{nickname}, or a free variant of it; fires with (name, token).
+
+        Without a password the account logs in with its token only (minechat).
+        """
+        name = self._free_variant(nickname, session.user)
+        return self._create(session, name, password).addCallback(lambda token: (name, token))
+
+    def _free_variant(self, nickname: str, user: User) -> str:
+        limit = self.config.max_name_length
+        base = _NOT_NAME.sub("", nickname).lstrip(".-")[:limit]
+        if len(base) < 2:
+            return self._free_guest_name()
+        for n in itertools.count(1):
+            suffix = str(n) if n > 1 else ""
+            name = base[: limit - len(suffix)] + suffix
+            if self.name_problem(name, user) is None:
+                return name
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _create(self, session: Session, name: str, password: str | None) -> defer.Deferred[str]:
+        key = name.casefold()
+        self.account_names[key] = name  # reserved now: nobody takes it while the hash runs
+        d = defer.ensureDeferred(self.accounts.create(name, password, self.last_id))
+
+        def created(token: str) -> str:
+            log.info("{session} registered {name}", session=session, name=name)
+            self._login(session, name, token, seen=None)
+            return token
+
+        def failed(failure: Any) -> Any:
+            if self.account_names.get(key) == name:
+                del self.account_names[key]
+            failure.trap(NameTaken)
+            raise CommandError(f"the name {name} belongs to an account; pick another")
+
+        return d.addCallbacks(created, failed)
+
+    def login(self, session: Session, name: str, password: str) -> defer.Deferred[None]:
+        """C{/login}: log this session in to an account with a password."""
+
+        async def check() -> None:
+            account, token = await self.accounts.with_password(name, password, session.client.peer)
+            self._login(session, account.name, token, seen=account.last_seen)
+
+        return defer.ensureDeferred(check())
+
+    def login_with_token(self, session: Session, token: str) -> defer.Deferred[str | None]:
+        """Log in with a token; fires with the account name, or None when it is unknown."""
+
+        async def check() -> str | None:
+            account: Account | None = await self.accounts.with_token(token, session.client.peer)
+            if account is None:
+                return None
+            self._login(session, account.name, token, seen=account.last_seen)
+            return account.name
+
+        return defer.ensureDeferred(check())
+
+    def _login(self, session: Session, name: str, token: str | None, seen: int | None) -> None:
+        """Move C{session} to the account's user (one user, however many devices).
+
+        @param seen: the last message id the account saw; what came after it is sent when
+            the account was offline. None sends nothing (a new account).
+        """
+        old = session.user
+        if session not in old.sessions:
+            return  # the connection went while the password was checked
+        if old.account == name:
+            session.deliver(Identity(name, name, token))
+            return
+        if old.account is not None and len(old.sessions) == 1:
+            self._remember_seen(old.account)
+        target = self.users.get(name.casefold())
+        online = target is not None and target is not old and target.account == name
+        if online:
+            assert target is not None
+            if self._detach(session):
+                self.notice_all(f"{old.name} is now {name}", exclude=session)
+            target.sessions.append(session)
+            session.user = target
+        elif len(old.sessions) == 1:
+            was = old.name
+            self._rename_user(old, name)
+            old.account = name
+            if was != name:
+                self.notice_all(f"{was} is now {name}", exclude=session)
+        else:
+            self._detach(session)
+            self._attach(session, User(name, self.clock.seconds(), account=name))
+            self.notice_all(f"{name} joined", exclude=session)
+        session.deliver(Identity(name, name, token))
+        self.presence_changed()
+        if seen is not None and not online:
+            self._catch_up(session, name, seen)
+
+    def logout(self, session: Session) -> None:
+        """This session becomes a guest again; the account's other devices stay logged in."""
+        user = session.user
+        account = user.account
+        if account is None:
+            raise CommandError("you are not logged in")
+        guest = self._free_guest_name()
+        if len(user.sessions) == 1:
+            self._remember_seen(account)
+            self._rename_user(user, guest)
+            user.account = None
+            self.notice_all(f"{account} is now {guest}", exclude=session)
+        else:
+            self._detach(session)
+            self._attach(session, User(guest, self.clock.seconds()))
+            self.notice_all(f"{guest} joined", exclude=session)
+        session.deliver(Identity(guest))
+        self.presence_changed()
+
+    def _rename_user(self, user: User, name: str) -> None:
+        if self.users.get(user.name.casefold()) is user:
+            del self.users[user.name.casefold()]
+        user.name = name
+        self.users[name.casefold()] = user
+
+    def _detach(self, session: Session) -> bool:
+        """Take C{session} from its user; True when that user has no session left."""
+        user = session.user
+        user.sessions.remove(session)
+        if user.sessions:
+            return False
+        if self.users.get(user.name.casefold()) is user:
+            del self.users[user.name.casefold()]
+        return True
+
+    def _attach(self, session: Session, user: User) -> None:
+        user.sessions.append(session)
+        session.user = user
+        self.users[user.name.casefold()] = user
+
+    def _remember_seen(self, account: str) -> None:
+        d = self.store.set_last_seen(account, self.last_id)
+        d.addErrback(lambda f: log.failure("saving what {a} saw failed", f, a=account))
+
+    def _catch_up(self, session: Session, account: str, seen: int) -> None:
+        """Send what the account missed: public messages since C{seen}, kept whispers."""
+        since = self.clock.seconds() - self.config.history_ttl
+
+        async def send() -> None:
+            missed = await self.store.messages(seen, self.last_id, since, self.config.catch_up)
+            if missed:
+                session.deliver(History(missed, "missed while you were away"))
+            if session in session.user.sessions:
+                kept = await self.store.take_whispers(account)
+                if kept:
+                    self.tell_user(session.user, History(kept, "private messages while away"))
+
+        defer.ensureDeferred(send()).addErrback(
+            lambda f: log.failure("catching {a} up failed", f, a=account)
+        )
+
+    # -- history ----------------------------------------------------------------------------
+
+    def history(self, limit: int) -> defer.Deferred[list[Message]]:
+        """The last C{limit} public messages still inside the history TTL, oldest first.
+
+        Includes the caller's own messages still being saved (the query runs after them).
+        """
+        since = self.clock.seconds() - self.config.history_ttl
+        return self.store.messages(0, self.newest_id, since, limit)
+
+    def history_after(self, after_id: int, limit: int) -> defer.Deferred[list[Message]]:
+        """The newest C{limit} delivered public messages after id C{after_id}, oldest first.
+
+        To resume a client: messages still being saved reach it live, not twice.
+        """
+        since = self.clock.seconds() - self.config.history_ttl
+        return self.store.messages(after_id, self.last_id, since, limit)
+
+    def _purge(self) -> defer.Deferred[Any]:
+        d = self.store.purge_messages(self.clock.seconds() - self.config.history_ttl)
+        return d.addErrback(lambda f: log.failure("purging old history failed", f))
+
     # -- delivery ---------------------------------------------------------------------------
 
     def fanout(self, event: Event) -> None:
@@ -298,6 +602,26 @@ class Room(Service):
                 session.client.deliver(event)
             except Exception:
                 log.failure("delivering to {session} failed", session=session)
+        for client in self.listeners:
+            try:
+                client.deliver(event)
+            except Exception:
+                log.failure("delivering to listener {peer} failed", peer=client.peer)
+
+    # -- listeners: read-only clients (the minechat read port) that are not chat users -------
+
+    def listen(self, client: Client) -> None:
+        """Hand C{client} every fanned-out event; it gets no name, notices or /list entry."""
+        refusal = self.flood.admit(client)
+        if refusal is not None:
+            log.info("refused listener {peer}: {why}", peer=client.peer, why=refusal)
+            client.close(refusal)
+            return
+        self.listeners = (*self.listeners, client)
+
+    def unlisten(self, client: Client) -> None:
+        self.flood.closed(client)
+        self.listeners = tuple(c for c in self.listeners if c is not client)
 
     def notice_all(self, text: str, exclude: Session | None = None) -> None:
         event = Notice(text)

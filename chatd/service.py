@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import sys
 from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
+from twisted.internet.threads import deferToThreadPool
 from twisted.python import usage
 
 from chatd import config as configuration
@@ -16,6 +19,7 @@ from chatd.doors.line import LineFactory
 from chatd.doors.minechat import MinechatReadFactory, MinechatWriteFactory
 from chatd.doors.web import make_site
 from chatd.room import Room
+from chatd.store import StoreError, open_store
 
 
 def _door_options() -> list[list[Any]]:
@@ -69,11 +73,16 @@ class ChatService(MultiService):
 
 
 def build(config: Config, reactor: Any = None) -> ChatService:
-    """The whole server for C{config}: a Room with one service per door that is switched on."""
+    """The whole server for C{config}: a Room with one service per door that is switched on.
+
+    Opens the store (blocking: the reactor is not running yet); raises L{StoreError}.
+    """
     if reactor is None:
         from twisted.internet import reactor  # the process's reactor, chosen by twistd
     audit = AuditLog(config.data_path / "chat_log.txt")
-    room = Room(config, reactor, discover(), audit=audit)
+    store = open_store(config, reactor)
+    in_thread = functools.partial(deferToThreadPool, reactor, reactor.getThreadPool())
+    room = Room(config, reactor, discover(), store, in_thread, audit=audit)
     doors = {
         "line": LineFactory(room),
         "web": make_site(room),
@@ -91,4 +100,7 @@ def build(config: Config, reactor: Any = None) -> ChatService:
 
 
 def makeService(options: Options) -> IService:
-    return build(options.config)
+    try:
+        return build(options.config)
+    except StoreError as e:
+        sys.exit(f"chatd cannot start: {e}")  # a clear line and exit code 1, no traceback

@@ -1,0 +1,153 @@
+"""Account secrets and login rules: password hashes, tokens, and slowing down guessers.
+
+Passwords are kept as salted scrypt hashes; checking one takes tens of milliseconds on
+purpose, so it runs in a thread pool, never on the reactor thread. Tokens are random UUIDs;
+only their SHA-256 is stored, so a copy of the database does not log anyone in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+
+from chatd.commands import CommandError
+from chatd.store import Account, Store
+
+_N, _R, _P = 2**14, 8, 1  # scrypt cost: about 16 MiB and 50 ms per check
+
+
+def hash_password(password: str) -> str:
+    """A self-describing salted hash: C{scrypt$n$r$p$salt$hash}."""
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=_N, r=_R, p=_P)
+    return f"scrypt${_N}${_R}${_P}${salt.hex()}${digest.hex()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    _, n, r, p, salt, digest = stored.split("$")
+    got = hashlib.scrypt(
+        password.encode("utf-8"), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p)
+    )
+    return hmac.compare_digest(got, bytes.fromhex(digest))
+
+
+# Checked when the name is unknown, so a wrong name costs as long as a wrong password.
+NOBODY = "scrypt$16384$8$1$" + "00" * 16 + "$" + "00" * 64
+
+
+def new_token() -> str:
+    return str(uuid.uuid4())
+
+
+def token_hash(token: str) -> str:
+    """How a token is looked up: its SHA-256 (a token has 122 random bits; no salt needed)."""
+    return hashlib.sha256(token.strip().lower().encode("ascii", "replace")).hexdigest()
+
+
+class Throttle:
+    """Refuses a key (a name, an address) after C{limit} failures within C{window} seconds.
+
+    The refusal lasts until the oldest of those failures is C{window} seconds old.
+    """
+
+    def __init__(self, clock: IReactorTime, limit: int = 5, window: float = 300.0) -> None:
+        self.clock = clock
+        self.limit = limit
+        self.window = window
+        self._failures: dict[str, deque[float]] = {}
+
+    def wait(self, key: str) -> float:
+        """Seconds until C{key} may try again; 0 when it may now."""
+        times = self._failures.get(key)
+        if times is None:
+            return 0.0
+        now = self.clock.seconds()
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._failures[key]
+            return 0.0
+        return times[0] + self.window - now if len(times) >= self.limit else 0.0
+
+    def failed(self, key: str) -> None:
+        if len(self._failures) > 10000:
+            for stale in [k for k in self._failures if not self.wait(k)]:
+                self._failures.pop(stale, None)
+        self._failures.setdefault(key, deque(maxlen=self.limit)).append(self.clock.seconds())
+
+    def succeeded(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+
+class Accounts:
+    """Creating accounts and checking secrets; the Room moves sessions once this says yes.
+
+    @param in_thread: runs a slow function off the reactor thread, returning a Deferred.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        clock: IReactorTime,
+        in_thread: Callable[..., Deferred[Any]],
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.in_thread = in_thread
+        self.by_name = Throttle(clock)
+        self.by_address = Throttle(clock)
+
+    def refusal(self, name: str | None, address: str) -> str | None:
+        """Why a login attempt is refused before it is checked, or None."""
+        wait = max(self.by_address.wait(address), self.by_name.wait(name.casefold()) if name else 0)
+        if not wait:
+            return None
+        about = (
+            f"for {name}" if name and self.by_name.wait(name.casefold()) else "from your address"
+        )
+        return f"too many failed logins {about}; try again in {int(wait) + 1} seconds"
+
+    async def create(self, name: str, password: str | None, last_seen: int) -> str:
+        """Create the account; returns its first token. Fails with L{NameTaken}."""
+        hashed = None if password is None else await self.in_thread(hash_password, password)
+        token = new_token()
+        await self.store.create_account(
+            name, hashed, token_hash(token), self.clock.seconds(), last_seen
+        )
+        return token
+
+    async def with_password(self, name: str, password: str, address: str) -> tuple[Account, str]:
+        """The account, and a new token for this device; L{CommandError} when refused."""
+        refused = self.refusal(name, address)
+        if refused:
+            raise CommandError(refused)
+        account = await self.store.account(name)
+        stored = account.password_hash if account is not None else None
+        ok = await self.in_thread(check_password, password, stored or NOBODY)
+        if account is not None and stored is None:
+            raise CommandError(f"{account.name} has no password; log in with /auth <token>")
+        if account is None or not ok:
+            self.by_name.failed(name.casefold())
+            self.by_address.failed(address)
+            raise CommandError("wrong name or password")
+        self.by_name.succeeded(name.casefold())
+        token = new_token()
+        await self.store.add_token(account.name, token_hash(token), self.clock.seconds())
+        return account, token
+
+    async def with_token(self, token: str, address: str) -> Account | None:
+        """The account this token belongs to; None when unknown or when the address is refused."""
+        if self.by_address.wait(address):
+            return None
+        account = await self.store.account_for_token(token_hash(token))
+        if account is None:
+            self.by_address.failed(address)
+        return account

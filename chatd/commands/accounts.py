@@ -1,0 +1,67 @@
+"""Accounts: register, log in with a password or a token, log out.
+
+None of these write their arguments to the audit log: they carry passwords and tokens.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+
+from chatd.commands import CommandError, Context, UsageError, command
+
+
+def _name_and_password(args: str) -> tuple[str, str]:
+    name, _, password = args.partition(" ")
+    if not name or not password:
+        raise UsageError()
+    return name, password
+
+
+@command(
+    "register",
+    usage="<name> <password>",
+    help="create an account that keeps your name; you stay logged in",
+    audit_args=False,
+)
+def register(ctx: Context, args: str) -> Deferred[None]:
+    name, password = _name_and_password(args)
+
+    def done(token: str) -> None:
+        ctx.reply(
+            f"account {name} created; you are logged in. Your token (for /auth on another "
+            f"device, keep it secret): {token}"
+        )
+
+    return ctx.room.register(ctx.session, name, password).addCallback(done)
+
+
+@command(
+    "login",
+    usage="<name> <password>",
+    help="log in to your account (on any number of devices)",
+    audit_args=False,
+)
+def login(ctx: Context, args: str) -> Deferred[None]:
+    name, password = _name_and_password(args)
+    return ctx.room.login(ctx.session, name, password)
+
+
+@command("auth", usage="<token>", help="log in with the token /register gave you", audit_args=False)
+def auth(ctx: Context, args: str) -> Deferred[None]:
+    token = args.strip()
+    if not token or " " in token:
+        raise UsageError()
+    refused = ctx.room.accounts.refusal(None, ctx.session.client.peer)
+    if refused:
+        raise CommandError(refused)
+
+    def done(name: str | None) -> None:
+        if name is None:
+            raise CommandError("unknown token; check it, or /login <name> <password>")
+
+    return ctx.room.login_with_token(ctx.session, token).addCallback(done)
+
+
+@command("logout", help="log this connection out; your other devices stay logged in")
+def logout(ctx: Context, args: str) -> None:
+    ctx.room.logout(ctx.session)

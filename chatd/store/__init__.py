@@ -1,0 +1,104 @@
+"""Where chatd keeps what must survive a restart: messages, accounts, a key/value cache.
+
+L{Store} is the interface the Room codes against; each backend is one module
+(C{chatd.store.sqlite} now, PostgreSQL later). Every method that touches the database
+returns a Deferred: backends run their I/O off the reactor thread, in FIFO order, so a
+write is visible to every later read and messages are saved in id order.
+
+Opening a store is the exception: it happens once, before the reactor runs, so it may
+block, and a database that cannot be used stops the server with a clear L{StoreError}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from twisted.internet.defer import Deferred
+
+from chatd.config import Config
+
+if TYPE_CHECKING:
+    from chatd.events import Message
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used; the message says what to do about it."""
+
+
+class NameTaken(StoreError):
+    """An account with this name (in any letter case) exists already."""
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    password_hash: str | None  # None: a token-only account (minechat), no /login
+    last_seen: int  # id of the last public message delivered while it was online
+
+
+class Store(Protocol):
+    last_id: int  # highest message id ever given out, as read at open
+    account_names: list[str]  # every account's name, as read at open
+
+    def start(self) -> None:
+        """Start the worker that runs the queries (call with the reactor running or about to)."""
+
+    def close(self) -> Deferred[None]:
+        """Finish the queued work, then release the database."""
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def add_message(self, message: Message) -> Deferred[Message]:
+        """Save a public message; fires with it once it is durable, so it can be delivered."""
+
+    def messages(
+        self, after_id: int, through_id: int, since: float, limit: int
+    ) -> Deferred[list[Message]]:
+        """The newest C{limit} public messages with C{after_id < id <= through_id} and
+        C{time >= since}, oldest first."""
+
+    def purge_messages(self, before: float) -> Deferred[int]:
+        """Forget public messages older than C{before}; fires with how many went."""
+
+    def keep_whisper(self, account: str, message: Message) -> Deferred[None]:
+        """Keep a private message for an account that is offline."""
+
+    def take_whispers(self, account: str) -> Deferred[list[Message]]:
+        """The private messages kept for C{account}, oldest first, and forget them."""
+
+    # -- accounts ---------------------------------------------------------------------------
+
+    def create_account(
+        self, name: str, password_hash: str | None, token_hash: str, when: float, last_seen: int
+    ) -> Deferred[None]:
+        """Create an account with its first token; fails with L{NameTaken}."""
+
+    def account(self, name: str) -> Deferred[Account | None]:
+        """The account called C{name} in any letter case."""
+
+    def account_for_token(self, token_hash: str) -> Deferred[Account | None]: ...
+
+    def add_token(self, name: str, token_hash: str, when: float) -> Deferred[None]: ...
+
+    def set_last_seen(self, name: str, message_id: int) -> Deferred[None]: ...
+
+    # -- cache (exchange rates) -------------------------------------------------------------
+
+    def cache_get(self, key: str) -> Deferred[str | None]: ...
+
+    def cache_put(self, key: str, value: str) -> Deferred[None]: ...
+
+
+def open_store(config: Config, reactor: object) -> Store:
+    """The backend C{config.storage_url} names: empty means SQLite in the data dir."""
+    url = config.storage_url.strip()
+    if not url:
+        from chatd.store.sqlite import SQLiteStore
+
+        return SQLiteStore.open(config.data_path / "chatd.sqlite3", reactor)
+    scheme = url.partition(":")[0]
+    raise StoreError(
+        f"storage_url {scheme}:... is not supported yet; leave it empty to use SQLite "
+        "in the data dir"
+    )

@@ -1,0 +1,351 @@
+"""The embedded default store: one SQLite file in the data dir, no server to install.
+
+All queries run on one worker thread, in the order they were asked for. Work that queues up
+while a transaction runs goes into the next one, so under load thousands of messages share
+a commit (group commit) and ids reach the disk, and then the clients, in order.
+
+The file is in WAL mode with C{synchronous=NORMAL}: a commit is in the operating system's
+hands before the message is delivered, so it survives the server being killed (not
+necessarily a power cut). C{locking_mode=EXCLUSIVE} keeps a second chatd off the same file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from chatd.events import Message
+from chatd.store import Account, NameTaken, StoreError
+
+# Forward migrations: MIGRATIONS[n] takes a database from schema version n to n + 1.
+MIGRATIONS: list[list[str]] = [
+    [
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        "CREATE TABLE messages (id INTEGER PRIMARY KEY, time REAL NOT NULL,"
+        " sender TEXT NOT NULL, text TEXT NOT NULL)",
+        "CREATE INDEX messages_time ON messages (time)",
+        "CREATE TABLE accounts (name_key TEXT PRIMARY KEY, name TEXT NOT NULL,"
+        " password_hash TEXT, created REAL NOT NULL, last_seen INTEGER NOT NULL)",
+        "CREATE TABLE tokens (token_hash TEXT PRIMARY KEY,"
+        " name_key TEXT NOT NULL REFERENCES accounts (name_key), created REAL NOT NULL)",
+        "CREATE TABLE whispers (id INTEGER PRIMARY KEY, name_key TEXT NOT NULL,"
+        " time REAL NOT NULL, sender TEXT NOT NULL, recipient TEXT NOT NULL,"
+        " text TEXT NOT NULL)",
+        "CREATE INDEX whispers_name ON whispers (name_key)",
+        "CREATE TABLE cache (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ],
+]
+
+Op = Callable[..., Any]
+
+
+def _key(name: str) -> str:
+    return name.casefold()
+
+
+def _explain(path: Path, e: sqlite3.Error) -> StoreError:
+    text = str(e)
+    if "locked" in text:
+        return StoreError(
+            f"the database {path} is locked: is another chatd using the data dir {path.parent}?"
+        )
+    if "not a database" in text or "malformed" in text:
+        return StoreError(
+            f"{path} is not a chatd database or is damaged ({text}); move it away to start "
+            "with an empty one, or restore a backup"
+        )
+    return StoreError(f"cannot use the database {path}: {text}; is the data dir writable?")
+
+
+class SQLiteStore:
+    """L{chatd.store.Store} on SQLite."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, reactor: Any) -> None:
+        self._conn = conn
+        self.path = path
+        self._reactor = reactor
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="chatd-store")
+        self._queue: list[tuple[Op, tuple[Any, ...], Deferred[Any]]] = []
+        self._busy = False
+        self._closed = False
+        self.last_id = self._high_water(conn)
+        self.account_names = [row[0] for row in conn.execute("SELECT name FROM accounts")]
+
+    @classmethod
+    def open(cls, path: Path, reactor: Any) -> SQLiteStore:
+        """Open (creating and migrating as needed) the database; blocks, at start-up only."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the data dir {path.parent}: {e.strerror}") from None
+        conn = None
+        try:
+            conn = sqlite3.connect(path, timeout=0.5, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("BEGIN IMMEDIATE")
+            _migrate(conn, path)
+            conn.execute("COMMIT")
+            return cls(conn, path, reactor)
+        except (sqlite3.Error, StoreError) as e:
+            if conn is not None:
+                conn.close()
+            if isinstance(e, StoreError):
+                raise
+            raise _explain(path, e) from None
+
+    @staticmethod
+    def _high_water(conn: sqlite3.Connection) -> int:
+        """Ids never go back, even when every message has been purged or delivered."""
+        (floor,) = conn.execute("SELECT COALESCE(MAX(value), 0) FROM meta WHERE key = 'id_floor'")
+        (messages,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM messages")
+        (whispers,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM whispers")
+        return max(floor[0], messages[0], whispers[0])
+
+    # -- the worker -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._pool.start()
+
+    def close(self) -> Deferred[None]:
+        d = self._run(_nothing)  # fires once everything queued before it is done
+        self._closed = True
+        d.addBoth(lambda _: deferToThreadPool(self._reactor, self._pool, self._conn.close))
+        d.addBoth(self._stopped)
+        return d
+
+    def _stopped(self, result: Any) -> Any:
+        self._pool.stop()
+        return result
+
+    def _run(self, op: Op, *args: Any) -> Deferred[Any]:
+        """Queue C{op(conn, *args)}; it runs in the next transaction, after all queued before."""
+        d: Deferred[Any] = Deferred()
+        if self._closed:
+            d.errback(StoreError("the store is closed"))
+            return d
+        self._queue.append((op, args, d))
+        if not self._busy:
+            self._next()
+        return d
+
+    def _next(self) -> None:
+        batch, self._queue = self._queue, []
+        self._busy = True
+        work = deferToThreadPool(self._reactor, self._pool, self._transaction, batch)
+        work.addBoth(self._done, batch)
+
+    def _transaction(self, batch: list[tuple[Op, tuple[Any, ...], Any]]) -> list[Any]:
+        conn = self._conn
+        results: list[Any] = []
+        try:
+            conn.execute("BEGIN")
+            for op, args, _ in batch:
+                try:
+                    results.append(op(conn, *args))
+                except Exception:
+                    results.append(Failure())
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            failure = Failure()
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return [failure] * len(batch)
+        return results
+
+    def _done(self, results: Any, batch: list[tuple[Op, tuple[Any, ...], Deferred[Any]]]) -> None:
+        self._busy = False
+        if self._queue:
+            self._next()  # the worker starts on the next batch while this one is delivered
+        if isinstance(results, Failure):
+            results = [results] * len(batch)
+        for (_, _, d), result in zip(batch, results, strict=True):
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result)
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def add_message(self, message: Message) -> Deferred[Message]:
+        return self._run(_add_message, message)
+
+    def messages(
+        self, after_id: int, through_id: int, since: float, limit: int
+    ) -> Deferred[list[Message]]:
+        return self._run(_messages, after_id, through_id, since, limit)
+
+    def purge_messages(self, before: float) -> Deferred[int]:
+        return self._run(_purge, before)
+
+    def keep_whisper(self, account: str, message: Message) -> Deferred[None]:
+        return self._run(_keep_whisper, account, message)
+
+    def take_whispers(self, account: str) -> Deferred[list[Message]]:
+        return self._run(_take_whispers, account)
+
+    # -- accounts ---------------------------------------------------------------------------
+
+    def create_account(
+        self, name: str, password_hash: str | None, token_hash: str, when: float, last_seen: int
+    ) -> Deferred[None]:
+        return self._run(_create_account, name, password_hash, token_hash, when, last_seen)
+
+    def account(self, name: str) -> Deferred[Account | None]:
+        return self._run(_account, name)
+
+    def account_for_token(self, token_hash: str) -> Deferred[Account | None]:
+        return self._run(_account_for_token, token_hash)
+
+    def add_token(self, name: str, token_hash: str, when: float) -> Deferred[None]:
+        return self._run(_add_token, name, token_hash, when)
+
+    def set_last_seen(self, name: str, message_id: int) -> Deferred[None]:
+        return self._run(_set_last_seen, name, message_id)
+
+    # -- cache ------------------------------------------------------------------------------
+
+    def cache_get(self, key: str) -> Deferred[str | None]:
+        return self._run(_cache_get, key)
+
+    def cache_put(self, key: str, value: str) -> Deferred[None]:
+        return self._run(_cache_put, key, value)
+
+
+# Queries: plain functions run on the worker thread inside a transaction.
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > len(MIGRATIONS):
+        raise StoreError(
+            f"{path} has schema version {version}, newer than this chatd knows "
+            f"({len(MIGRATIONS)}); run a newer chatd"
+        )
+    for statements in MIGRATIONS[version:]:
+        for statement in statements:
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+
+
+def _nothing(conn: sqlite3.Connection) -> None:
+    pass
+
+
+def _add_message(conn: sqlite3.Connection, m: Message) -> Message:
+    conn.execute(
+        "INSERT INTO messages (id, time, sender, text) VALUES (?, ?, ?, ?)",
+        (m.id, m.time, m.sender, m.text),
+    )
+    return m
+
+
+def _messages(
+    conn: sqlite3.Connection, after_id: int, through_id: int, since: float, limit: int
+) -> list[Message]:
+    rows = conn.execute(
+        "SELECT id, time, sender, text FROM messages WHERE id > ? AND id <= ? AND time >= ?"
+        " ORDER BY id DESC LIMIT ?",
+        (after_id, through_id, since, limit),
+    ).fetchall()
+    return [Message(*row) for row in reversed(rows)]
+
+
+def _raise_floor(conn: sqlite3.Connection, table: str, where: str, args: tuple[Any, ...]) -> None:
+    (top,) = conn.execute(f"SELECT MAX(id) FROM {table} WHERE {where}", args).fetchone()
+    if top is not None:
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('id_floor',"
+            " MAX(?, COALESCE((SELECT value FROM meta WHERE key = 'id_floor'), 0)))",
+            (top,),
+        )
+
+
+def _purge(conn: sqlite3.Connection, before: float) -> int:
+    _raise_floor(conn, "messages", "time < ?", (before,))
+    return conn.execute("DELETE FROM messages WHERE time < ?", (before,)).rowcount
+
+
+def _keep_whisper(conn: sqlite3.Connection, account: str, m: Message) -> None:
+    conn.execute(
+        "INSERT INTO whispers (id, name_key, time, sender, recipient, text)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (m.id, _key(account), m.time, m.sender, m.to, m.text),
+    )
+
+
+def _take_whispers(conn: sqlite3.Connection, account: str) -> list[Message]:
+    key = _key(account)
+    rows = conn.execute(
+        "SELECT id, time, sender, text, recipient FROM whispers WHERE name_key = ? ORDER BY id",
+        (key,),
+    ).fetchall()
+    _raise_floor(conn, "whispers", "name_key = ?", (key,))
+    conn.execute("DELETE FROM whispers WHERE name_key = ?", (key,))
+    return [Message(*row) for row in rows]
+
+
+def _create_account(
+    conn: sqlite3.Connection,
+    name: str,
+    password_hash: str | None,
+    token_hash: str,
+    when: float,
+    last_seen: int,
+) -> None:
+    try:
+        conn.execute(
+            "INSERT INTO accounts (name_key, name, password_hash, created, last_seen)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (_key(name), name, password_hash, when, last_seen),
+        )
+    except sqlite3.IntegrityError:
+        raise NameTaken(f"the name {name} belongs to an account already") from None
+    _add_token(conn, name, token_hash, when)
+
+
+def _account(conn: sqlite3.Connection, name: str) -> Account | None:
+    row = conn.execute(
+        "SELECT name, password_hash, last_seen FROM accounts WHERE name_key = ?", (_key(name),)
+    ).fetchone()
+    return Account(*row) if row else None
+
+
+def _account_for_token(conn: sqlite3.Connection, token_hash: str) -> Account | None:
+    row = conn.execute(
+        "SELECT a.name, a.password_hash, a.last_seen FROM tokens t"
+        " JOIN accounts a ON a.name_key = t.name_key WHERE t.token_hash = ?",
+        (token_hash,),
+    ).fetchone()
+    return Account(*row) if row else None
+
+
+def _add_token(conn: sqlite3.Connection, name: str, token_hash: str, when: float) -> None:
+    conn.execute(
+        "INSERT INTO tokens (token_hash, name_key, created) VALUES (?, ?, ?)",
+        (token_hash, _key(name), when),
+    )
+
+
+def _set_last_seen(conn: sqlite3.Connection, name: str, message_id: int) -> None:
+    conn.execute(
+        "UPDATE accounts SET last_seen = MAX(last_seen, ?) WHERE name_key = ?",
+        (message_id, _key(name)),
+    )
+
+
+def _cache_get(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM cache WHERE key = ?", (key,)).fetchone()
+    return row[0] if row else None
+
+
+def _cache_put(conn: sqlite3.Connection, key: str, value: str) -> None:
+    conn.execute("INSERT OR REPLACE INTO cache (key, value) VALUES (?, ?)", (key, value))

@@ -1,0 +1,238 @@
+"""Accounts: register, log in by password or token, several devices, log out."""
+
+from __future__ import annotations
+
+import re
+
+import pytest_twisted
+from twisted.internet import task
+
+from chatd.accounts import Throttle
+from chatd.events import Identity
+from tests.support import line_client, start_server
+
+
+class Device:
+    """A connection straight into the Room, recording the events it is given."""
+
+    door = "test"
+
+    def __init__(self, peer: str = "10.0.0.1") -> None:
+        self.peer = peer
+        self.events: list = []
+
+    def deliver(self, event) -> None:
+        self.events.append(event)
+
+    def close(self, reason: str) -> None:
+        pass
+
+    def identities(self) -> list[tuple]:
+        return [(e.name, e.account, e.token) for e in self.events if isinstance(e, Identity)]
+
+
+TOKEN = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+@pytest_twisted.async_yield_fixture
+async def srv(tmp_path):
+    server = await start_server(tmp_path, doors=("line",))
+    yield server
+    await server.stop()
+
+
+async def registered(srv, name="Alice", password="correct horse"):
+    """A telnet user who has just registered C{name}, and the token they got."""
+    client = await line_client(srv.ports["line"])
+    client.send(f"/register {name} {password}")
+    line = await client.expect(rf"^\* account {name} created")
+    return client, re.search(TOKEN, line).group(0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_register_logs_in_tells_the_others_and_reserves_the_name(srv):
+    bob = await line_client(srv.ports["line"])
+    alice = await line_client(srv.ports["line"])
+    guest = alice.lines[0].split()[-1]
+    alice.send("/register Alice correct horse")
+    await alice.expect(r"^\* you are Alice \(logged in\)$")
+    await alice.expect(rf"^\* account Alice created; you are logged in\. Your token .*: {TOKEN}$")
+    await bob.expect(rf"^\* {guest} is now Alice$")
+    bob.send("/rename alice")
+    await bob.expect(r"^! the name Alice belongs to an account; /login Alice <password>")
+    bob.send("/register ALICE another password")
+    await bob.expect(r"^! the name Alice belongs to an account")
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_registrations_say_what_is_wrong(srv):
+    bob = await line_client(srv.ports["line"])
+    bob.send("/register Bob short")
+    await bob.expect(r"^! a password has at least 8 characters$")
+    bob.send("/register B@d! long enough")
+    await bob.expect(r"^! a name has letters, digits")
+    bob.send("/register OnlyAName")
+    await bob.expect(r"^! usage: /register <name> <password>$")
+    assert srv.room.account_names == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_login_on_a_second_device_shares_one_user(srv):
+    alice, _ = await registered(srv)
+    bob = await line_client(srv.ports["line"])
+    phone = await line_client(srv.ports["line"])
+    phone.send("/login alice correct horse")
+    await phone.expect(r"^\* you are Alice \(logged in\)$")
+    phone.send("/list")
+    online = await phone.expect(r"^\* online")
+    assert online.count("Alice") == 1 and online.startswith("* online (2)")
+    bob.send("/w Alice hi both")
+    await alice.expect(r"^>> \w+: hi both$")
+    await phone.expect(r"^>> \w+: hi both$")
+    phone.send("/status")
+    await phone.expect(
+        r"^\* your sessions \(2\): line from 127\.0\.0\.1 .*, line from .*\(this one\)$"
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_wrong_password_unknown_name_and_unknown_token_are_refused(srv):
+    await registered(srv)
+    eve = await line_client(srv.ports["line"])
+    eve.send("/login Alice wrong password")
+    await eve.expect(r"^! wrong name or password$")
+    eve.send("/login Nobody whatever12")
+    await eve.expect(r"^! wrong name or password$")
+    eve.send("/auth 00000000-0000-4000-8000-000000000000")
+    await eve.expect(r"^! unknown token; check it, or /login <name> <password>$")
+    eve.send("/list")
+    assert "Alice" in await eve.expect(r"^\* online")  # eve is still a guest
+    assert not any("logged in" in line for line in eve.lines)
+
+
+@pytest_twisted.ensureDeferred
+async def test_repeated_failures_are_refused_for_a_while(srv):
+    await registered(srv)
+    eve = await line_client(srv.ports["line"])
+    for _ in range(5):
+        eve.send("/login Alice wrong password")
+        await eve.expect(r"^! wrong name or password$")
+    eve.send("/login Alice correct horse")
+    await eve.expect(r"^! too many failed logins for Alice; try again in \d+ seconds$")
+
+
+def test_the_throttle_forgets_failures_as_the_clock_moves():
+    clock = task.Clock()
+    throttle = Throttle(clock, limit=3, window=60)
+    for _ in range(3):
+        throttle.failed("alice")
+    assert throttle.wait("alice") == 60
+    assert throttle.wait("bob") == 0
+    clock.advance(59)
+    assert throttle.wait("alice") == 1
+    clock.advance(1)
+    assert throttle.wait("alice") == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_auth_with_the_token_and_logout(srv):
+    alice, token = await registered(srv)
+    laptop = await line_client(srv.ports["line"])
+    laptop.send(f"/auth {token}")
+    await laptop.expect(r"^\* you are Alice \(logged in\)$")
+    laptop.send("/logout")
+    guest = (await laptop.expect(r"^\* you are \w+$")).split()[-1]
+    await alice.expect(rf"^\* {guest} joined$")  # alice's own device stays logged in
+    alice.send("/logout")
+    await alice.expect(r"^\* you are \w+$")
+    await laptop.expect(r"^\* Alice is now \w+$")
+    laptop.send("/logout")
+    await laptop.expect(r"^! you are not logged in$")
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_account_cannot_rename_away_from_its_name(srv):
+    alice, _ = await registered(srv)
+    alice.send("/rename Alicia")
+    await alice.expect(r"^! your name is your account's; /logout to chat as a guest")
+
+
+@pytest_twisted.ensureDeferred
+async def test_passwords_and_tokens_stay_out_of_the_audit_log(srv, tmp_path):
+    alice, token = await registered(srv)
+    alice.send(f"/auth {token}")
+    alice.send("/login Alice correct horse")
+    await alice.expect(r"^\* you are Alice \(logged in\)$")
+    await alice.expect(r"^\* you are Alice \(logged in\)$")
+    audit = (tmp_path / "chat_log.txt").read_text()
+    assert "/register ..." in audit and "/login ..." in audit
+    assert "correct horse" not in audit and token not in audit
+
+
+@pytest_twisted.ensureDeferred
+async def test_login_required_keeps_guests_quiet(tmp_path):
+    server = await start_server(tmp_path, doors=("line",), login_required=True)
+    try:
+        guest = await line_client(server.ports["line"])
+        listener = await line_client(server.ports["line"])
+        guest.send("hello?")
+        await guest.expect(r"^! log in first: /login <name> <password>, or /register")
+        guest.send("/register Carol long enough")
+        await guest.expect(r"^\* you are Carol")
+        guest.send("now I may")
+        await listener.expect(r"^Carol: now I may$")
+        assert not any("hello?" in line for line in listener.lines)
+    finally:
+        await server.stop()
+
+
+# -- the contract the minechat door codes against ----------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_register_account_picks_a_free_variant_and_sends_identity(srv):
+    room = srv.room
+    first, second, junk, empty = Device(), Device(), Device(), Device()
+    sessions = [room.connect(d) for d in (first, second, junk, empty)]
+    name1, token1 = await room.register_account(sessions[0], "Dmitry")
+    name2, token2 = await room.register_account(sessions[1], "dmitry")
+    name3, _ = await room.register_account(sessions[2], " <b>Ivan  Petrov</b>!")
+    name4, _ = await room.register_account(sessions[3], "@@")
+    assert (name1, name2, name3) == ("Dmitry", "dmitry2", "bIvanPetrovb")
+    assert name4.casefold() in room.account_names  # nothing usable was left: a guest name
+    assert re.fullmatch(TOKEN, token1) and token1 != token2
+    assert first.identities()[-1] == ("Dmitry", "Dmitry", token1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_token_only_accounts_use_auth_not_login(srv):
+    room = srv.room
+    name, token = await room.register_account(room.connect(Device()), "Miner")
+    client = await line_client(srv.ports["line"])
+    client.send("/login Miner anything-at-all")
+    await client.expect(r"^! Miner has no password; log in with /auth <token>$")
+    client.send(f"/auth {token}")
+    await client.expect(r"^\* you are Miner \(logged in\)$")
+
+
+@pytest_twisted.ensureDeferred
+async def test_login_with_token_fires_with_the_name_or_none(srv):
+    room = srv.room
+    _, token = await room.register_account(room.connect(Device()), "Miner")
+    device = Device()
+    session = room.connect(device)
+    assert await room.login_with_token(session, "not-a-token") is None
+    assert not any(e.kind == "error" for e in device.events)
+    assert await room.login_with_token(session, token) == "Miner"
+    assert device.identities()[-1] == ("Miner", "Miner", token)
+    assert session.user is room.find("miner") and len(session.user.sessions) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_many_unknown_tokens_from_one_address_are_refused_for_a_while(srv):
+    guesser = await line_client(srv.ports["line"])
+    for i in range(5):
+        guesser.send(f"/auth 00000000-0000-4000-8000-00000000000{i}")
+        await guesser.expect(r"^! unknown token")
+    guesser.send("/auth 00000000-0000-4000-8000-000000000009")
+    await guesser.expect(r"^! too many failed logins from your address; try again in \d+ seconds$")
