@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -23,12 +24,14 @@ from twisted.web.static import File
 
 from chatd import text
 from chatd.doors.backpressure import OutputCap
-from chatd.events import Event, History, Identity, Message, Presence
+from chatd.events import Error, Event, History, Identity, Message, Presence
 from chatd.room import Room, Session
 
 log = Logger(namespace="chatd.doors.web")
 
 JSON_PROTOCOL = "chatd.json"
+# A resume answers with at most this many of the newest missed messages.
+RESUME_LIMIT = 200
 
 
 def message_json(m: Message) -> dict[str, Any]:
@@ -109,20 +112,50 @@ class ChatWebSocket(WebSocketServerProtocol):
             return
         line = payload.decode("utf-8")  # Autobahn has already failed invalid UTF-8 (1007)
         if self.door == "json":
-            try:
-                request = json.loads(line)
-                line = request["text"]
-                if not isinstance(line, str):
-                    raise TypeError
-            except (ValueError, KeyError, TypeError):
-                self._error('send JSON such as {"text": "hello"}; see docs/protocol.md')
-                return
+            self._json_request(line)
+            return
+        self._lines(line)
+
+    def _lines(self, line: str) -> None:
         for part in line.split("\n"):
             self.factory.room.receive(self.session, part)
 
-    def _error(self, message: str) -> None:
-        from chatd.events import Error
+    def _json_request(self, raw: str) -> None:
+        """One request: typed text, or a resume asking for the messages missed while away."""
+        try:
+            request = json.loads(raw)
+        except ValueError:
+            request = None
+        if not isinstance(request, dict):
+            self._error('send a JSON object such as {"text": "hello"}; see docs/protocol.md')
+        elif request.get("type") == "resume":
+            after = request.get("after")
+            if type(after) is not int or after < 0:
+                self._error('resume needs a message id: {"type": "resume", "after": 42}')
+            else:
+                self._resume(after)
+        elif isinstance(request.get("text"), str):
+            self._lines(request["text"])
+        else:
+            self._error('send JSON such as {"text": "hello"}; see docs/protocol.md')
 
+    def _resume(self, after: int) -> None:
+        """Send the public messages stored after id C{after}, as one history event."""
+        room = self.factory.room
+        d = defer.maybeDeferred(room.history_after, after, RESUME_LIMIT)
+
+        def send(messages: list[Message]) -> None:
+            if self.session is not None:
+                self.deliver(History(messages, "missed"))
+
+        def failed(failure: Any) -> None:
+            log.failure("resume after {after} failed", failure, after=after)
+            if self.session is not None:
+                self._error("the messages you missed could not be fetched; reload the page")
+
+        d.addCallbacks(send, failed)
+
+    def _error(self, message: str) -> None:
         self.deliver(Error(message))
 
     def deliver(self, event: Event) -> None:
@@ -165,6 +198,7 @@ class ChatWebSocketFactory(WebSocketServerFactory):
             openHandshakeTimeout=config.handshake_timeout,
             autoPingInterval=30,
             autoPingTimeout=30,
+            failByDrop=False,  # say why (1009 too big, 1007 bad UTF-8) before closing
         )
 
     def origin_allowed(self, origin: str, host: str) -> bool:

@@ -1,0 +1,138 @@
+"""The web door: the page over HTTP, the chatd.json subprotocol, and Origin checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import pytest_twisted
+import treq
+
+from tests.support import line_client, start_server, ws_client
+
+JSON = ["chatd.json"]
+
+
+async def json_client(port: int, **kwargs):
+    client = await ws_client(port, protocols=JSON, **kwargs)
+    me = json.loads(await client.expect(r'"type": "identity"'))
+    client.name = me["name"]
+    return client
+
+
+def events(client, kind: str) -> list[dict]:
+    return [e for e in map(json.loads, client.lines) if e["type"] == kind]
+
+
+@pytest_twisted.ensureDeferred
+async def test_page_and_its_files_are_served(server):
+    base = f"http://127.0.0.1:{server.ports['web']}"
+    page = await treq.get(f"{base}/")
+    assert page.code == 200
+    assert page.headers.getRawHeaders("content-type") == ["text/html; charset=utf-8"]
+    html = await page.text()
+    assert '<script src="/static/app.js"' in html
+    script = await treq.get(f"{base}/static/app.js")
+    assert script.headers.getRawHeaders("content-type") == ["text/javascript; charset=utf-8"]
+    assert '"chatd.json"' in await script.text()
+    css = await treq.get(f"{base}/static/style.css")
+    assert css.code == 200
+    await css.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_json_events_identity_presence_messages(server):
+    alice = await json_client(server.ports["web"])
+    bob = await json_client(server.ports["web"])
+    assert json.loads(await alice.expect(r'"type": "notice"'))["text"].startswith("Welcome")
+    presence = json.loads(await alice.expect(rf'"type": "presence".*"{bob.name}"'))
+    assert sorted(presence["names"]) == sorted([alice.name, bob.name])
+
+    alice.send(json.dumps({"text": "hello <b>bob</b>"}))
+    got = json.loads(await bob.expect(r'"type": "message"'))
+    assert got["from"] == alice.name
+    assert got["text"] == "hello <b>bob</b>"
+    assert got["private"] is False
+    assert isinstance(got["id"], int) and isinstance(got["time"], float)
+    # The JSON door echoes a public message to its sender, with the same id.
+    echo = json.loads(await alice.expect(r'"type": "message"'))
+    assert echo["id"] == got["id"]
+
+    alice.send(json.dumps({"text": f"/w {bob.name} psst"}))
+    whisper = json.loads(await bob.expect(r'"private": true'))
+    assert (whisper["from"], whisper["to"], whisper["text"]) == (alice.name, bob.name, "psst")
+    assert whisper["id"] > got["id"]
+    alice.close()
+    bob.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_json_and_text_clients_share_the_room(server):
+    web = await json_client(server.ports["web"])
+    plain = await ws_client(server.ports["web"], "/ws")
+    telnet = await line_client(server.ports["line"])
+    telnet_name = telnet.lines[0].split()[-1]
+    web.send(json.dumps({"text": "hi all"}))
+    await plain.expect(rf"^{web.name}: hi all$")
+    await telnet.expect(rf"^{web.name}: hi all$")
+    telnet.send("hi web")
+    got = json.loads(await web.expect(r'"text": "hi web"'))
+    assert got["from"] == telnet_name
+    # Text clients never see presence updates as lines.
+    assert not any(line.startswith("{") for line in plain.lines)
+    for c in (web, plain, telnet):
+        c.close()
+
+
+@pytest.mark.parametrize(
+    "frame, error",
+    [
+        ("hello", "send a JSON object"),
+        ("[1, 2]", "send a JSON object"),
+        ('{"text": 5}', 'send JSON such as {"text": "hello"}'),
+        ('{"type": "resume"}', "resume needs a message id"),
+        ('{"type": "resume", "after": "x"}', "resume needs a message id"),
+        ('{"type": "resume", "after": -1}', "resume needs a message id"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_bad_json_requests_get_a_clear_error(server, frame, error):
+    client = await json_client(server.ports["web"])
+    client.send(frame)
+    got = json.loads(await client.expect(r'"type": "error"'))
+    assert got["text"].startswith(error)
+    client.send(json.dumps({"text": "/nosuch"}))
+    got = json.loads(await client.expect(r'"type": "error"'))
+    assert got["text"].startswith("unknown command /nosuch")
+    client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_resume_sends_what_was_missed(server):
+    talker = await json_client(server.ports["web"])
+    for n in range(3):
+        talker.send(json.dumps({"text": f"message {n}"}))
+        await talker.expect(rf'"text": "message {n}"')
+    first = events(talker, "message")[0]["id"]
+
+    late = await json_client(server.ports["web"])
+    late.send(json.dumps({"type": "resume", "after": first}))
+    history = json.loads(await late.expect(r'"type": "history"'))
+    assert history["reason"] == "missed"
+    assert [m["text"] for m in history["messages"]] == ["message 1", "message 2"]
+    talker.close()
+    late.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_origin_checks(tmp_path):
+    server = await start_server(tmp_path, doors=("web",), allowed_origins="https://chat.example")
+    port = server.ports["web"]
+    try:
+        with pytest.raises(ConnectionError, match="403"):
+            await ws_client(port, protocols=JSON, origin="http://evil.example")
+        for origin in (None, f"http://127.0.0.1:{port}", "https://chat.example"):
+            client = await json_client(port, origin=origin)
+            client.close()
+    finally:
+        await server.stop()
