@@ -1,19 +1,236 @@
-"""minechat doors (issue 6): not written yet; these factories refuse connections."""
+"""The minechat doors: a read-only stream (port 5000) and a token-login write port (5050).
+
+minechat clients compare the server's lines character by character, so the byte strings
+below are the protocol (docs/minechat.md, DESIGN "minechat compatibility"): never reword them.
+Neither port has a line for errors, notices or whispers; the write port logs what it cannot
+show, and the read port shows public messages only.
+"""
 
 from __future__ import annotations
 
-from twisted.internet.protocol import Factory
+import json
+from collections import deque
+from typing import Any
 
-from chatd.room import Room
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from chatd.commands import CommandError, UsageError
+from chatd.doors.backpressure import OutputCap
+from chatd.events import Error, Event, Message
+from chatd.room import Room, Session
+
+log = Logger(namespace="chatd.doors.minechat")
+
+GREETING = b"Hello %username%! Enter your personal hash or leave it empty to create new account.\n"
+ASK_NICKNAME = b"Enter preferred nickname below:\n"
+UNKNOWN = b"null\n"
+WELCOME = b"Welcome to chat! Post your message below. End it with an empty line.\n"
+SENT = b"Message send. Write more, end message with an empty line.\n"
+
+# The lines of one multi-line minechat message become one chat message, so it is one
+# message for rate limits and one line on every door: "first / second".
+LINE_JOINER = " / "
+
+
+def _peer(transport: Any) -> str:
+    return getattr(transport.getPeer(), "host", "?")
+
+
+def _stream_line(message: Message) -> bytes:
+    text = message.text.replace("\n", LINE_JOINER)  # one message is always one line
+    return f"{message.sender}: {text}\n".encode()
+
+
+class MinechatReadDoor(Protocol):
+    """A read-port listener: not a chat user, it hears every public message and nothing else."""
+
+    door = "minechat-read"
+    factory: MinechatReadFactory
+
+    def connectionMade(self) -> None:
+        self.peer = _peer(self.transport)
+        room = self.factory.room
+        self.cap = OutputCap(self.transport, room.config.max_output_bytes, self._too_slow)
+        room.listen(self)
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.factory.room.unlisten(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        """The read port is read-only: what a listener sends is ignored."""
+
+    def deliver(self, event: Event) -> None:
+        if type(event) is Message and event.to is None:
+            data = event.rendered(b"minechat", _stream_line)
+            self.transport.write(data)
+            self.cap.wrote(len(data))
+
+    def close(self, reason: str) -> None:
+        log.info("closing minechat listener {peer}: {reason}", peer=self.peer, reason=reason)
+        self.transport.loseConnection()
+
+    def _too_slow(self) -> None:
+        log.warn("minechat listener {peer} stopped reading; disconnected", peer=self.peer)
+        self.transport.abortConnection()
+
+
+class MinechatWriteDoor(Protocol):
+    """A minechat writer: greeting, token login or registration, then messages.
+
+    Clients pipeline (C{token\\n\\nhello\\n\\n} at once) and may close right after writing,
+    while a login is still being looked up: lines wait in C{_lines} until it is done and are
+    then handled in order, and the session leaves only once every received line is handled.
+    A connection joins the room as a guest, like on every door (and under the same flood
+    caps), and takes its account's name at login.
+    """
+
+    door = "minechat"
+    factory: MinechatWriteFactory
+    session: Session
+
+    def connectionMade(self) -> None:
+        self.peer = _peer(self.transport)
+        self.max_line = self.factory.room.config.max_line_bytes
+        self._buffer = b""
+        self._discarding = False
+        self._lines: deque[str] = deque()
+        self._step = self._token  # what the next line means
+        self._pending: Deferred[Any] | None = None  # a login or registration in flight
+        self._message: list[str] = []
+        self._gone = False
+        self.transport.write(GREETING)
+        self.session = self.factory.room.connect(self)
+
+    def connectionLost(self, reason: object = None) -> None:
+        self._gone = True
+        self._advance()
+
+    def dataReceived(self, data: bytes) -> None:
+        buffer = self._buffer + data if self._buffer else data
+        start = 0
+        while (end := buffer.find(b"\n", start)) >= 0:
+            if self._discarding:
+                self._discarding = False
+            elif end - start - (buffer[end - 1 : end] == b"\r") > self.max_line:
+                self._too_long()
+            else:
+                self._lines.append(self._decode(buffer[start:end]))
+            start = end + 1
+        rest = buffer[start:]
+        if len(rest) > self.max_line + 1 and not self._discarding:
+            self._too_long()
+            self._discarding = True
+        self._buffer = b"" if self._discarding else rest
+        self._advance()
+
+    def _too_long(self) -> None:
+        log.warn(
+            "{peer}: minechat line over {limit} bytes skipped", peer=self.peer, limit=self.max_line
+        )
+
+    def _decode(self, line: bytes) -> str:
+        line = line.removesuffix(b"\r")
+        try:
+            return line.decode("utf-8")
+        except UnicodeDecodeError:
+            log.info("{peer}: minechat line not valid UTF-8; replaced", peer=self.peer)
+            return line.decode("utf-8", "replace")
+
+    def _advance(self) -> None:
+        """Handle waiting lines in order; pause while a login is in flight."""
+        while self._lines and self._pending is None and not self.transport.disconnecting:
+            result = self._step(self._lines.popleft())
+            if isinstance(result, Deferred):
+                self._pending = result
+                result.addBoth(self._resume)  # may run at once
+        if self._gone and self._pending is None:
+            self.factory.room.disconnect(self.session, "connection closed")
+
+    def _resume(self, result: object) -> None:
+        self._pending = None
+        if isinstance(result, Failure):
+            log.failure("minechat login for {peer} failed", result, peer=self.peer)
+            self._lines.clear()
+            self.transport.loseConnection()
+        self._advance()
+
+    # -- steps: each handles one line and may return a Deferred that holds the next ones ----
+
+    def _token(self, line: str) -> Deferred[None] | None:
+        token = line.strip()
+        if not token:
+            return self._ask_nickname()
+        d = self.factory.room.login_with_token(self.session, token)
+        d.addCallback(self._logged_in, token)
+        return d
+
+    def _logged_in(self, name: str | None, token: str) -> None:
+        if name is None:
+            self.transport.write(UNKNOWN)
+            self._ask_nickname()
+        else:
+            self._welcome(name, token)
+
+    def _ask_nickname(self) -> None:
+        self.transport.write(ASK_NICKNAME)
+        self._step = self._nickname
+
+    def _nickname(self, line: str) -> Deferred[None]:
+        """Any line is a nickname: the Room makes it a free, valid name (or picks one)."""
+        nickname = line.strip()
+        d = self.factory.room.register_account(self.session, nickname)
+        d.addCallbacks(lambda given: self._welcome(*given), self._refused, errbackArgs=(nickname,))
+        return d
+
+    def _refused(self, failure: Failure, nickname: str) -> None:
+        """The name was taken meanwhile: C{null}, as for a bad token, and ask again."""
+        failure.trap(CommandError, UsageError)
+        log.info(
+            "{peer}: minechat nickname {nickname!r} refused: {why}",
+            peer=self.peer,
+            nickname=nickname,
+            why=failure.value,
+        )
+        self.transport.write(UNKNOWN)
+        self._ask_nickname()
+
+    def _welcome(self, name: str, token: str) -> None:
+        account = json.dumps({"nickname": name, "account_hash": token})
+        self.transport.write(account.encode() + b"\n" + WELCOME)
+        self._step = self._chat
+
+    def _chat(self, line: str) -> None:
+        if line.strip():
+            self._message.append(line)
+            return
+        text, self._message = LINE_JOINER.join(self._message), []
+        if text:
+            self.factory.room.receive(self.session, text)
+        self.transport.write(SENT)
+
+    # -- what the Room sends: the write port has no line for any of it ---------------------
+
+    def deliver(self, event: Event) -> None:
+        if type(event) is Error:
+            log.info("minechat writer {peer} not shown: {text}", peer=self.peer, text=event.text)
+
+    def close(self, reason: str) -> None:
+        log.info("closing minechat writer {peer}: {reason}", peer=self.peer, reason=reason)
+        self.transport.loseConnection()
 
 
 class MinechatReadFactory(Factory):
+    protocol = MinechatReadDoor
+
     def __init__(self, room: Room) -> None:
         self.room = room
 
-    def buildProtocol(self, addr: object) -> None:
-        return None
 
+class MinechatWriteFactory(Factory):
+    protocol = MinechatWriteDoor
 
-class MinechatWriteFactory(MinechatReadFactory):
-    pass
+    def __init__(self, room: Room) -> None:
+        self.room = room
