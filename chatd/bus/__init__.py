@@ -1,0 +1,116 @@
+"""How the nodes of one room tell each other what happened.
+
+A bus carries JSON-ready dicts (events go through L{chatd.bus.wire.to_wire}) from the node
+that publishes them to every I{other} node: the publishing node delivers to its own
+sessions itself, with the sending session at hand, so its users never wait for a round
+trip. L{LocalBus} is the default (one node, or several in one process); the Redis bus is
+in L{chatd.bus.redis}.
+
+A bus may lose events (Redis pub/sub does, across a reconnect). Public messages carry the
+store's ids, one sequence for the whole cluster; the bus remembers the highest it saw
+(L{Bus.last_id}) and, after a connection that may have dropped events, tells the gap
+handlers that id so the node can fetch what came after it from the store.
+
+Presence: every node announces the names of its users (L{Bus.set_present}); L{Bus.online}
+lists everyone in the cluster, for C{/list}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.logger import Logger
+
+log = Logger(namespace="chatd.bus")
+
+Handler = Callable[[str, dict[str, Any]], object]  # (kind, payload), from another node
+GapHandler = Callable[[int], object]  # the highest public message id seen before the gap
+PRESENCE = "presence"  # the kind published when a node's users change
+
+
+class Bus(Service):
+    """What the Room codes against; subclasses move the payloads."""
+
+    def __init__(self) -> None:
+        self.last_id = 0
+        self._handlers: list[Handler] = []
+        self._gap_handlers: list[GapHandler] = []
+        self.present: list[str] = []  # this node's users, as last announced
+
+    def subscribe(self, handler: Handler) -> None:
+        """Call C{handler(kind, payload)} for everything other nodes publish, in their order."""
+        self._handlers.append(handler)
+
+    def on_gap(self, handler: GapHandler) -> None:
+        """Call C{handler(last_id)} when events may have been lost (after a reconnect)."""
+        self._gap_handlers.append(handler)
+
+    def publish(self, kind: str, payload: dict[str, Any]) -> defer.Deferred[None]:
+        """Send C{payload} to the other nodes; fires once it is on its way."""
+        raise NotImplementedError
+
+    def set_present(self, names: Iterable[str]) -> defer.Deferred[None]:
+        """Announce this node's users (all of them, replacing the last announcement)."""
+        raise NotImplementedError
+
+    def online(self) -> defer.Deferred[list[str]]:
+        """Everyone on every live node, sorted regardless of case."""
+        raise NotImplementedError
+
+    def _track(self, payload: dict[str, Any]) -> None:
+        """Remember the highest store id of a public message (whispers are not stored)."""
+        if payload.get("kind") == "message" and "to" not in payload:
+            self.last_id = max(self.last_id, int(payload["id"]))
+
+    def _deliver(self, kind: str, payload: dict[str, Any]) -> None:
+        self._track(payload)
+        for handler in self._handlers:
+            try:
+                handler(kind, payload)
+            except Exception:
+                log.failure("a bus handler failed on a {kind}", kind=kind)
+
+    def _gap(self) -> None:
+        log.info("the bus may have lost events after id {id}", id=self.last_id)
+        for handler in self._gap_handlers:
+            try:
+                handler(self.last_id)
+            except Exception:
+                log.failure("a bus gap handler failed")
+
+
+class LocalBus(Bus):
+    """In-process and lossless. Alone it has nobody to tell; buses built with the same
+    C{group} list act as the nodes of one cluster (tests of cluster behaviour, no Redis).
+    """
+
+    def __init__(self, group: list[LocalBus] | None = None) -> None:
+        super().__init__()
+        self.group = [] if group is None else group
+
+    def startService(self) -> None:
+        super().startService()
+        self.group.append(self)
+
+    def stopService(self) -> Any:
+        self.group.remove(self)
+        return super().stopService()
+
+    def publish(self, kind: str, payload: dict[str, Any]) -> defer.Deferred[None]:
+        self._track(payload)
+        for node in list(self.group):
+            if node is not self:
+                node._deliver(kind, payload)
+        return defer.succeed(None)
+
+    def set_present(self, names: Iterable[str]) -> defer.Deferred[None]:
+        self.present = sorted(names, key=str.casefold)
+        return self.publish(PRESENCE, {"names": self.present})
+
+    def online(self) -> defer.Deferred[list[str]]:
+        nodes = self.group if self.running else [self]
+        names = {name for node in nodes for name in node.present}
+        return defer.succeed(sorted(names, key=str.casefold))
