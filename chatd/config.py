@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import difflib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,10 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
+# The settings that are Twisted endpoint strings (or "none").
+DOORS = ("line", "web", "minechat_read", "minechat_write")
+
+
 def settings() -> list[dataclasses.Field]:
     """Every user-facing setting, in declaration order."""
     return [f for f in fields(Config) if "section" in f.metadata]
@@ -133,7 +138,39 @@ def _convert(f: dataclasses.Field, raw: str, where: str) -> Any:
         raise ConfigError(f"{where}: {text!r} is not a valid {kind.__name__}") from None
     if kind in (int, float) and value < 0:
         raise ConfigError(f"{where}: must not be negative, got {text}")
+    if f.name in DOORS and text.lower() != "none":
+        _check_endpoint(text, where)
     return value
+
+
+def _check_endpoint(text: str, where: str) -> None:
+    """Parse a door's endpoint now, so a typo is a usage error and not a start-up traceback.
+
+    Parsing builds an endpoint object without listening; no reactor is needed for that.
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        serverFromString(None, text)
+    except Exception as e:
+        raise ConfigError(
+            f"{where}: {text!r} is not a Twisted endpoint ({e}); "
+            "try tcp:6969:interface=127.0.0.1, or none to switch the door off"
+        ) from None
+
+
+# Seed 001's config.ini names its servers by host and port; chatd reads them as two doors.
+_SEED_SECTIONS = {"tcp_server": "line", "ws_server": "web"}
+
+
+def _seed_endpoint(section: configparser.SectionProxy, where: str) -> str:
+    unknown = sorted(set(section) - {"host", "port"})
+    if unknown:
+        raise ConfigError(f"{where} has no setting {unknown[0]!r}; known: host, port")
+    if "port" not in section:
+        raise ConfigError(f"{where} needs a port")
+    host = section.get("host", "127.0.0.1").strip()
+    return f"tcp:{section['port'].strip()}:interface={host}"
 
 
 def load(path: str | None = None, overrides: dict[str, str] | None = None) -> Config:
@@ -152,8 +189,21 @@ def load(path: str | None = None, overrides: dict[str, str] | None = None) -> Co
             raise ConfigError(f"config file {path} is not a valid INI file: {e}") from None
         known_sections = {section for section, _ in by_key}
         for section in parser.sections():
+            if section in _SEED_SECTIONS:
+                door = _SEED_SECTIONS[section]
+                if parser.has_option("server", door):
+                    raise ConfigError(
+                        f"{path}: [{section}] and [server] {door} both set the {door} door; "
+                        "keep one"
+                    )
+                endpoint = _seed_endpoint(parser[section], f"{path}: [{section}]")
+                values[door] = _convert(by_key["server", door], endpoint, f"{path}: [{section}]")
+                continue
             if section not in known_sections:
-                extra[section] = dict(parser[section])
+                close = difflib.get_close_matches(section, known_sections, n=1, cutoff=0.8)
+                if close:
+                    raise ConfigError(f"{path}: no section [{section}]; did you mean [{close[0]}]?")
+                extra[section] = dict(parser[section])  # for a command plugin
                 continue
             for key, raw in parser[section].items():
                 f = by_key.get((section, key))

@@ -13,11 +13,13 @@ name are reported and the first (chatd's own before third-party ones) is kept.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 if TYPE_CHECKING:
@@ -85,7 +87,11 @@ class Command:
         return f"/{self.name} {self.usage}".rstrip()
 
     def __call__(self, ctx: Context, args: str) -> Any:
-        return self.run(ctx, args)
+        """Run it; an C{async def} command comes back as a Deferred, already running."""
+        result = self.run(ctx, args)
+        if inspect.iscoroutine(result):
+            return defer.ensureDeferred(result)
+        return result
 
 
 def command(

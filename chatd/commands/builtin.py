@@ -17,6 +17,11 @@ def _duration(seconds: float) -> str:
     return f"{secs}s"
 
 
+def _no_arguments(args: str) -> None:
+    if args:
+        raise UsageError(f"nothing goes after the command, not {args!r}")
+
+
 @command("help", aliases=("rules",), usage="[command]", help="list the commands, or explain one")
 def help_(ctx: Context, args: str) -> None:
     commands = ctx.room.commands
@@ -35,6 +40,7 @@ def help_(ctx: Context, args: str) -> None:
 
 @command("list", aliases=("users",), help="who is online")
 def list_(ctx: Context, args: str) -> None:
+    _no_arguments(args)
     ctx.session.deliver(Presence(ctx.room.online()))
 
 
@@ -67,6 +73,7 @@ def exit_(ctx: Context, args: str) -> None:
 
 @command("status", help="facts about the chat and about you")
 def status(ctx: Context, args: str) -> None:
+    _no_arguments(args)
     room, user = ctx.room, ctx.user
     now = room.clock.seconds()
     devices = ", ".join(
@@ -83,6 +90,7 @@ def status(ctx: Context, args: str) -> None:
                 + ("logged in" if user.account else "guest")
                 + f", here for {_duration(now - user.since)}",
                 f"your sessions ({len(user.sessions)}): {devices}",
+                *room.moderation.standing(user),
             ]
         )
     )

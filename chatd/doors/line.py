@@ -64,9 +64,11 @@ class LineDoor(LineReceiver):
             end = buffer.find(b"\n", start)
             if end < 0:
                 break
+            # The line's length without its ending, which may be \r\n.
+            length = end - start - (end > start and buffer[end - 1 : end] == b"\r")
             if self._discarding:
                 self._discarding = False
-            elif end - start > self.MAX_LENGTH + 1:
+            elif length > self.MAX_LENGTH:
                 self.lineLengthExceeded(buffer[start : start + 80])
             else:
                 self.lineReceived(buffer[start:end])

@@ -1,0 +1,238 @@
+"""The line door: unit tests on a StringTransport, then the real thing over sockets."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
+
+from chatd.doors.line import LineFactory
+from tests.support import line_client, start_server
+from tests.test_room import make_room
+
+
+class Telnet:
+    """One line-door connection on a StringTransport."""
+
+    def __init__(self, factory: LineFactory) -> None:
+        self.transport = StringTransport()
+        self.protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4000))
+        self.protocol.makeConnection(self.transport)
+
+    def type(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)
+
+    def read(self) -> list[str]:
+        data = self.transport.value()
+        self.transport.clear()
+        return data.decode("utf-8").splitlines()
+
+
+@pytest.fixture
+def door():
+    room, _ = make_room(
+        max_line_bytes=20, max_output_bytes=1000, lines_per_second=0, messages_per_hour=0
+    )
+    factory = LineFactory(room)
+    alice, bob = Telnet(factory), Telnet(factory)
+    alice.read(), bob.read()
+    return room, factory, alice, bob
+
+
+def test_lines_end_with_crlf_and_either_ending_is_accepted(door):
+    _, _, alice, bob = door
+    alice.type(b"one\r\ntwo\nthr")
+    alice.type(b"ee\n")
+    assert bob.transport.value() == b"Guest1: one\r\nGuest1: two\r\nGuest1: three\r\n"
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"x" * 21 + b"\nafter\n"],
+        [b"x" * 15, b"x" * 15, b"x" * 15 + b"\r\nafter\n"],  # the long line arrives in pieces
+        [b"x" * 100, b"\nafter\n"],
+    ],
+)
+def test_an_overlong_line_is_refused_and_the_next_lines_still_arrive(door, chunks):
+    _, _, alice, bob = door
+    for chunk in chunks:
+        alice.type(chunk)
+    assert alice.read() == [
+        "! your line was longer than 20 bytes and was not sent; split it into shorter lines"
+    ]
+    assert bob.read() == ["Guest1: after"]
+    assert alice.transport.connected and not alice.transport.disconnecting
+
+
+def test_a_line_at_the_limit_is_sent(door):
+    _, _, alice, bob = door
+    alice.type(b"y" * 20 + b"\r\n")
+    alice.type(b"z" * 21 + b"\r\n")
+    assert bob.read() == ["Guest1: " + "y" * 20]
+    assert len(alice.read()) == 1
+
+
+def test_invalid_utf8_is_reported_and_replaced(door):
+    _, _, alice, bob = door
+    alice.type(b"caf\xe9 ok\n")
+    assert alice.read() == [
+        "! your line was not valid UTF-8; the bad bytes were replaced with \ufffd"
+    ]
+    assert bob.read() == ["Guest1: caf\ufffd ok"]
+
+
+def test_telnet_negotiation_is_not_text(door):
+    _, _, alice, bob = door
+    alice.type(b"\xff\xf4\xff\xfd\x06hi\n")  # Ctrl-C as a telnet client sends it
+    assert bob.read() == ["Guest1: hi"]
+
+
+def test_exit_closes_and_later_lines_are_ignored(door):
+    room, _, alice, bob = door
+    alice.type(b"/exit\nnot sent\n")
+    assert alice.read() == ["* Goodbye, Guest1!"]
+    assert alice.transport.disconnecting
+    alice.protocol.connectionLost(None)
+    assert bob.read() == ["* Guest1 left"]
+    assert room.online() == ["Guest2"]
+
+
+def test_a_client_that_stops_reading_is_dropped_past_the_cap(door):
+    room, _, alice, bob = door
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        bob.protocol.cap.pauseProducing()  # what the transport does when its buffer fills
+        for i in range(60):
+            alice.type(b"message %d\n" % i)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert bob.transport.disconnected  # aborted, not a polite close that waits for the buffer
+    assert not alice.transport.disconnecting
+    assert any("stopped reading; over 1000 bytes queued" in formatEvent(e) for e in events)
+
+
+def test_a_reader_that_catches_up_is_kept(door):
+    _, _, alice, bob = door
+    for _ in range(3):
+        bob.protocol.cap.pauseProducing()
+        for i in range(30):
+            alice.type(b"message %d\n" % i)
+        bob.protocol.cap.resumeProducing()
+    assert not bob.transport.disconnecting
+
+
+# -- over real sockets ------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_telnet_users_chat_and_bad_input_is_survived(tmp_path):
+    server = await start_server(tmp_path, doors=("line",), max_line_bytes=100)
+    try:
+        alice = await line_client(server.ports["line"])
+        bob = await line_client(server.ports["line"])
+        alice_name = alice.lines[0].split()[-1]
+        alice.send(b"x" * 5000)
+        await alice.expect(r"^! your line was longer than 100 bytes")
+        alice.send(b"caf\xc3\xa9 \xff\xfe\n")
+        await alice.expect(r"^! your line was not valid UTF-8")
+        alice.send("clear\x1b[2J\x1b]0;title\x07\x07 mid\rdle")
+        await bob.expect(rf"^{alice_name}: caf\u00e9 \ufffd\ufffd$")
+        await bob.expect(rf"^{alice_name}: clear middle$")
+        assert not any("x" * 100 in line for line in bob.lines)
+        alice.send("/exit")
+        await alice.closed
+        await bob.expect(rf"^\* {alice_name} left$")
+        bob.close()
+    finally:
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_connections_and_commands_are_logged_and_audited(tmp_path):
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        server = await start_server(tmp_path, doors=("line",))
+        try:
+            alice = await line_client(server.ports["line"])
+            alice.send("/rename Alice")
+            await alice.expect(r"^\* you are Alice")
+            alice.send("/list")
+            await alice.expect(r"^\* online")
+            alice.close()
+            await alice.closed
+            while server.room.sessions:
+                await deferLater(0.01)
+        finally:
+            await server.stop()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    logged = [formatEvent(e) for e in events]
+    assert any("connected" in line and "line 127.0.0.1" in line for line in logged)
+    assert any("runs /rename Alice" in line for line in logged)
+    assert any("runs /list" in line for line in logged)
+    assert any("Alice line 127.0.0.1> disconnected" in line for line in logged)
+    audit = (tmp_path / "chat_log.txt").read_text().splitlines()
+    assert [line.split(" ", 1)[1] for line in audit] == [
+        f"{alice.lines[0].split()[-1]} line 127.0.0.1 /rename Alice",
+        "Alice line 127.0.0.1 /list",
+    ]
+
+
+def deferLater(seconds: float) -> defer.Deferred[None]:
+    from twisted.internet.task import deferLater as later
+
+    return later(reactor, seconds, lambda: None)
+
+
+def never_reading_socket(port: int) -> socket.socket:
+    """A client that connects and then never reads, with a tiny receive window."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+async def flood_until_dropped(server, talker, listener, sock, events) -> None:
+    """Chat big lines until the room has dropped the silent client; the others keep up."""
+    slow = server.room.sessions[-1]
+    talker_name = talker.lines[0].split()[-1] if talker.lines else None
+    for i in range(400):
+        talker.send(f"{i} " + "z" * 30_000)
+        await listener.expect(rf": {i} z")
+        if slow not in server.room.sessions:
+            break
+    else:
+        raise AssertionError("the client that never reads was never dropped")
+    talker.send("still chatting")
+    await listener.expect(r": still chatting$")
+    assert any("stopped reading; over 65536 bytes queued" in formatEvent(e) for e in events)
+    assert talker_name is None or talker_name in server.room.online()
+    sock.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_telnet_client_that_never_reads_is_dropped_others_keep_chatting(tmp_path):
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    server = await start_server(
+        tmp_path, doors=("line",), max_output_bytes=65536, max_line_bytes=40_000,
+        lines_per_second=0, messages_per_hour=0,
+    )  # fmt: skip
+    try:
+        talker = await line_client(server.ports["line"])
+        listener = await line_client(server.ports["line"])
+        sock = never_reading_socket(server.ports["line"])
+        while len(server.room.sessions) < 3:
+            await deferLater(0.01)
+        await flood_until_dropped(server, talker, listener, sock, events)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+        await server.stop()

@@ -1,0 +1,229 @@
+"""The Room without sockets: fake clients, a driven clock, the real command plugins."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.task import Clock
+
+from chatd import text
+from chatd.commands import discover
+from chatd.config import Config
+from chatd.events import Event, Message
+from chatd.room import Room, Session
+
+
+class FakeClient:
+    """A door that keeps the text lines its user would see."""
+
+    def __init__(self, door: str = "line", peer: str = "10.0.0.1") -> None:
+        self.door = door
+        self.peer = peer
+        self.events: list[Event] = []
+        self.closed: str | None = None
+        self.session: Session | None = None
+
+    def deliver(self, event: Event) -> None:
+        self.events.append(event)
+
+    def close(self, reason: str) -> None:
+        self.closed = reason
+
+    @property
+    def lines(self) -> list[str]:
+        """What a telnet user would read (own public lines are not echoed)."""
+        viewer = self.session.user.name if self.session else None
+        out = []
+        for e in self.events:
+            if isinstance(e, Message) and e.to is None and e.origin is self.session:
+                continue
+            rendered = text.line(e, viewer)
+            if rendered:
+                out.extend(rendered.split("\n"))
+        return out
+
+    def take(self) -> list[str]:
+        lines = self.lines
+        self.events.clear()
+        return lines
+
+
+class MemoryStore:
+    """A store that answers at once, so a test sees the result of a call right after it."""
+
+    last_id = 0
+    account_names: list[str] = []
+
+    def __init__(self) -> None:
+        self.saved: list[Message] = []
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
+    def add_message(self, message: Message) -> defer.Deferred[Message]:
+        self.saved.append(message)
+        return defer.succeed(message)
+
+    def messages(self, after_id, through_id, since, limit) -> defer.Deferred[list[Message]]:
+        found = [m for m in self.saved if after_id < m.id <= through_id and m.time >= since]
+        return defer.succeed(found[-limit:])
+
+    def purge_messages(self, before: float) -> defer.Deferred[int]:
+        return defer.succeed(0)
+
+    def __getattr__(self, name: str):
+        raise AssertionError(f"these tests do not expect store.{name}")
+
+
+def make_room(**settings) -> tuple[Room, Clock]:
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    names = (f"Guest{i}" for i in itertools.count(1))
+    room = Room(
+        Config(**settings),
+        clock,
+        discover(),
+        MemoryStore(),
+        defer.maybeDeferred,
+        namer=lambda: next(names),
+    )
+    room.startService()
+    return room, clock
+
+
+def join(room: Room, door: str = "line") -> FakeClient:
+    client = FakeClient(door)
+    client.session = room.connect(client)
+    return client
+
+
+@pytest.fixture
+def room() -> Room:
+    return make_room()[0]
+
+
+def test_a_newcomer_is_named_welcomed_and_announced(room):
+    alice = join(room)
+    assert alice.take()[:2] == [
+        "* you are Guest1",
+        "* Welcome to chatd, Guest1! 1 online. "
+        "Type a message and press Enter; /help lists the commands.",
+    ]
+    bob = join(room)
+    assert "* Guest2 joined" in alice.take()
+    assert "* Guest2 joined" not in bob.take()
+
+
+def test_a_message_reaches_everyone_but_its_sender(room):
+    alice, bob, carol = join(room), join(room), join(room)
+    for c in (alice, bob, carol):
+        c.take()
+    room.receive(alice.session, "hello all")
+    assert bob.take() == ["Guest1: hello all"]
+    assert carol.take() == ["Guest1: hello all"]
+    assert alice.take() == []
+
+
+def test_blank_lines_send_nothing(room):
+    alice, bob = join(room), join(room)
+    bob.take()
+    room.receive(alice.session, "   ")
+    room.receive(alice.session, "\x1b[2J")
+    assert bob.take() == []
+
+
+@pytest.mark.parametrize(
+    "typed, seen",
+    [
+        ("hi\x1b[2Jthere", "hithere"),  # clear screen
+        ("a\x1b]0;owned\x07b", "ab"),  # window title (OSC ... BEL)
+        ("a\x1b]0;owned\x1b\\b", "ab"),  # window title (OSC ... ST)
+        ("ding\x07dong", "dingdong"),
+        ("over\rwrite", "overwrite"),
+        ("nul\x00l", "null"),
+        ("8-bit\x9b2Jcsi", "8-bitcsi"),
+        ("rtl\u202eevil", "rtlevil"),
+        ("tab\there", "tab here"),
+    ],
+)
+def test_control_characters_never_reach_others_raw(room, typed, seen):
+    alice, bob = join(room), join(room)
+    bob.take()
+    room.receive(alice.session, typed)
+    assert bob.take() == [f"Guest1: {seen}"]
+
+
+def test_a_line_starting_with_a_double_slash_is_sent_with_one(room):
+    alice, bob = join(room), join(room)
+    bob.take()
+    room.receive(alice.session, "//shrug is not a command")
+    assert bob.take() == ["Guest1: /shrug is not a command"]
+
+
+def test_unknown_commands_point_at_help(room):
+    alice, bob = join(room), join(room)
+    alice.take(), bob.take()
+    room.receive(alice.session, "/frobnicate now")
+    assert alice.take() == ["! unknown command /frobnicate; /help lists the commands"]
+    assert bob.take() == []
+
+
+def test_a_disconnect_is_announced_and_frees_the_name(room):
+    alice, bob = join(room), join(room)
+    alice.take()
+    room.disconnect(bob.session)
+    room.disconnect(bob.session)  # a door may report it twice
+    assert alice.take() == ["* Guest2 left"]
+    assert room.online() == ["Guest1"]
+    assert room.find("guest2") is None
+
+
+def test_a_failing_door_does_not_stop_delivery_to_the_others(room):
+    alice, bob, carol = join(room), join(room), join(room)
+    carol.take()
+
+    def broken(event):
+        raise RuntimeError("door bug")
+
+    bob.deliver = broken
+    room.receive(alice.session, "still here?")
+    assert carol.take() == ["Guest1: still here?"]
+
+
+def test_a_crashing_command_gives_a_clear_error_not_a_traceback():
+    room, _ = make_room()
+    from chatd.commands import command
+
+    @command("boom")
+    def boom(ctx, args):
+        raise ZeroDivisionError
+
+    room.commands.add(boom)
+    alice = join(room)
+    alice.take()
+    room.receive(alice.session, "/boom")
+    assert alice.take() == ["! /boom failed on the server; please try again later"]
+
+
+def test_shutting_down_closes_every_connection(room):
+    alice, bob = join(room), join(room, "ws")
+    room.stopService()
+    assert alice.closed == bob.closed == "the server is shutting down"
+
+
+def test_a_rename_tells_every_device_of_the_user(room):
+    phone = join(room)
+    laptop = FakeClient("ws")
+    laptop.session = Session(laptop, phone.session.user, 0)
+    room._add(laptop.session)
+    bob = join(room)
+    phone.take(), laptop.take(), bob.take()
+    room.receive(phone.session, "/rename Alice")
+    for device in (phone, laptop):
+        assert device.take() == ["* you are Alice", "* Guest1 is now known as Alice"]
+    assert bob.take() == ["* Guest1 is now known as Alice"]

@@ -1,0 +1,154 @@
+"""The WebSocket door over real sockets: chat across doors, and every kind of bad input."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+
+import pytest_twisted
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import globalLogPublisher
+
+from tests.support import line_client, start_server, ws_client
+from tests.test_line_door import deferLater, flood_until_dropped
+
+
+def name_of(client) -> str:
+    return next(line for line in client.lines if line.startswith("* you are ")).split()[-1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_websocket_and_telnet_users_chat_whisper_rename_and_list(server):
+    telnet = await line_client(server.ports["line"])
+    ws = await ws_client(server.ports["web"], path="/ws")
+    await ws.expect(r"^\* you are ")
+    await telnet.expect(rf"^\* {name_of(ws)} joined$")
+    ws.send("/rename Webby")
+    await telnet.expect(rf"^\* {name_of(ws)} is now known as Webby$")
+    telnet.send("/rename Tel")
+    await ws.expect(r" is now known as Tel$")
+    ws.send("/list")
+    await ws.expect(r"^\* online \(2\): Tel, Webby$")
+    ws.send("hello\nsecond line")  # one frame, two lines
+    await telnet.expect(r"^Webby: hello$")
+    await telnet.expect(r"^Webby: second line$")
+    telnet.send("/msg webby just you")
+    await ws.expect(r"^>> Tel: just you$")
+    ws.send("/w Tel \x1b]0;owned\x07back\x07 at\ryou")
+    await telnet.expect(r"^>> Webby: back atyou$")
+    ws.send("/exit")
+    await ws.expect(r"^\* Goodbye, Webby!$")
+    await ws.closed
+    assert ws.close_code == 1000
+    await telnet.expect(r"^\* Webby left$")
+    telnet.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_binary_frame_gets_an_error_and_the_connection_stays(server):
+    ws = await ws_client(server.ports["web"])
+    ws.sendMessage(b"\x00\x01binary", isBinary=True)
+    await ws.expect(r"^! binary frames are not supported; send text frames of UTF-8$")
+    ws.send("/list")
+    await ws.expect(r"^\* online \(1\)")
+    ws.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_over_64_kib_closes_with_1009_and_others_stay(server):
+    telnet = await line_client(server.ports["line"])
+    ws = await ws_client(server.ports["web"])
+    ws.send("x" * 70_000)
+    await ws.closed
+    assert ws.close_code == 1009
+    await telnet.expect(r" left$")
+    assert not any("xxxx" in line for line in telnet.lines)
+    telnet.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_invalid_utf8_in_a_text_frame_closes_with_1007(server):
+    ws = await ws_client(server.ports["web"])
+    ws.sendMessage(b"caf\xe9", isBinary=False)
+    await ws.closed
+    assert ws.close_code == 1007
+
+
+class RawClient(Protocol):
+    def __init__(self) -> None:
+        self.received = b""
+        self.lost: defer.Deferred[None] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason=None) -> None:
+        self.lost.callback(None)
+
+
+async def raw_client(port: int) -> RawClient:
+    client = RawClient()
+    await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+        Factory.forProtocol(lambda: client)
+    )
+    return client
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stalled_opening_handshake_is_dropped(tmp_path):
+    server = await start_server(tmp_path, doors=("web",), handshake_timeout=0.3)
+    try:
+        raw = await raw_client(server.ports["web"])
+        raw.transport.write(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websoc")
+        await raw.lost.addTimeout(5, reactor)
+        assert not server.room.sessions
+    finally:
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_open_websocket_outlives_the_handshake_timeout(tmp_path):
+    server = await start_server(tmp_path, doors=("web",), handshake_timeout=0.2)
+    try:
+        ws = await ws_client(server.ports["web"])
+        await deferLater(0.6)  # quiet for three handshake timeouts
+        ws.send("/list")
+        await ws.expect(r"^\* online \(1\)")
+        assert not ws.closed.called
+        ws.close()
+    finally:
+        await server.stop()
+
+
+def upgrade_request(path: str = "/ws") -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_websocket_client_that_never_reads_is_dropped_others_keep_chatting(tmp_path):
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    server = await start_server(
+        tmp_path, max_output_bytes=65536, max_line_bytes=40_000,
+        lines_per_second=0, messages_per_hour=0,
+    )  # fmt: skip
+    try:
+        talker = await line_client(server.ports["line"])
+        listener = await ws_client(server.ports["web"])
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        sock.connect(("127.0.0.1", server.ports["web"]))
+        sock.sendall(upgrade_request())
+        while len(server.room.sessions) < 3:
+            await deferLater(0.01)
+        await flood_until_dropped(server, talker, listener, sock, events)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+        await server.stop()
