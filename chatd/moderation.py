@@ -1,0 +1,129 @@
+"""Whether a user's messages may go out: the message limit, reports and mutes, the schedule.
+
+Everything is keyed so that another device or a reconnect does not help: an account by its
+account name (all its devices share one allowance and one mute); a guest's allowance is its
+own connection, but reports about a guest and a guest's mute go with its address, so a
+muted guest who comes back under a new guest name is still muted. A guest reporter is also
+its address, so one person on several guest connections counts as one reporter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import TYPE_CHECKING
+
+from twisted.internet.interfaces import IReactorTime
+
+from chatd.commands import CommandError
+from chatd.config import Config
+from chatd.ratelimit import RateLimiter, duration
+from chatd.scheduled import Schedule
+
+if TYPE_CHECKING:
+    from chatd.room import User
+
+
+def sender(user: User) -> Hashable:
+    """Whose allowance and schedule a message comes out of."""
+    return ("account", user.account) if user.account else user
+
+
+def _addresses(user: User) -> list[Hashable]:
+    return [("address", s.client.peer) for s in user.sessions]
+
+
+def _person(user: User) -> list[Hashable]:
+    """The keys reports about C{user} and their mute are kept under."""
+    return [("account", user.account)] if user.account else _addresses(user)
+
+
+class Moderation:
+    """Per-user sending rules, on a clock."""
+
+    def __init__(self, config: Config, clock: IReactorTime) -> None:
+        self.config = config
+        self.clock = clock
+        self.limiter = RateLimiter(clock, config.messages_per_hour, config.rate_period)
+        self.schedule = Schedule(clock)
+        self._reports: dict[Hashable, set[Hashable]] = {}  # person -> reporters
+        self._muted: dict[Hashable, float] = {}  # person or address -> muted until
+
+    def take(self, user: User) -> str | None:
+        """Count one message against C{user}, or say why it may not be sent now."""
+        left = self.mute_left(user)
+        if left:
+            return f"you are muted for {duration(left)} more; nobody sees what you send until then"
+        allowed, at = self.limiter.can_do_action(sender(user))
+        if allowed:
+            return None
+        return (
+            f"you have sent {self.limiter.limit} messages in the last {self._period()}; "
+            f"wait {duration(at - self.clock.seconds())} before sending more"
+        )
+
+    def undo(self, user: User) -> None:
+        """The message just counted was not sent after all (it was refused as wrong)."""
+        self.limiter.undo(sender(user))
+
+    def mute_left(self, user: User) -> float:
+        """Seconds C{user} stays muted; 0 when they may speak."""
+        if not self._muted:
+            return 0.0
+        now = self.clock.seconds()
+        until = max((self._muted.get(k, 0.0) for k in _person(user)), default=0.0)
+        if until > now:
+            return until - now
+        for k in _person(user):
+            self._muted.pop(k, None)  # expired
+        return 0.0
+
+    def report(self, reporter: User, target: User) -> float | None:
+        """Count C{reporter}'s complaint; the mute length when it is the one that mutes."""
+        needed = self.config.reports_to_mute
+        if not needed:
+            raise CommandError("reports are switched off on this server")
+        if target is reporter:
+            raise CommandError("you cannot report yourself")
+        if self.mute_left(target):
+            raise CommandError(f"{target.name} is muted already")
+        person = _person(target)
+        if not person:
+            raise CommandError(f"{target.name} has just left")
+        by = _person(reporter)[0]
+        reporters = self._reports.setdefault(person[0], set())
+        if by in reporters:
+            raise CommandError(f"you have reported {target.name} already; it counts once")
+        reporters.add(by)
+        if len(reporters) < needed:
+            return None
+        del self._reports[person[0]]
+        until = self.clock.seconds() + self.config.mute_seconds
+        # An account's mute also holds for guests on its devices' addresses.
+        for k in {*person, *_addresses(target)}:
+            self._muted[k] = until
+        return self.config.mute_seconds
+
+    def standing(self, user: User) -> list[str]:
+        """What /status tells a user about their own limits."""
+        now = self.clock.seconds()
+        limit = self.limiter.limit
+        if limit:
+            left = self.limiter.remaining(sender(user))
+            lines = [f"messages left: {left} of {limit} per {self._period()}"]
+            if not left:
+                _, at = self.limiter.can_do_action(sender(user), update=False)
+                lines[0] += f" (next in {duration(at - now)})"
+        else:
+            lines = ["messages: no limit"]
+        muted = self.mute_left(user)
+        if muted:
+            lines.append(f"muted: {duration(muted)} more")
+        pending = self.schedule.pending(sender(user))
+        if pending:
+            lines.append(f"scheduled messages ({len(pending)}, /cancel cancels the last):")
+            lines += ["  " + p.describe(now) for p in pending]
+        return lines
+
+    def _period(self) -> str:
+        period = self.limiter.period
+        return "hour" if period == 3600 else duration(period)
