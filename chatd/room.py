@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -31,6 +32,7 @@ log = Logger(namespace="chatd.room")
 
 _NAME = re.compile(r"[^\W][\w.-]*\Z")
 _NOT_NAME = re.compile(r"[^\w.-]+|^[.-]+")
+NOT_SAVED = "your message could not be saved, so nobody got it; try again"
 LOGIN_FIRST = "log in first: /login <name> <password>, or /register <name> <password>"
 PURGE_EVERY = 60.0  # seconds between removals of expired history
 
@@ -123,6 +125,9 @@ class Room(Service):
         self.started = clock.seconds()
         self.messages_sent = 0
         self.newest_id = store.last_id  # the last id given to a message
+        # Deliveries in the order they were decided: a message waits for its save, and
+        # whatever the room says after it waits behind it. Entries: [ready, action].
+        self._outbox: deque[list[Any]] = deque()
         self._purger = task.LoopingCall(self._purge)
         self._purger.clock = clock
 
@@ -303,10 +308,31 @@ class Room(Service):
         self.newest_id = id = self.newest_id + 1
         message = Message(id, self.clock.seconds(), user.name, text, None, session)
         self.messages_sent += 1
-        self.store.add_message(message).addCallbacks(
-            self._publish, self._not_saved, errbackArgs=(session,)
-        )
+        entry = [False, lambda: self._publish(message)]
+        self._outbox.append(entry)
+
+        def failed(failure: Any) -> None:
+            log.failure("saving a message from {session} failed", failure, session=session)
+            entry[1] = lambda: self._deliver((session,), Error(NOT_SAVED))
+
+        def done(_: object) -> None:
+            entry[0] = True
+            self._drain()
+
+        self.store.add_message(message).addErrback(failed).addBoth(done)
         return message
+
+    def _in_order(self, action: Callable[[], None]) -> None:
+        """Run C{action} now, or after the messages still being saved if there are any."""
+        if self._outbox:
+            self._outbox.append([True, action])
+        else:
+            action()
+
+    def _drain(self) -> None:
+        outbox = self._outbox
+        while outbox and outbox[0][0]:
+            outbox.popleft()[1]()
 
     def _new_id(self) -> int:
         self.newest_id += 1
@@ -315,10 +341,6 @@ class Room(Service):
     def _publish(self, message: Message) -> None:
         self.last_id = message.id
         self.fanout(message)
-
-    def _not_saved(self, failure: Any, session: Session) -> None:
-        log.failure("saving a message from {session} failed", failure, session=session)
-        self.tell_error(session, "your message could not be saved, so nobody got it; try again")
 
     def whisper(self, session: Session, to: str, text: str) -> Message:
         """A private message: every device of the recipient and of the sender sees it."""
@@ -341,8 +363,8 @@ class Room(Service):
         if target is None:
             self._keep_for_later(session, message)
             return message
-        for s in (*target.sessions, *session.user.sessions):
-            s.deliver(message)
+        recipients = (*target.sessions, *session.user.sessions)
+        self._in_order(lambda: self._deliver(recipients, message))
         return message
 
     def _keep_for_later(self, session: Session, message: Message) -> None:
@@ -623,22 +645,31 @@ class Room(Service):
         self.flood.closed(client)
         self.listeners = tuple(c for c in self.listeners if c is not client)
 
+    def _deliver(self, sessions: tuple[Session, ...], event: Event) -> None:
+        for session in sessions:
+            try:
+                session.client.deliver(event)
+            except Exception:
+                log.failure("delivering to {session} failed", session=session)
+
     def notice_all(self, text: str, exclude: Session | None = None) -> None:
-        event = Notice(text)
-        for session in self.sessions:
-            if session is not exclude:
-                session.deliver(event)
+        """A notice to everyone (but C{exclude}), after the messages said before it."""
+        recipients = tuple(s for s in self.sessions if s is not exclude)
+        self._in_order(lambda: self._deliver(recipients, Notice(text)))
 
     def presence_changed(self) -> None:
         """Doors with a member list (the browser page) keep it current; text doors skip it."""
-        self.fanout(Presence(self.online(), update=True))
+        event = Presence(self.online(), update=True)
+        self._in_order(lambda: self.fanout(event))
 
     def tell(self, session: Session, text: str) -> None:
-        session.deliver(Notice(text))
+        self._tell(session, Notice(text))
 
     def tell_error(self, session: Session, text: str) -> None:
-        session.deliver(Error(text))
+        self._tell(session, Error(text))
+
+    def _tell(self, session: Session, event: Event) -> None:
+        self._in_order(lambda: self._deliver((session,), event))
 
     def tell_user(self, user: User, event: Event) -> None:
-        for s in user.sessions:
-            s.deliver(event)
+        self._in_order(lambda: self._deliver(tuple(user.sessions), event))

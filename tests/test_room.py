@@ -227,3 +227,49 @@ def test_a_rename_tells_every_device_of_the_user(room):
     for device in (phone, laptop):
         assert device.take() == ["* you are Alice", "* Guest1 is now known as Alice"]
     assert bob.take() == ["* Guest1 is now known as Alice"]
+
+
+class SlowStore(MemoryStore):
+    """A store whose saves finish only when the test says so, in the order they were made."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[tuple[defer.Deferred[Message], Message]] = []
+
+    def add_message(self, message: Message) -> defer.Deferred[Message]:
+        d: defer.Deferred[Message] = defer.Deferred()
+        self.pending.append((d, message))
+        return d
+
+    def finish(self, fail: bool = False) -> None:
+        d, message = self.pending.pop(0)
+        if fail:
+            d.errback(RuntimeError("disk full"))
+        else:
+            self.saved.append(message)
+            d.callback(message)
+
+
+def test_what_is_said_after_a_message_waits_until_the_message_is_saved(room):
+    room.store = store = SlowStore()
+    alice, bob = join(room), join(room)
+    alice.take(), bob.take()
+    room.receive(alice.session, "next")
+    room.receive(alice.session, "/rename Alice")
+    room.receive(alice.session, "/w Guest2 psst")
+    assert bob.take() == []  # nothing overtakes the message that is still being saved
+    store.finish()
+    assert bob.take() == ["Guest1: next", "* Guest1 is now known as Alice", ">> Alice: psst"]
+
+
+def test_a_message_that_cannot_be_saved_is_reported_in_its_place(room):
+    room.store = store = SlowStore()
+    alice, bob = join(room), join(room)
+    alice.take(), bob.take()
+    room.receive(alice.session, "lost")
+    room.receive(alice.session, "kept")
+    store.finish(fail=True)
+    assert alice.take() == ["! your message could not be saved, so nobody got it; try again"]
+    assert bob.take() == []
+    store.finish()
+    assert bob.take() == ["Guest1: kept"]
