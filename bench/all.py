@@ -1,0 +1,178 @@
+"""Run every scenario the project reports, each against a fresh server, as a markdown table.
+
+    python -m bench.all [--quick] [--twistd /path/to/venv/bin/twistd]
+
+Each scenario is its own `--spawn` run in a child process, so one cannot warm up or
+pollute the next; their own reports go to stderr, the table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as `python bench/all.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.server import machine  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One row of the table: a module and its arguments (sizes divided by 10 for --quick)."""
+
+    name: str
+    module: str
+    args: tuple[str, ...]
+    quick: tuple[str, ...]
+    timeout: float
+
+
+SCENARIOS = [
+    Scenario(
+        "1000 line receivers, 1 sender, 50 msg/s",
+        "bench.fanout",
+        ("--door", "line", "--receivers", "1000", "--rate", "50", "--messages", "500"),
+        ("--door", "line", "--receivers", "100", "--rate", "50", "--messages", "100"),
+        600,
+    ),
+    Scenario(
+        "1000 WebSocket receivers, 1 sender, 50 msg/s",
+        "bench.fanout",
+        ("--door", "ws", "--receivers", "1000", "--rate", "50", "--messages", "500"),
+        ("--door", "ws", "--receivers", "100", "--rate", "50", "--messages", "100"),
+        600,
+    ),
+    Scenario(
+        "500 line receivers, flat out",
+        "bench.fanout",
+        ("--door", "line", "--receivers", "500", "--rate", "0", "--messages", "2000"),
+        ("--door", "line", "--receivers", "50", "--rate", "0", "--messages", "200"),
+        600,
+    ),
+    Scenario(
+        "500 WebSocket receivers, flat out",
+        "bench.fanout",
+        ("--door", "ws", "--receivers", "500", "--rate", "0", "--messages", "2000"),
+        ("--door", "ws", "--receivers", "50", "--rate", "0", "--messages", "200"),
+        600,
+    ),
+    Scenario(
+        "10,000 idle connections, half line, half WebSocket",
+        "bench.idle",
+        ("--door", "mixed", "--connections", "10000"),
+        ("--door", "mixed", "--connections", "1000"),
+        1800,
+    ),
+]
+
+
+def run_one(sc: Scenario, quick: bool, extra: list[str]) -> tuple[int, dict[str, Any] | None]:
+    """Run a scenario in a child process; its report goes to our stderr."""
+    with tempfile.TemporaryDirectory(prefix="chatd-bench-all-") as tmp:
+        out = Path(tmp) / "result.json"
+        label = f"{sc.name} (quick: 1/10)" if quick else sc.name
+        cmd = [sys.executable, "-m", sc.module, "--spawn", "--label", label]
+        cmd += list(sc.quick if quick else sc.args) + ["--json", str(out)] + extra
+        cmd += ["--timeout", str(sc.timeout)]
+        print(f"\n## {sc.name}\n$ {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+        try:
+            code = subprocess.run(
+                cmd, cwd=REPO, stdout=sys.stderr, timeout=sc.timeout + 120
+            ).returncode
+        except subprocess.TimeoutExpired:
+            return 2, None
+        if not out.exists():
+            return code or 2, None
+        return code, json.loads(out.read_text())
+
+
+def ms(out: dict[str, Any]) -> str:
+    return f"{out['p50_ms']:.1f} / {out['p99_ms']:.1f} / {out['max_ms']:.1f}"
+
+
+def row(sc: Scenario, code: int, out: dict[str, Any] | None) -> str:
+    """One markdown table row; failed runs still get a row saying so."""
+    if out is None:
+        return f"| {sc.name} | did not run (exit {code}) | | | | | |"
+    name = out["scenario"]
+    notes = []
+    if out.get("generator_bottleneck"):
+        notes.append("generator busy: " + ", ".join(out["generator_bottleneck"]))
+    if out.get("machine_cpu_share", 0) >= 0.9:
+        notes.append(f"machine CPU {out['machine_cpu_share']:.0%}")
+    if out.get("connect_failed"):
+        notes.append(f"{out['connect_failed']} connects failed")
+    if out.get("disconnected") or out.get("dropped_while_idle"):
+        notes.append(f"{out.get('disconnected') or out.get('dropped_while_idle')} dropped")
+    if out.get("error_lines"):
+        notes.append(f"{out['error_lines']} error lines")
+    if out.get("server_log_problems"):
+        notes.append(f"{out['server_log_problems']} server log warnings/errors")
+    if out.get("server_killed"):
+        notes.append("server needed SIGKILL to stop")
+    rss = out.get("rss_kb_per_conn", "n/a")
+    if "received" in out:
+        cpu = out.get("server_us_per_delivery", "n/a")
+        share = out.get("server_core_share")
+        if share is not None:
+            notes.append(f"server {share:.0%} of a core")
+        lost = f"{out['lost']:,} of {out['expected']:,}"
+        return (
+            f"| {name} | {out['deliveries_per_s']:,} | {ms(out)} | {lost} | {cpu} | {rss} "
+            f"| {'; '.join(notes)} |"
+        )
+    notes.insert(
+        0,
+        f"{out['open']:,} open in {out['connect_s']} s (+{out['settle_s']} s busy), "
+        f"{out.get('server_ms_per_connect', 'n/a')} ms server CPU per connect",
+    )
+    return f"| {name} | | | | | {rss} | {'; '.join(notes)} |"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.all", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="a tenth of the sizes, to try it out")
+    p.add_argument("--only", help="run only scenarios whose name contains this text")
+    p.add_argument("--twistd", help="twistd of the venv where chatd is installed")
+    p.add_argument("--server-cmd", help="passed on to every scenario (see bench.fanout -h)")
+    p.add_argument("--procs", type=int, help="generator processes for every scenario")
+    args = p.parse_args(argv)
+    extra: list[str] = []
+    if args.twistd:
+        extra += ["--twistd", args.twistd]
+    if args.server_cmd:
+        extra += ["--server-cmd", args.server_cmd]
+    if args.procs:
+        extra += ["--procs", str(args.procs)]
+    chosen = [s for s in SCENARIOS if not args.only or args.only.lower() in s.name.lower()]
+    if not chosen:
+        p.error(f"no scenario matches {args.only!r}")
+    started = time.strftime("%Y-%m-%d %H:%M")
+    rows = []
+    worst = 0
+    for sc in chosen:
+        code, out = run_one(sc, args.quick, extra)
+        worst = max(worst, code)
+        rows.append(row(sc, code, out))
+    print(f"\nMachine: {machine()}; run {started}{' (--quick)' if args.quick else ''}\n")
+    print(
+        "| scenario | deliveries/s | latency ms p50 / p99 / max | lost | "
+        "server CPU us/delivery | server RSS KB/conn | notes |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---|")
+    print("\n".join(rows))
+    return worst
+
+
+if __name__ == "__main__":
+    sys.exit(main())
