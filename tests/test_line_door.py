@@ -108,7 +108,7 @@ def test_a_client_that_stops_reading_is_dropped_past_the_cap(door):
     events = []
     globalLogPublisher.addObserver(events.append)
     try:
-        bob.protocol.cap.pauseProducing()  # what the transport does when its buffer fills
+        bob.protocol.output.pauseProducing()  # what the transport does when its buffer fills
         for i in range(60):
             alice.type(b"message %d\n" % i)
     finally:
@@ -121,10 +121,10 @@ def test_a_client_that_stops_reading_is_dropped_past_the_cap(door):
 def test_a_reader_that_catches_up_is_kept(door):
     _, _, alice, bob = door
     for _ in range(3):
-        bob.protocol.cap.pauseProducing()
+        bob.protocol.output.pauseProducing()
         for i in range(30):
             alice.type(b"message %d\n" % i)
-        bob.protocol.cap.resumeProducing()
+        bob.protocol.output.resumeProducing()
     assert not bob.transport.disconnecting
 
 

@@ -9,7 +9,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
 from chatd import text
-from chatd.doors.backpressure import OutputCap
+from chatd.doors.output import Output
 from chatd.events import Error, Event, Message
 from chatd.room import Room, Session
 
@@ -48,7 +48,7 @@ class LineDoor(LineReceiver):
         self._buffer = b""
         self._discarding = False
         self.MAX_LENGTH = self.factory.room.config.max_line_bytes
-        self.cap = OutputCap(
+        self.output = Output(
             self.transport, self.factory.room.config.max_output_bytes, self._too_slow
         )
         self.session = self.factory.room.connect(self)
@@ -114,8 +114,7 @@ class LineDoor(LineReceiver):
         else:
             data = event.rendered(b"line", _shared)
         if data:
-            self.transport.write(data)
-            self.cap.wrote(len(data))
+            self.output.write(data)
 
     def close(self, reason: str) -> None:
         log.info("closing {peer}: {reason}", peer=self.peer, reason=reason)
@@ -125,7 +124,7 @@ class LineDoor(LineReceiver):
         log.warn(
             "{session} stopped reading; over {limit} bytes queued, disconnected",
             session=self.session,
-            limit=self.cap.limit,
+            limit=self.output.limit,
         )
         self.transport.abortConnection()
 

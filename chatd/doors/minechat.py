@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatd.commands import CommandError, UsageError
-from chatd.doors.backpressure import OutputCap
+from chatd.doors.output import Output
 from chatd.events import Error, Event, Message
 from chatd.room import Room, Session
 
@@ -53,7 +53,7 @@ class MinechatReadDoor(Protocol):
     def connectionMade(self) -> None:
         self.peer = _peer(self.transport)
         room = self.factory.room
-        self.cap = OutputCap(self.transport, room.config.max_output_bytes, self._too_slow)
+        self.output = Output(self.transport, room.config.max_output_bytes, self._too_slow)
         room.listen(self)
 
     def connectionLost(self, reason: object = None) -> None:
@@ -65,8 +65,7 @@ class MinechatReadDoor(Protocol):
     def deliver(self, event: Event) -> None:
         if type(event) is Message and event.to is None:
             data = event.rendered(b"minechat", _stream_line)
-            self.transport.write(data)
-            self.cap.wrote(len(data))
+            self.output.write(data)
 
     def close(self, reason: str) -> None:
         log.info("closing minechat listener {peer}: {reason}", peer=self.peer, reason=reason)

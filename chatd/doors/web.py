@@ -23,7 +23,7 @@ from twisted.web.server import Site
 from twisted.web.static import File
 
 from chatd import text
-from chatd.doors.backpressure import OutputCap
+from chatd.doors.output import Output
 from chatd.events import Error, Event, History, Identity, Message, Presence
 from chatd.room import Room, Session
 
@@ -96,7 +96,7 @@ class ChatWebSocket(WebSocketServerProtocol):
         room = self.factory.room
         # The HTTP channel registered itself as the producer; we own the connection now.
         self.transport.unregisterProducer()
-        self.cap = OutputCap(self.transport, room.config.max_output_bytes, self._too_slow)
+        self.output = Output(self.transport, room.config.max_output_bytes, self._too_slow)
         self.session = room.connect(self)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
@@ -168,9 +168,8 @@ class ChatWebSocket(WebSocketServerProtocol):
             prepared = self.factory.prepareMessage(rendered.encode("utf-8"))
         else:
             prepared = event.rendered("ws", self.factory.prepare_line)
-        if prepared is not None:
-            self.sendPreparedMessage(prepared)
-            self.cap.wrote(len(prepared.payloadHybi))
+        if prepared is not None and self.state == self.STATE_OPEN:
+            self.output.write(prepared.payloadHybi)
 
     def close(self, reason: str) -> None:
         self.sendClose(1000, reason)
@@ -179,7 +178,7 @@ class ChatWebSocket(WebSocketServerProtocol):
         log.warn(
             "{session} stopped reading; over {limit} bytes queued, disconnected",
             session=self.session,
-            limit=self.cap.limit,
+            limit=self.output.limit,
         )
         self.transport.abortConnection()
 

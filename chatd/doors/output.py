@@ -1,0 +1,71 @@
+"""Writing to one client: fast when it keeps up, bounded when it does not."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet import tcp
+from twisted.internet.interfaces import IPushProducer, ITransport
+from zope.interface import implementer
+
+
+@implementer(IPushProducer)
+class Output:
+    """The bytes a door sends to one client.
+
+    A chat server writes the same small line to many clients at once. Twisted's
+    C{transport.write} queues each one and asks the reactor to watch the socket (two
+    C{epoll_ctl} calls and a trip through the reactor per recipient, per message). When
+    nothing is queued for a plain TCP client, L{write} sends straight to the socket
+    instead, and only what the kernel does not take goes through the transport, in order.
+
+    Registered as the transport's streaming producer, it also notices a client that has
+    stopped reading: Twisted pauses it when the transport's buffer fills (64 KiB) and
+    resumes it when the buffer drains. Past C{limit} bytes written while paused the client
+    is dropped with C{on_overflow}.
+    """
+
+    def __init__(self, transport: ITransport, limit: int, on_overflow: Callable[[], None]):
+        self.transport = transport
+        self.limit = limit
+        self.paused = False
+        self.pending = 0
+        self._on_overflow = on_overflow
+        self._tripped = False
+        # Only a plain TCP connection has a socket we may write to ourselves (TLS wraps it).
+        self._socket = transport.socket if isinstance(transport, tcp.Connection) else None
+        transport.registerProducer(self, True)
+
+    def write(self, data: bytes) -> None:
+        t = self.transport
+        sock = self._socket
+        if (
+            sock is not None
+            and not t._tempDataLen  # nothing waiting in Twisted's buffers
+            and t.offset == len(t.dataBuffer)
+            and t.connected
+            and not t.disconnecting
+        ):
+            try:
+                sent = sock.send(data)
+            except OSError:
+                sent = 0  # EAGAIN, or an error the transport will find and report itself
+            if sent == len(data):
+                return
+            data = data[sent:]
+        t.write(data)
+        if self.paused:
+            self.pending += len(data)
+            if self.pending > self.limit and not self._tripped:
+                self._tripped = True
+                self._on_overflow()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.pending = 0
+
+    def stopProducing(self) -> None:
+        self.paused = False
