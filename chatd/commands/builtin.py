@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred
+
 from chatd.commands import CommandError, Context, UsageError, command
 from chatd.events import Presence
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
+from chatd.ratelimit import duration
 
 
 def _no_arguments(args: str) -> None:
@@ -39,9 +31,9 @@ def help_(ctx: Context, args: str) -> None:
 
 
 @command("list", aliases=("users",), help="who is online")
-def list_(ctx: Context, args: str) -> None:
+def list_(ctx: Context, args: str) -> Deferred[None]:
     _no_arguments(args)
-    ctx.session.deliver(Presence(ctx.room.online()))
+    return ctx.room.who().addCallback(lambda names: ctx.session.deliver(Presence(names)))
 
 
 @command(
@@ -77,7 +69,7 @@ def status(ctx: Context, args: str) -> None:
     room, user = ctx.room, ctx.user
     now = room.clock.seconds()
     devices = ", ".join(
-        f"{s.client.door} from {s.client.peer} for {_duration(now - s.since)}"
+        f"{s.client.door} from {s.client.peer} for {duration(now - s.since)}"
         + (" (this one)" if s is ctx.session else "")
         for s in user.sessions
     )
@@ -85,10 +77,10 @@ def status(ctx: Context, args: str) -> None:
         "\n".join(
             [
                 f"chat: {len(room.users)} online, {len(room.sessions)} connections, "
-                f"{room.messages_sent} messages in {_duration(now - room.started)} of uptime",
+                f"{room.messages_sent} messages in {duration(now - room.started)} of uptime",
                 f"you: {user.name}, "
                 + ("logged in" if user.account else "guest")
-                + f", here for {_duration(now - user.since)}",
+                + f", here for {duration(now - user.since)}",
                 f"your sessions ({len(user.sessions)}): {devices}",
                 *room.moderation.standing(user),
             ]

@@ -49,7 +49,7 @@ class LineDoor(LineReceiver):
         self._discarding = False
         self.MAX_LENGTH = self.factory.room.config.max_line_bytes
         self.output = Output(
-            self.transport, self.factory.room.config.max_output_bytes, self._too_slow
+            self.transport, self.factory.room.config.max_output_bytes, lambda: self.session
         )
         self.session = self.factory.room.connect(self)
 
@@ -119,14 +119,6 @@ class LineDoor(LineReceiver):
     def close(self, reason: str) -> None:
         log.info("closing {peer}: {reason}", peer=self.peer, reason=reason)
         self.transport.loseConnection()
-
-    def _too_slow(self) -> None:
-        log.warn(
-            "{session} stopped reading; over {limit} bytes queued, disconnected",
-            session=self.session,
-            limit=self.output.limit,
-        )
-        self.transport.abortConnection()
 
 
 class LineFactory(Factory):

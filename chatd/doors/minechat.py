@@ -53,7 +53,9 @@ class MinechatReadDoor(Protocol):
     def connectionMade(self) -> None:
         self.peer = _peer(self.transport)
         room = self.factory.room
-        self.output = Output(self.transport, room.config.max_output_bytes, self._too_slow)
+        self.output = Output(
+            self.transport, room.config.max_output_bytes, lambda: f"minechat listener {self.peer}"
+        )
         room.listen(self)
 
     def connectionLost(self, reason: object = None) -> None:
@@ -70,10 +72,6 @@ class MinechatReadDoor(Protocol):
     def close(self, reason: str) -> None:
         log.info("closing minechat listener {peer}: {reason}", peer=self.peer, reason=reason)
         self.transport.loseConnection()
-
-    def _too_slow(self) -> None:
-        log.warn("minechat listener {peer} stopped reading; disconnected", peer=self.peer)
-        self.transport.abortConnection()
 
 
 class MinechatWriteDoor(Protocol):

@@ -6,7 +6,10 @@ from collections.abc import Callable
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer, ITransport
+from twisted.logger import Logger
 from zope.interface import implementer
+
+log = Logger(namespace="chatd.doors.output")
 
 
 @implementer(IPushProducer)
@@ -22,15 +25,15 @@ class Output:
     Registered as the transport's streaming producer, it also notices a client that has
     stopped reading: Twisted pauses it when the transport's buffer fills (64 KiB) and
     resumes it when the buffer drains. Past C{limit} bytes written while paused the client
-    is dropped with C{on_overflow}.
+    is dropped, and the log says who (C{describe()}) and why.
     """
 
-    def __init__(self, transport: ITransport, limit: int, on_overflow: Callable[[], None]):
+    def __init__(self, transport: ITransport, limit: int, describe: Callable[[], object]):
         self.transport = transport
         self.limit = limit
         self.paused = False
         self.pending = 0
-        self._on_overflow = on_overflow
+        self._describe = describe
         self._tripped = False
         # Only a plain TCP connection has a socket we may write to ourselves (TLS wraps it).
         self._socket = transport.socket if isinstance(transport, tcp.Connection) else None
@@ -58,7 +61,12 @@ class Output:
             self.pending += len(data)
             if self.pending > self.limit and not self._tripped:
                 self._tripped = True
-                self._on_overflow()
+                log.warn(
+                    "{client} stopped reading; over {limit} bytes queued, disconnected",
+                    client=self._describe(),
+                    limit=self.limit,
+                )
+                self.transport.abortConnection()
 
     def pauseProducing(self) -> None:
         self.paused = True

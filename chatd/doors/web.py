@@ -96,7 +96,7 @@ class ChatWebSocket(WebSocketServerProtocol):
         room = self.factory.room
         # The HTTP channel registered itself as the producer; we own the connection now.
         self.transport.unregisterProducer()
-        self.output = Output(self.transport, room.config.max_output_bytes, self._too_slow)
+        self.output = Output(self.transport, room.config.max_output_bytes, lambda: self.session)
         self.session = room.connect(self)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
@@ -173,14 +173,6 @@ class ChatWebSocket(WebSocketServerProtocol):
 
     def close(self, reason: str) -> None:
         self.sendClose(1000, reason)
-
-    def _too_slow(self) -> None:
-        log.warn(
-            "{session} stopped reading; over {limit} bytes queued, disconnected",
-            session=self.session,
-            limit=self.output.limit,
-        )
-        self.transport.abortConnection()
 
 
 class ChatWebSocketFactory(WebSocketServerFactory):
