@@ -1,7 +1,12 @@
-"""The SQLite store: what it keeps, in which order, and how it refuses a bad database."""
+"""The stores: what they keep, in which order, and how they refuse a bad database.
+
+The behaviour every backend shares runs against SQLite and against a real PostgreSQL
+(a fresh schema per test; see tests/postgres.py).
+"""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 
 import pytest
@@ -9,26 +14,45 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 
 from chatd.events import Message
-from chatd.store import NameTaken, StoreError
+from chatd.store import NameTaken, Store, StoreError
+from chatd.store.postgres import PostgresStore
 from chatd.store.sqlite import SQLiteStore
+from tests.postgres import Outage, admin_connection, drop_connections, pg_url  # noqa: F401
+from tests.support import line_client, start_server
 
 
-def opened(tmp_path) -> SQLiteStore:
-    store = SQLiteStore.open(tmp_path / "chatd.sqlite3", reactor)
-    store.start()
-    return store
+class Backend:
+    """Opens the same database again and again, as restarts of a server would."""
+
+    def __init__(self, open_) -> None:
+        self._open = open_
+
+    def opened(self) -> Store:
+        store = self._open()
+        store.start()
+        return store
+
+    def reopened(self) -> int:
+        """The last message id a restarted server would see."""
+        store = self._open()
+        store._release()
+        return store.last_id
 
 
-def reopened(tmp_path) -> int:
-    """The last message id a restarted server would see."""
-    store = SQLiteStore.open(tmp_path / "chatd.sqlite3", reactor)
-    store._conn.close()
-    return store.last_id
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request, tmp_path) -> Backend:
+    if request.param == "sqlite":
+        return Backend(lambda: SQLiteStore.open(tmp_path / "chatd.sqlite3", reactor))
+    url = request.getfixturevalue("pg_url")
+    return Backend(lambda: PostgresStore.open(url, reactor))
+
+
+# -- every backend ----------------------------------------------------------------------------
 
 
 @pytest_twisted.ensureDeferred
-async def test_messages_come_back_newest_n_oldest_first(tmp_path):
-    store = opened(tmp_path)
+async def test_messages_come_back_newest_n_oldest_first(backend):
+    store = backend.opened()
     for i in range(1, 8):
         await store.add_message(Message(i, 100.0 + i, "Ann", f"m{i}"))
     last3 = await store.messages(0, 7, 0.0, 3)
@@ -43,8 +67,8 @@ async def test_messages_come_back_newest_n_oldest_first(tmp_path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_burst_is_saved_and_confirmed_in_id_order(tmp_path):
-    store = opened(tmp_path)
+async def test_a_burst_is_saved_and_confirmed_in_id_order(backend):
+    store = backend.opened()
     confirmed: list[int] = []
     burst = [store.add_message(Message(i, 1.0, "Ann", "x")) for i in range(1, 2001)]
     for d in burst:
@@ -52,47 +76,51 @@ async def test_a_burst_is_saved_and_confirmed_in_id_order(tmp_path):
     await defer.gatherResults(burst)
     assert confirmed == list(range(1, 2001))
     await store.close()
-    assert reopened(tmp_path) == 2000
+    assert backend.reopened() == 2000
 
 
 @pytest_twisted.ensureDeferred
-async def test_ids_never_go_back_after_everything_is_purged(tmp_path):
-    store = opened(tmp_path)
+async def test_ids_never_go_back_after_everything_is_purged(backend):
+    store = backend.opened()
     await store.add_message(Message(41, 10.0, "Ann", "old"))
     assert await store.purge_messages(20.0) == 1
     assert await store.messages(0, 100, 0.0, 10) == []
     await store.close()
-    assert reopened(tmp_path) == 41
+    assert backend.reopened() == 41
 
 
 @pytest_twisted.ensureDeferred
-async def test_accounts_tokens_and_cache_survive_reopening(tmp_path):
-    store = opened(tmp_path)
+async def test_accounts_tokens_and_cache_survive_reopening(backend):
+    store = backend.opened()
     await store.create_account("Alice", "hash", "tokenhash", 1.0, 0)
     await store.set_last_seen("alice", 9)
     await store.cache_put("k", "v")
+    await store.cache_put("k", "v2")
     with pytest.raises(NameTaken):
         await store.create_account("ALICE", None, "other", 2.0, 0)
     await store.close()
-    store = opened(tmp_path)
+    store = backend.opened()
     assert store.account_names == ["Alice"]
     account = await store.account_for_token("tokenhash")
     assert (account.name, account.password_hash, account.last_seen) == ("Alice", "hash", 9)
     assert await store.account_for_token("nope") is None
-    assert await store.cache_get("k") == "v"
+    assert await store.cache_get("k") == "v2"
     assert await store.cache_get("missing") is None
     await store.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_whispers_are_kept_until_taken_once(tmp_path):
-    store = opened(tmp_path)
+async def test_whispers_are_kept_until_taken_once(backend):
+    store = backend.opened()
     await store.keep_whisper("Bob", Message(3, 1.0, "Ann", "psst", "Bob"))
     kept = await store.take_whispers("bob")
     assert [(m.sender, m.to, m.text) for m in kept] == [("Ann", "Bob", "psst")]
     assert await store.take_whispers("Bob") == []
     await store.close()
-    assert reopened(tmp_path) == 3
+    assert backend.reopened() == 3
+
+
+# -- SQLite -----------------------------------------------------------------------------------
 
 
 def test_a_fresh_database_has_the_current_schema_version(tmp_path):
@@ -118,3 +146,105 @@ def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path):
     with pytest.raises(StoreError, match="is locked: is another chatd using the data dir"):
         SQLiteStore.open(tmp_path / "db", reactor)
     first._conn.close()
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_nodes_writing_at_once_get_unique_ids_in_order(pg_url):  # noqa: F811
+    """Two nodes each number their messages 1, 2, 3...; the database makes the ids unique,
+    each node's in the order it sent them, and a reader sees them in id order."""
+    nodes = [PostgresStore.open(pg_url, reactor), PostgresStore.open(pg_url, reactor)]
+    for node in nodes:
+        node.start()
+    sent = [
+        [node.add_message(Message(i, 1.0, name, f"{name}{i}")) for i in range(1, 301)]
+        for node, name in zip(nodes, ["Ann", "Bob"], strict=True)
+    ]
+    got = [[m.id for m in await defer.gatherResults(ds)] for ds in sent]
+    for ids in got:
+        assert ids == sorted(ids)
+    assert sorted(got[0] + got[1]) == list(range(1, 601))
+    history = await nodes[1].messages(0, 600, 0.0, 1000)
+    assert [m.id for m in history] == list(range(1, 601))
+    assert [m.text for m in history if m.sender == "Ann"] == [f"Ann{i}" for i in range(1, 301)]
+    for node in nodes:
+        await node.close()
+    assert PostgresStore.open(pg_url, reactor).last_id == 600
+
+
+def test_a_postgres_schema_from_a_newer_chatd_is_refused(pg_url):  # noqa: F811
+    PostgresStore.open(pg_url, reactor)._release()
+    with psycopg_connect(pg_url) as conn:
+        conn.execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match="schema version 99, newer than this chatd"):
+        PostgresStore.open(pg_url, reactor)
+
+
+def test_an_unreachable_postgres_stops_the_start_with_a_clear_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    url = f"postgresql://postgres:secret@127.0.0.1:{port}/test"
+    with pytest.raises(StoreError) as raised:
+        PostgresStore.open(url, reactor)
+    message = str(raised.value)
+    assert f"postgresql://postgres@127.0.0.1:{port}/test is unreachable" in message
+    assert "is PostgreSQL running?" in message
+    assert "secret" not in message
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_carries_on_after_postgres_drops_its_connections(pg_url):  # noqa: F811
+    store = PostgresStore.open(pg_url, reactor)
+    store.start()
+    await store.add_message(Message(1, 1.0, "Ann", "before"))
+    with admin_connection() as admin:
+        drop_connections(admin, application_name(pg_url))
+    await store.add_message(Message(2, 2.0, "Ann", "after"))
+    assert [m.text for m in await store.messages(0, 2, 0.0, 10)] == ["before", "after"]
+    await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_users_hear_when_postgres_is_down_and_chat_resumes_when_it_is_back(
+    tmp_path,
+    pg_url,  # noqa: F811
+):
+    outage = Outage(pg_url)
+    outage.restore()
+    server = await start_server(tmp_path, doors=("line",), storage_url=outage.url)
+    try:
+        alice = await line_client(server.ports["line"])
+        bob = await line_client(server.ports["line"])
+        alice_name = alice.lines[0].split()[-1]
+        outage.cut()
+        alice.send("anyone there?")
+        await alice.expect(r"^! your message could not be saved, so nobody got it; try again$")
+        assert not any("Traceback" in line or "psycopg" in line for line in alice.lines)
+        outage.restore()
+        alice.send("back again")
+        await bob.expect(rf"^{alice_name}: back again$")
+        assert not any("anyone there?" in line for line in bob.lines)
+    finally:
+        await server.stop()
+        outage.cut()
+
+
+def test_an_unknown_storage_url_stops_the_start_with_a_clear_error(tmp_path):
+    from chatd.config import Config
+    from chatd.store import open_store
+
+    with pytest.raises(StoreError, match=r"storage_url mysql:\.\.\. is not supported"):
+        open_store(Config(data_dir=str(tmp_path), storage_url="mysql://x@y/z"), reactor)
+
+
+def application_name(url: str) -> str:
+    return url.rpartition("application_name=")[2]
+
+
+def psycopg_connect(url: str):
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)

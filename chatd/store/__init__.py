@@ -1,9 +1,10 @@
 """Where chatd keeps what must survive a restart: messages, accounts, a key/value cache.
 
 L{Store} is the interface the Room codes against; each backend is one module
-(C{chatd.store.sqlite} now, PostgreSQL later). Every method that touches the database
-returns a Deferred: backends run their I/O off the reactor thread, in FIFO order, so a
-write is visible to every later read and messages are saved in id order.
+(C{chatd.store.sqlite}, the default, and C{chatd.store.postgres} for a cluster). Every
+method that touches the database returns a Deferred: backends run their I/O off the reactor
+thread, in FIFO order, so a write is visible to every later read and messages are saved in
+id order.
 
 Opening a store is the exception: it happens once, before the reactor runs, so it may
 block, and a database that cannot be used stops the server with a clear L{StoreError}.
@@ -91,14 +92,24 @@ class Store(Protocol):
 
 
 def open_store(config: Config, reactor: object) -> Store:
-    """The backend C{config.storage_url} names: empty means SQLite in the data dir."""
+    """The backend C{config.storage_url} names: empty means SQLite in the data dir,
+    C{postgresql://...} a PostgreSQL database that several nodes may share."""
     url = config.storage_url.strip()
     if not url:
         from chatd.store.sqlite import SQLiteStore
 
         return SQLiteStore.open(config.data_path / "chatd.sqlite3", reactor)
-    scheme = url.partition(":")[0]
+    scheme = url.partition(":")[0].lower()
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from chatd.store.postgres import PostgresStore
+        except ImportError as e:
+            raise StoreError(
+                f"storage_url is PostgreSQL, but its driver is missing ({e}); "
+                "install it with: pip install 'chatd[postgres]'"
+            ) from None
+        return PostgresStore.open(url, reactor)
     raise StoreError(
-        f"storage_url {scheme}:... is not supported yet; leave it empty to use SQLite "
-        "in the data dir"
+        f"storage_url {scheme}:... is not supported; use postgresql://user@host/dbname, "
+        "or leave it empty to use SQLite in the data dir"
     )

@@ -1,8 +1,6 @@
 """The embedded default store: one SQLite file in the data dir, no server to install.
 
-All queries run on one worker thread, in the order they were asked for. Work that queues up
-while a transaction runs goes into the next one, so under load thousands of messages share
-a commit (group commit) and ids reach the disk, and then the clients, in order.
+Queries run on the shared L{chatd.store.worker.Worker}: one thread, FIFO, group commit.
 
 The file is in WAL mode with C{synchronous=NORMAL}: a commit is in the operating system's
 hands before the message is delivered, so it survives the server being killed (not
@@ -12,38 +10,16 @@ necessarily a power cut). C{locking_mode=EXCLUSIVE} keeps a second chatd off the
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 
 from chatd.events import Message
 from chatd.store import Account, NameTaken, StoreError
-
-# Forward migrations: MIGRATIONS[n] takes a database from schema version n to n + 1.
-MIGRATIONS: list[list[str]] = [
-    [
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
-        "CREATE TABLE messages (id INTEGER PRIMARY KEY, time REAL NOT NULL,"
-        " sender TEXT NOT NULL, text TEXT NOT NULL)",
-        "CREATE INDEX messages_time ON messages (time)",
-        "CREATE TABLE accounts (name_key TEXT PRIMARY KEY, name TEXT NOT NULL,"
-        " password_hash TEXT, created REAL NOT NULL, last_seen INTEGER NOT NULL)",
-        "CREATE TABLE tokens (token_hash TEXT PRIMARY KEY,"
-        " name_key TEXT NOT NULL REFERENCES accounts (name_key), created REAL NOT NULL)",
-        "CREATE TABLE whispers (id INTEGER PRIMARY KEY, name_key TEXT NOT NULL,"
-        " time REAL NOT NULL, sender TEXT NOT NULL, recipient TEXT NOT NULL,"
-        " text TEXT NOT NULL)",
-        "CREATE INDEX whispers_name ON whispers (name_key)",
-        "CREATE TABLE cache (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    ],
-]
-
-Op = Callable[..., Any]
+from chatd.store.schema import MIGRATIONS, SQLITE, statements
+from chatd.store.worker import Batch, Worker
 
 
 def _key(name: str) -> str:
@@ -64,17 +40,13 @@ def _explain(path: Path, e: sqlite3.Error) -> StoreError:
     return StoreError(f"cannot use the database {path}: {text}; is the data dir writable?")
 
 
-class SQLiteStore:
+class SQLiteStore(Worker):
     """L{chatd.store.Store} on SQLite."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, reactor: Any) -> None:
+        super().__init__(reactor)
         self._conn = conn
         self.path = path
-        self._reactor = reactor
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="chatd-store")
-        self._queue: list[tuple[Op, tuple[Any, ...], Deferred[Any]]] = []
-        self._busy = False
-        self._closed = False
         self.last_id = self._high_water(conn)
         self.account_names = [row[0] for row in conn.execute("SELECT name FROM accounts")]
 
@@ -112,38 +84,10 @@ class SQLiteStore:
 
     # -- the worker -------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._pool.start()
+    def _release(self) -> None:
+        self._conn.close()
 
-    def close(self) -> Deferred[None]:
-        d = self._run(_nothing)  # fires once everything queued before it is done
-        self._closed = True
-        d.addBoth(lambda _: deferToThreadPool(self._reactor, self._pool, self._conn.close))
-        d.addBoth(self._stopped)
-        return d
-
-    def _stopped(self, result: Any) -> Any:
-        self._pool.stop()
-        return result
-
-    def _run(self, op: Op, *args: Any) -> Deferred[Any]:
-        """Queue C{op(conn, *args)}; it runs in the next transaction, after all queued before."""
-        d: Deferred[Any] = Deferred()
-        if self._closed:
-            d.errback(StoreError("the store is closed"))
-            return d
-        self._queue.append((op, args, d))
-        if not self._busy:
-            self._next()
-        return d
-
-    def _next(self) -> None:
-        batch, self._queue = self._queue, []
-        self._busy = True
-        work = deferToThreadPool(self._reactor, self._pool, self._transaction, batch)
-        work.addBoth(self._done, batch)
-
-    def _transaction(self, batch: list[tuple[Op, tuple[Any, ...], Any]]) -> list[Any]:
+    def _transaction(self, batch: Batch) -> list[Any]:
         conn = self._conn
         results: list[Any] = []
         try:
@@ -160,18 +104,6 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
             return [failure] * len(batch)
         return results
-
-    def _done(self, results: Any, batch: list[tuple[Op, tuple[Any, ...], Deferred[Any]]]) -> None:
-        self._busy = False
-        if self._queue:
-            self._next()  # the worker starts on the next batch while this one is delivered
-        if isinstance(results, Failure):
-            results = [results] * len(batch)
-        for (_, _, d), result in zip(batch, results, strict=True):
-            if isinstance(result, Failure):
-                d.errback(result)
-            else:
-                d.callback(result)
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -230,14 +162,9 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             f"{path} has schema version {version}, newer than this chatd knows "
             f"({len(MIGRATIONS)}); run a newer chatd"
         )
-    for statements in MIGRATIONS[version:]:
-        for statement in statements:
-            conn.execute(statement)
+    for statement in statements(version, SQLITE):
+        conn.execute(statement)
     conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
-
-
-def _nothing(conn: sqlite3.Connection) -> None:
-    pass
 
 
 def _add_message(conn: sqlite3.Connection, m: Message) -> Message:

@@ -1,0 +1,35 @@
+"""The schema every backend creates, as forward migrations written once for all of them.
+
+The SQL is the same on SQLite and PostgreSQL except for two column types, so statements
+name them as C{{int}} (ids and counters) and C{{real}} (Unix times) and each backend fills
+in its own: PostgreSQL's INTEGER and REAL are too small for them.
+"""
+
+from __future__ import annotations
+
+# MIGRATIONS[n] takes a database from schema version n to n + 1.
+MIGRATIONS: list[list[str]] = [
+    [
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value {int} NOT NULL)",
+        "CREATE TABLE messages (id {int} PRIMARY KEY, time {real} NOT NULL,"
+        " sender TEXT NOT NULL, text TEXT NOT NULL)",
+        "CREATE INDEX messages_time ON messages (time)",
+        "CREATE TABLE accounts (name_key TEXT PRIMARY KEY, name TEXT NOT NULL,"
+        " password_hash TEXT, created {real} NOT NULL, last_seen {int} NOT NULL)",
+        "CREATE TABLE tokens (token_hash TEXT PRIMARY KEY,"
+        " name_key TEXT NOT NULL REFERENCES accounts (name_key), created {real} NOT NULL)",
+        "CREATE TABLE whispers (id {int} PRIMARY KEY, name_key TEXT NOT NULL,"
+        " time {real} NOT NULL, sender TEXT NOT NULL, recipient TEXT NOT NULL,"
+        " text TEXT NOT NULL)",
+        "CREATE INDEX whispers_name ON whispers (name_key)",
+        "CREATE TABLE cache (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ],
+]
+
+SQLITE = {"int": "INTEGER", "real": "REAL"}  # INTEGER PRIMARY KEY is SQLite's 64-bit rowid
+POSTGRES = {"int": "BIGINT", "real": "DOUBLE PRECISION"}
+
+
+def statements(version: int, types: dict[str, str]) -> list[str]:
+    """The statements that take a database from C{version} to the current one."""
+    return [s.format(**types) for step in MIGRATIONS[version:] for s in step]

@@ -1,0 +1,89 @@
+"""The query worker every backend shares: one thread, FIFO, group commit.
+
+All queries run on one worker thread, in the order they were asked for. Work that queues up
+while a transaction runs goes into the next one, so under load thousands of messages share
+a commit and ids reach the database, and then the clients, in order. A backend says how to
+run one batch in one transaction (L{Worker._transaction}) and how to let go of the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from chatd.store import StoreError
+
+Op = Callable[..., Any]
+Batch = list[tuple[Op, tuple[Any, ...], Deferred[Any]]]
+
+
+class Worker:
+    """Queues C{op(conn, *args)} calls and runs them in batches on a thread of its own."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="chatd-store")
+        self._queue: Batch = []
+        self._busy = False
+        self._closed = False
+
+    def _transaction(self, batch: Batch) -> list[Any]:
+        """On the worker thread: run every op of C{batch} in one transaction; one result
+        (or L{Failure}) per op, all failures if the transaction failed."""
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """On the worker thread, after the last batch: close the connection."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._pool.start()
+
+    def close(self) -> Deferred[None]:
+        d = self._run(_nothing)  # fires once everything queued before it is done
+        self._closed = True
+        d.addBoth(lambda _: deferToThreadPool(self._reactor, self._pool, self._release))
+        d.addBoth(self._stopped)
+        return d
+
+    def _stopped(self, result: Any) -> Any:
+        self._pool.stop()
+        return result
+
+    def _run(self, op: Op, *args: Any) -> Deferred[Any]:
+        """Queue C{op(conn, *args)}; it runs in the next transaction, after all queued before."""
+        d: Deferred[Any] = Deferred()
+        if self._closed:
+            d.errback(StoreError("the store is closed"))
+            return d
+        self._queue.append((op, args, d))
+        if not self._busy:
+            self._next()
+        return d
+
+    def _next(self) -> None:
+        batch, self._queue = self._queue, []
+        self._busy = True
+        work = deferToThreadPool(self._reactor, self._pool, self._transaction, batch)
+        work.addBoth(self._done, batch)
+
+    def _done(self, results: Any, batch: Batch) -> None:
+        self._busy = False
+        if self._queue:
+            self._next()  # the worker starts on the next batch while this one is delivered
+        if isinstance(results, Failure):
+            results = [results] * len(batch)
+        for (_, _, d), result in zip(batch, results, strict=True):
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result)
+
+
+def _nothing(conn: object) -> None:
+    pass
