@@ -13,14 +13,20 @@ import difflib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message says what to change."""
 
 
-def _setting(section: str, default: Any, doc: str) -> Any:
-    return field(default=default, metadata={"section": section, "doc": doc})
+def _setting(section: str, default: Any, doc: str, key: str | None = None) -> Any:
+    """A setting; C{key} names it in the INI file when the field name would repeat the section."""
+    return field(default=default, metadata={"section": section, "doc": doc, "key": key})
+
+
+def ini_key(f: dataclasses.Field) -> str:
+    return f.metadata.get("key") or f.name
 
 
 @dataclass(frozen=True)
@@ -92,10 +98,17 @@ class Config:
 
     # [storage] / [cluster]
     storage_url: str = _setting(
-        "storage", "", "empty for SQLite in the data dir, or postgresql://user@host/db"
+        "storage", "", "empty for SQLite in the data dir, or postgresql://user@host/db", key="url"
     )
     redis_url: str = _setting(
         "cluster", "", "redis://host:port to join a cluster; empty for one node"
+    )
+    redis_prefix: str = _setting(
+        "cluster", "chatd", "Redis key prefix; nodes of one room share it, other rooms differ"
+    )
+    node: str = _setting("cluster", "", "this node's name in Redis (unique); empty: a random one")
+    presence_ttl: float = _setting(
+        "cluster", 30.0, "seconds until a node that stopped answering leaves everyone's /list"
     )
 
     # Sections the built-in fields do not use, kept for third-party command plugins.
@@ -140,7 +153,32 @@ def _convert(f: dataclasses.Field, raw: str, where: str) -> Any:
         raise ConfigError(f"{where}: must not be negative, got {text}")
     if f.name in DOORS and text.lower() != "none":
         _check_endpoint(text, where)
+    if f.name == "redis_url" and text:
+        redis_endpoint(text, where)
+    if f.name == "presence_ttl" and value < 1:
+        raise ConfigError(f"{where}: must be at least 1 second, got {text}")
+    if f.name == "node" and (" " in text or not text.isprintable()):
+        raise ConfigError(f"{where}: a node name has no spaces, got {text!r}")
     return value
+
+
+def redis_endpoint(url: str, where: str = "redis_url") -> str:
+    """The Twisted client endpoint string for C{redis://host[:port]} (C{rediss://}: TLS)."""
+    parts = urlsplit(url.strip())
+    kinds = {"redis": "tcp", "rediss": "tls"}
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        port = None
+    if parts.scheme not in kinds or not parts.hostname or port is None:
+        raise ConfigError(f"{where}: {url!r} is not redis://host:port (or rediss:// for TLS)")
+    if parts.password or parts.username or parts.path.strip("/") or parts.query:
+        raise ConfigError(
+            f"{where}: {url!r}: a password, a database number or options are not supported; "
+            "give redis://host:port, and a redis_prefix to keep rooms apart"
+        )
+    host = parts.hostname.replace(":", "\\:")  # an IPv6 address, escaped for the endpoint
+    return f"{kinds[parts.scheme]}:host={host}:port={port}"
 
 
 def _check_endpoint(text: str, where: str) -> None:
@@ -175,7 +213,7 @@ def _seed_endpoint(section: configparser.SectionProxy, where: str) -> str:
 
 def load(path: str | None = None, overrides: dict[str, str] | None = None) -> Config:
     """Build a Config from an INI file (optional) and string overrides such as CLI options."""
-    by_key = {(f.metadata["section"], f.name): f for f in settings()}
+    by_key = {(f.metadata["section"], ini_key(f)): f for f in settings()}
     values: dict[str, Any] = {}
     extra: dict[str, dict[str, str]] = {}
     if path is not None:
@@ -231,5 +269,5 @@ def example_ini() -> str:
         if isinstance(default, bool):
             default = "true" if default else "false"
         out.append(f"# {f.metadata['doc']}")
-        out.append(f"{f.name} = {default}")
+        out.append(f"{ini_key(f)} = {default}")
     return "\n".join(out).lstrip() + "\n"

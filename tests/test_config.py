@@ -121,3 +121,15 @@ def test_seed_001s_config_ini_is_read_as_the_two_doors(tmp_path):
 def test_mistakes_in_sections_are_usage_errors(tmp_path, text, message):
     with pytest.raises(UsageError, match=message):
         parse("--config", write(tmp_path, text))
+
+
+def test_the_cluster_services_are_named_as_operators_write_them(tmp_path):
+    path = write(
+        tmp_path,
+        "[storage]\nurl = postgresql://postgres@127.0.0.1/test\n"
+        "[cluster]\nredis_url = redis://127.0.0.1:6379\n",
+    )
+    c = parse("--config", path)
+    assert c.storage_url == "postgresql://postgres@127.0.0.1/test"
+    assert c.redis_url == "redis://127.0.0.1:6379"
+    assert "[storage]\n# " in config.example_ini() and "\nurl = \n" in config.example_ini()
