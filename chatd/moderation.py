@@ -9,8 +9,8 @@ its address, so one person on several guest connections counts as one reporter.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 def sender(user: User) -> Hashable:
     """Whose allowance and schedule a message comes out of."""
     return ("account", user.account) if user.account else user
+
+
+def reporter_key(user: User) -> Hashable:
+    """Who a report is from: one person on several guest connections counts once."""
+    return _person(user)[0]
 
 
 def _addresses(user: User) -> list[Hashable]:
@@ -47,6 +52,10 @@ class Moderation:
         self.schedule = Schedule(clock)
         self._reports: dict[Hashable, set[Hashable]] = {}  # person -> reporters
         self._muted: dict[Hashable, float] = {}  # person or address -> muted until
+        # Tells the other nodes of a mute, or of a message an account sent (the Room sets
+        # it to its bus); theirs come back through heard(). Keys are tuples of strings, so
+        # they travel as JSON lists.
+        self.share: Callable[[dict[str, Any]], object] = lambda change: None
 
     def take(self, user: User) -> str | None:
         """Count one message against C{user}, or say why it may not be sent now."""
@@ -55,6 +64,8 @@ class Moderation:
             return f"you are muted for {duration(left)} more; nobody sees what you send until then"
         allowed, at = self.limiter.can_do_action(sender(user))
         if allowed:
+            if user.account:  # its devices on other nodes share the allowance
+                self.share({"spent": user.account})
             return None
         return (
             f"you have sent {self.limiter.limit} messages in the last {self._period()}; "
@@ -64,6 +75,8 @@ class Moderation:
     def undo(self, user: User) -> None:
         """The message just counted was not sent after all (it was refused as wrong)."""
         self.limiter.undo(sender(user))
+        if user.account:
+            self.share({"unspent": user.account})
 
     def mute_left(self, user: User) -> float:
         """Seconds C{user} stays muted; 0 when they may speak."""
@@ -79,29 +92,48 @@ class Moderation:
 
     def report(self, reporter: User, target: User) -> float | None:
         """Count C{reporter}'s complaint; the mute length when it is the one that mutes."""
-        needed = self.config.reports_to_mute
-        if not needed:
+        if not self.config.reports_to_mute:
             raise CommandError("reports are switched off on this server")
         if target is reporter:
             raise CommandError("you cannot report yourself")
+        return self.report_by(reporter_key(reporter), target)
+
+    def report_by(self, by: Hashable, target: User) -> float | None:
+        """L{report} by a reporter known by key only (a user on another node)."""
+        needed = self.config.reports_to_mute
+        if not needed:
+            raise CommandError("reports are switched off on this server")
         if self.mute_left(target):
             raise CommandError(f"{target.name} is muted already")
         person = _person(target)
         if not person:
             raise CommandError(f"{target.name} has just left")
-        by = _person(reporter)[0]
         reporters = self._reports.setdefault(person[0], set())
         if by in reporters:
             raise CommandError(f"you have reported {target.name} already; it counts once")
         reporters.add(by)
         if len(reporters) < needed:
             return None
-        del self._reports[person[0]]
-        until = self.clock.seconds() + self.config.mute_seconds
         # An account's mute also holds for guests on its devices' addresses.
-        for k in {*person, *_addresses(target)}:
-            self._muted[k] = until
+        keys = [*{*person, *_addresses(target)}]
+        self._mute(keys, self.config.mute_seconds)
+        self.share({"mute": keys, "seconds": self.config.mute_seconds})
         return self.config.mute_seconds
+
+    def _mute(self, keys: list[Hashable], seconds: float) -> None:
+        until = self.clock.seconds() + seconds
+        for k in keys:
+            self._reports.pop(k, None)
+            self._muted[k] = until
+
+    def heard(self, change: dict[str, Any]) -> None:
+        """A mute, or an account's message, on another node (what L{share} sent there)."""
+        if "mute" in change:
+            self._mute([tuple(k) for k in change["mute"]], float(change["seconds"]))
+        elif "spent" in change:
+            self.limiter.can_do_action(("account", str(change["spent"])))
+        elif "unspent" in change:
+            self.limiter.undo(("account", str(change["unspent"])))
 
     def standing(self, user: User) -> list[str]:
         """What /status tells a user about their own limits."""

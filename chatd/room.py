@@ -20,12 +20,15 @@ from twisted.logger import Logger
 from chatd import text as textrules
 from chatd.accounts import Accounts
 from chatd.audit import AuditLog
+from chatd.bus import PRESENCE, Bus, LocalBus
+from chatd.bus.wire import from_wire, to_wire
 from chatd.commands import CommandError, Context, Registry, UsageError
 from chatd.config import Config
 from chatd.events import Error, Event, History, Identity, Message, Notice, Presence
 from chatd.flood import Flood
 from chatd.guestnames import guest_name
-from chatd.moderation import Moderation
+from chatd.moderation import Moderation, reporter_key
+from chatd.ratelimit import duration
 from chatd.store import Account, NameTaken, Store
 
 log = Logger(namespace="chatd.room")
@@ -35,6 +38,11 @@ _NOT_NAME = re.compile(r"[^\w.-]+|^[.-]+")
 NOT_SAVED = "your message could not be saved, so nobody got it; try again"
 LOGIN_FIRST = "log in first: /login <name> <password>, or /register <name> <password>"
 PURGE_EVERY = 60.0  # seconds between removals of expired history
+DELIVERED_KEPT = 4096  # public message ids remembered, so none is shown twice
+RECOVER_LIMIT = 1000  # messages fetched from the store after the bus lost some, at most
+ANY_ID = 2**63 - 1  # no upper bound on ids (the largest integer both databases store)
+EVENT = "event"  # the bus kind for events shown on every node
+MODERATION = "moderation"  # the bus kind for reports and mutes
 
 
 class Client(Protocol):
@@ -105,8 +113,11 @@ class Room(Service):
         in_thread: Callable[..., defer.Deferred[Any]],
         namer: Callable[[], str] = guest_name,
         audit: AuditLog | None = None,
+        bus: Bus | None = None,
     ) -> None:
-        """@param in_thread: runs a slow function (a password hash) off the reactor thread."""
+        """@param in_thread: runs a slow function (a password hash) off the reactor thread.
+        @param bus: how this node hears the other nodes of the room; alone by default.
+        """
         self.config = config
         self.clock = clock
         self.commands = commands
@@ -130,12 +141,32 @@ class Room(Service):
         self._outbox: deque[list[Any]] = deque()
         self._purger = task.LoopingCall(self._purge)
         self._purger.clock = clock
+        # Public message ids already shown here: the bus and recovery may both bring one.
+        self._delivered: set[int] = set()
+        self._delivered_order: deque[int] = deque()
+        self.elsewhere: dict[str, str] = {}  # casefolded name -> users on the other nodes
+        # The newest public id heard from the other nodes. Ours go out meanwhile, so the
+        # bus's own last_id can pass ids it lost; recovery starts from this one too.
+        self.heard_id = store.last_id
+        # Public messages are shown in id order: every one up to shown_through has been;
+        # ids given to whispers are skipped over.
+        self.shown_through = store.last_id
+        self._not_public: set[int] = set()
+        self.bus = bus or LocalBus()
+        self.bus.last_id = max(self.bus.last_id, store.last_id)
+        self.bus.subscribe(self._from_bus)
+        self.bus.on_gap(self._recover)
+        self.moderation.share = lambda change: self._tell_nodes(MODERATION, change)
+        # Dead nodes drop out of the bus's presence on their own: look again now and then.
+        self._presence = task.LoopingCall(self._refresh_presence)
+        self._presence.clock = clock
 
     def startService(self) -> None:
         super().startService()
         self.started = self.clock.seconds()
         self.store.start()
         self._purger.start(PURGE_EVERY)
+        self._presence.start(self.config.presence_ttl, now=False)
         for cmd in self.commands:
             if cmd.setup is not None:
                 try:
@@ -144,8 +175,9 @@ class Room(Service):
                     log.failure("Setting up /{name} failed", name=cmd.name)
 
     def stopService(self) -> Any:
-        if self._purger.running:
-            self._purger.stop()
+        for loop in (self._purger, self._presence):
+            if loop.running:
+                loop.stop()
         for user in list(self.users.values()):
             if user.account is not None:
                 self._remember_seen(user.account)
@@ -178,7 +210,7 @@ class Room(Service):
         session.deliver(Identity(user.name))
         self.tell(
             session,
-            f"Welcome to chatd, {user.name}! {len(self.users)} online. "
+            f"Welcome to chatd, {user.name}! {len(self.online())} online. "
             "Type a message and press Enter; /help lists the commands.",
         )
         self.notice_all(f"{user.name} joined", exclude=session)
@@ -192,8 +224,9 @@ class Room(Service):
             return
         self._remove(session)
         log.info("{session} disconnected: {reason}", session=session, reason=reason)
-        if not session.user.sessions:
-            if session.user.account is not None and self.running:
+        if not session.user.sessions and self.running:
+            # While stopping, nobody is told of each leave: that would be n notices for n.
+            if session.user.account is not None:
                 self._remember_seen(session.user.account)
             self.notice_all(f"{session.user.name} left")
             self.presence_changed()
@@ -299,7 +332,8 @@ class Room(Service):
         """A public message from this session to everyone, once it is safely in history.
 
         The store saves messages in id order and fires in that order, so everyone receives
-        them in id order, and nothing anyone has seen can be lost by a crash.
+        them in id order, and nothing anyone has seen can be lost by a crash. With several
+        nodes, those other nodes saved just before it are shown first (L{_in_id_order}).
         """
         user = session.user
         if user.account is None and self.config.login_required:
@@ -315,11 +349,15 @@ class Room(Service):
             log.failure("saving a message from {session} failed", failure, session=session)
             entry[1] = lambda: self._deliver((session,), Error(NOT_SAVED))
 
+        def saved(stored: Message) -> defer.Deferred[None] | None:
+            # A cluster's store may renumber it, past messages this node has not seen yet.
+            return self._in_id_order(entry, stored, self._publish)
+
         def done(_: object) -> None:
             entry[0] = True
             self._drain()
 
-        self.store.add_message(message).addErrback(failed).addBoth(done)
+        self.store.add_message(message).addCallbacks(saved, failed).addBoth(done)
         return message
 
     def _in_order(self, action: Callable[[], None]) -> None:
@@ -335,11 +373,75 @@ class Room(Service):
             outbox.popleft()[1]()
 
     def _new_id(self) -> int:
+        """An id that no public message will have (a whisper's)."""
         self.newest_id += 1
+        if self.newest_id == self.shown_through + 1:
+            self.shown_through = self.newest_id
+        else:
+            self._not_public.add(self.newest_id)
         return self.newest_id
 
+    def _in_id_order(
+        self, entry: list[Any], message: Message, show: Callable[[Message], object]
+    ) -> defer.Deferred[None] | None:
+        """Make C{entry} show C{message}, after the public messages below its id that this
+        node has not shown (other nodes saved them; the bus has not brought them yet).
+
+        Ids become visible in the store in id order, so once C{message} is saved, or heard
+        of, everything below it can be read; when this node has shown every id below it
+        (the usual case) nothing is read.
+        """
+        through = self.shown_through
+        if message.id <= through + 1:
+            entry[1] = lambda: show(message)
+            return None
+        since = self.clock.seconds() - self.config.history_ttl
+        d = self.store.messages(through, message.id - 1, since, RECOVER_LIMIT)
+
+        def fetched(missed: list[Message]) -> None:
+            def action() -> None:
+                for m in missed:
+                    self._show(m)
+                self._shown_through(message.id - 1)
+                show(message)
+
+            entry[1] = action
+
+        def failed(failure: Any) -> None:
+            log.failure("reading the messages before {id} failed", failure, id=message.id)
+            entry[1] = lambda: show(message)
+
+        return d.addCallbacks(fetched, failed)
+
+    def _shown_through(self, id: int) -> None:
+        """Every public message up to C{id} has been shown (or has no id of its own)."""
+        if id > self.shown_through:
+            self.shown_through = id
+            self._not_public = {i for i in self._not_public if i > id}
+
     def _publish(self, message: Message) -> None:
-        self.last_id = message.id
+        """A message of ours is saved: show it here (unless the store brought it already),
+        then tell the other nodes."""
+        self._show(message)
+        self._tell_nodes(EVENT, to_wire(message))
+
+    def _show(self, message: Message) -> None:
+        """Fan out a public message unless it was shown already."""
+        id = message.id
+        if id in self._delivered:
+            return
+        if id == self.shown_through + 1:
+            self.shown_through = id
+            while self.shown_through + 1 in self._not_public:
+                self._not_public.discard(self.shown_through + 1)
+                self.shown_through += 1
+        self._delivered.add(id)
+        self._delivered_order.append(id)
+        if len(self._delivered_order) > DELIVERED_KEPT:
+            self._delivered.discard(self._delivered_order.popleft())
+        self.last_id = max(self.last_id, id)
+        self.newest_id = max(self.newest_id, id)
+        self.bus.last_id = max(self.bus.last_id, id)
         self.fanout(message)
 
     def whisper(self, session: Session, to: str, text: str) -> Message:
@@ -347,24 +449,28 @@ class Room(Service):
         if session.user.account is None and self.config.login_required:
             raise CommandError(LOGIN_FIRST)
         target = self.find(to)
+        remote = self.elsewhere.get(to.casefold())
         account = self.account_names.get(to.casefold())
-        if target is None and account is None:
+        if target is None and remote is None and account is None:
             raise CommandError(f"nobody called {to} is online; /list shows who is")
         if target is session.user:
             raise CommandError("you cannot whisper to yourself")
         text = textrules.clean(text)
         if not text:
             raise UsageError("nothing to send")
-        name = target.name if target is not None else account
+        name = target.name if target is not None else remote or account
+        assert name is not None
         message = Message(
             self._new_id(), self.clock.seconds(), session.user.name, text, name, session
         )
         self.messages_sent += 1
-        if target is None:
+        if target is None and remote is None:
             self._keep_for_later(session, message)
             return message
-        recipients = (*target.sessions, *session.user.sessions)
+        recipients = (*(target.sessions if target else ()), *session.user.sessions)
         self._in_order(lambda: self._deliver(recipients, message))
+        # Always: the recipient, or the sender's other devices, may be on another node.
+        self._tell_nodes(EVENT, to_wire(message))
         return message
 
     def _keep_for_later(self, session: Session, message: Message) -> None:
@@ -410,7 +516,9 @@ class Room(Service):
                 f"the name {owner} belongs to an account; /login {owner} <password> if it is yours"
             )
         holder = self.users.get(name.casefold())
-        if holder is not None and holder is not user:
+        if (holder is not None and holder is not user) or (
+            holder is None and name.casefold() in self.elsewhere
+        ):
             return f"the name {name} is taken; pick another"
         return None
 
@@ -418,7 +526,16 @@ class Room(Service):
         return self.users.get(name.casefold())
 
     def online(self) -> list[str]:
-        return sorted((u.name for u in self.users.values()), key=str.casefold)
+        """Everyone in the room, on this node and (as last heard) on the others."""
+        names = {**self.elsewhere, **{key: u.name for key, u in self.users.items()}}
+        return sorted(names.values(), key=str.casefold)
+
+    def who(self) -> defer.Deferred[list[str]]:
+        """C{/list}: everyone, asked of the bus now; the last answer if it cannot tell."""
+        d = self.bus.online()
+        d.addCallback(self._heard)
+        d.addErrback(lambda f: log.warn("presence unknown: {e}", e=f.getErrorMessage()))
+        return d.addCallback(lambda _: self.online())
 
     # -- accounts ---------------------------------------------------------------------------
 
@@ -598,10 +715,11 @@ class Room(Service):
     def history(self, limit: int) -> defer.Deferred[list[Message]]:
         """The last C{limit} public messages still inside the history TTL, oldest first.
 
-        Includes the caller's own messages still being saved (the query runs after them).
+        Includes the caller's own messages still being saved (the query runs after them),
+        and whatever other nodes saved meanwhile, so every node answers alike.
         """
         since = self.clock.seconds() - self.config.history_ttl
-        return self.store.messages(0, self.newest_id, since, limit)
+        return self.store.messages(0, ANY_ID, since, limit)
 
     def history_after(self, after_id: int, limit: int) -> defer.Deferred[list[Message]]:
         """The newest C{limit} delivered public messages after id C{after_id}, oldest first.
@@ -655,12 +773,122 @@ class Room(Service):
     def notice_all(self, text: str, exclude: Session | None = None) -> None:
         """A notice to everyone (but C{exclude}), after the messages said before it."""
         recipients = tuple(s for s in self.sessions if s is not exclude)
-        self._in_order(lambda: self._deliver(recipients, Notice(text)))
+        notice = Notice(text)
+        self._in_order(lambda: self._deliver(recipients, notice))
+        self._tell_nodes(EVENT, to_wire(notice))
 
     def presence_changed(self) -> None:
         """Doors with a member list (the browser page) keep it current; text doors skip it."""
+        d = self.bus.set_present([u.name for u in self.users.values()])
+        d.addErrback(lambda f: log.failure("announcing who is here failed", f))
         event = Presence(self.online(), update=True)
         self._in_order(lambda: self.fanout(event))
+
+    # -- the other nodes --------------------------------------------------------------------
+
+    def _from_bus(self, kind: str, payload: dict[str, Any]) -> None:
+        """Another node published something (in the order it did)."""
+        if kind == PRESENCE:
+            self._refresh_presence()
+            return
+        if kind == MODERATION:
+            try:
+                self._moderate(payload)
+            except (KeyError, TypeError, ValueError) as e:
+                log.warn("dropped a malformed {kind}: {e!r}", kind=kind, e=e)
+            return
+        try:
+            event = from_wire(payload)
+        except ValueError as e:
+            log.warn("dropped from the bus: {e}", e=e)
+            return
+        if isinstance(event, Message) and event.to is None:
+            self.heard_id = max(self.heard_id, event.id)
+            self._queue_public(event)
+        elif isinstance(event, Message):
+            users = {self.find(event.to), self.find(event.sender)} - {None}
+            recipients = tuple(s for u in users if u is not None for s in u.sessions)
+            self._in_order(lambda: self._deliver(recipients, event))
+        elif isinstance(event, Notice):
+            self._in_order(lambda: self._deliver(self.sessions, event))
+
+    def _queue_public(self, message: Message) -> None:
+        """Show another node's public message in order: after what this node is saving,
+        and after any lower ids not shown yet."""
+        if message.id <= self.shown_through + 1:
+            self._in_order(lambda: self._show(message))
+            return
+        entry: list[Any] = [False, None]
+        self._outbox.append(entry)
+
+        def ready(_: object) -> None:
+            entry[0] = True
+            self._drain()
+
+        d = self._in_id_order(entry, message, self._show)
+        assert d is not None
+        d.addBoth(ready)
+
+    def report_elsewhere(self, reporter: User, name: str) -> None:
+        """C{/report} of a user on another node: that node counts it (it knows their
+        address) and tells every node when they are muted."""
+        if not self.config.reports_to_mute:
+            raise CommandError("reports are switched off on this server")
+        self._tell_nodes(MODERATION, {"report": name, "by": reporter_key(reporter)})
+
+    def announce_mute(self, user: User, seconds: float) -> None:
+        self.notice_all(f"{user.name} was muted for {duration(seconds)} after complaints")
+
+    def _moderate(self, payload: dict[str, Any]) -> None:
+        if "report" not in payload:
+            self.moderation.heard(payload)
+            return
+        target = self.find(str(payload["report"]))
+        if target is None:
+            return  # not ours, or gone
+        try:
+            seconds = self.moderation.report_by(tuple(payload["by"]), target)
+        except CommandError as e:
+            log.info("a report from another node did not count: {e}", e=e)
+            return
+        if seconds is not None:
+            self.announce_mute(target, seconds)
+
+    def _tell_nodes(self, kind: str, payload: dict[str, Any]) -> None:
+        d = self.bus.publish(kind, payload)
+        d.addErrback(lambda f: log.failure("publishing a {kind} failed", f, kind=kind))
+
+    def _refresh_presence(self) -> defer.Deferred[None]:
+        """Ask the bus who is where; member lists change only when the answer does."""
+        d = self.bus.online().addCallback(self._heard)
+        return d.addErrback(lambda f: log.warn("presence unknown: {e}", e=f.getErrorMessage()))
+
+    def _heard(self, names: list[str]) -> None:
+        elsewhere = {n.casefold(): n for n in names if n.casefold() not in self.users}
+        if elsewhere != self.elsewhere:
+            self.elsewhere = elsewhere
+            event = Presence(self.online(), update=True)
+            self._in_order(lambda: self.fanout(event))
+
+    def _recover(self, last_id: int) -> None:
+        """The bus may have lost messages after C{last_id}: show them from the store.
+
+        Starts at the last one heard from the bus if that is older: ours, sent meanwhile,
+        may be newer than some that were lost. Those shown already are skipped.
+        """
+        after_id = min(last_id, self.heard_id)
+        since = self.clock.seconds() - self.config.history_ttl
+        d = self.store.messages(after_id, ANY_ID, since, RECOVER_LIMIT)
+
+        def show(missed: list[Message]) -> None:
+            log.info("recovered {n} messages after id {id}", n=len(missed), id=after_id)
+            for message in missed:
+                self.heard_id = max(self.heard_id, message.id)
+                self._queue_public(message)
+
+        d.addCallbacks(
+            show, lambda f: log.failure("recovering after id {id} failed", f, id=after_id)
+        )
 
     def tell(self, session: Session, text: str) -> None:
         self._tell(session, Notice(text))
@@ -670,6 +898,10 @@ class Room(Service):
 
     def _tell(self, session: Session, event: Event) -> None:
         self._in_order(lambda: self._deliver((session,), event))
+
+    def close(self, session: Session, reason: str) -> None:
+        """Close a session once everything it has been told is on its way."""
+        self._in_order(lambda: session.client.close(reason))
 
     def tell_user(self, user: User, event: Event) -> None:
         self._in_order(lambda: self._deliver(tuple(user.sessions), event))

@@ -8,11 +8,13 @@ from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
+from twisted.internet.endpoints import clientFromString
 from twisted.internet.threads import deferToThreadPool
 from twisted.python import usage
 
 from chatd import config as configuration
 from chatd.audit import AuditLog
+from chatd.bus import Bus, LocalBus
 from chatd.commands import discover
 from chatd.config import Config, ConfigError
 from chatd.doors.line import LineFactory
@@ -21,12 +23,15 @@ from chatd.doors.web import make_site
 from chatd.room import Room
 from chatd.store import StoreError, open_store
 
+# Settings that are also command-line options: the doors, the store, the cluster.
+OPTION_SECTIONS = ("server", "storage", "cluster")
+
 
 def _door_options() -> list[list[Any]]:
     return [
         [f.name.replace("_", "-"), None, None, f"{f.metadata['doc']} [default: {f.default}]"]
         for f in configuration.settings()
-        if f.metadata["section"] == "server"
+        if f.metadata["section"] in OPTION_SECTIONS
     ]
 
 
@@ -44,7 +49,8 @@ class Options(usage.Options):
         overrides = {
             f.name: self[f.name.replace("_", "-")]
             for f in configuration.settings()
-            if f.metadata["section"] == "server" and self[f.name.replace("_", "-")] is not None
+            if f.metadata["section"] in OPTION_SECTIONS
+            and self[f.name.replace("_", "-")] is not None
         }
         try:
             self.config = configuration.load(self["config"], overrides)
@@ -60,6 +66,7 @@ class ChatService(MultiService):
         self.room = room
         self.audit = audit
         self.factories = factories  # door name -> protocol factory (tests listen on port 0)
+        room.bus.setServiceParent(self)  # starts before the Room and stops after it
         room.setServiceParent(self)
 
     def startService(self) -> None:
@@ -82,7 +89,9 @@ def build(config: Config, reactor: Any = None) -> ChatService:
     audit = AuditLog(config.data_path / "chat_log.txt")
     store = open_store(config, reactor)
     in_thread = functools.partial(deferToThreadPool, reactor, reactor.getThreadPool())
-    room = Room(config, reactor, discover(), store, in_thread, audit=audit)
+    room = Room(
+        config, reactor, discover(), store, in_thread, audit=audit, bus=_bus(config, reactor)
+    )
     doors = {
         "line": LineFactory(room),
         "web": make_site(room),
@@ -99,8 +108,24 @@ def build(config: Config, reactor: Any = None) -> ChatService:
     return top
 
 
+def _bus(config: Config, reactor: Any) -> Bus:
+    """The Redis bus when C{redis_url} is set (a cluster), else this node alone."""
+    if not config.redis_url:
+        return LocalBus()
+    try:
+        from chatd.bus.redis import RedisBus
+    except ImportError as e:
+        raise ConfigError(
+            f"redis_url is set, but the Redis client is missing ({e}); "
+            "install it with: pip install 'chatd[cluster]'"
+        ) from None
+    endpoint = clientFromString(reactor, configuration.redis_endpoint(config.redis_url))
+    node = config.node or None
+    return RedisBus(reactor, endpoint, config.redis_prefix, node, config.presence_ttl)
+
+
 def makeService(options: Options) -> IService:
     try:
         return build(options.config)
-    except StoreError as e:
+    except (StoreError, ConfigError) as e:
         sys.exit(f"chatd cannot start: {e}")  # a clear line and exit code 1, no traceback

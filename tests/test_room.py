@@ -273,3 +273,15 @@ def test_a_message_that_cannot_be_saved_is_reported_in_its_place(room):
     assert bob.take() == []
     store.finish()
     assert bob.take() == ["Guest1: kept"]
+
+
+def test_goodbye_arrives_even_while_a_message_is_being_saved(room):
+    room.store = store = SlowStore()
+    alice = join(room)
+    alice.take()
+    room.receive(alice.session, "see you")
+    room.receive(alice.session, "/exit")
+    assert alice.closed is None  # not before it has been told goodbye
+    store.finish()
+    assert alice.take() == ["* Goodbye, Guest1!"]
+    assert alice.closed == "said goodbye"

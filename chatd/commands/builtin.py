@@ -60,7 +60,7 @@ def rename(ctx: Context, args: str) -> None:
 @command("exit", aliases=("quit",), help="leave the chat")
 def exit_(ctx: Context, args: str) -> None:
     ctx.reply(f"Goodbye, {ctx.user.name}!")
-    ctx.session.client.close("said goodbye")
+    ctx.room.close(ctx.session, "said goodbye")
 
 
 @command("status", help="facts about the chat and about you")

@@ -32,6 +32,10 @@ def report(ctx: Context, args: str) -> None:
         raise UsageError("give one name" if args else "")
     room = ctx.room
     target = room.find(args)
+    if target is None and args.casefold() in room.elsewhere:
+        room.report_elsewhere(ctx.user, room.elsewhere[args.casefold()])
+        ctx.reply(f"you reported {room.elsewhere[args.casefold()]}")
+        return
     if target is None:
         raise CommandError(f"nobody called {args} is online; /list shows who is")
     muted_for = room.moderation.report(ctx.user, target)
@@ -40,7 +44,7 @@ def report(ctx: Context, args: str) -> None:
         ctx.reply(f"you reported {target.name}")
         return
     log.info("{target} muted for {seconds}s", target=target.name, seconds=muted_for)
-    room.notice_all(f"{target.name} was muted for {duration(muted_for)} after complaints")
+    room.announce_mute(target, muted_for)
 
 
 def _options(args: str) -> tuple[str | None, str | None, str]:
@@ -67,8 +71,13 @@ def _options(args: str) -> tuple[str | None, str | None, str]:
     return name, seconds, rest
 
 
+def _saved_key(room: Room) -> str:
+    """Each node of a cluster keeps (and sends) its own: the store is shared."""
+    return f"{SAVED}:{room.config.node}" if room.config.node else SAVED
+
+
 def _save(room: Room) -> None:
-    d = room.store.cache_put(SAVED, room.moderation.schedule.saved())
+    d = room.store.cache_put(_saved_key(room), room.moderation.schedule.saved())
     d.addErrback(lambda f: log.failure("saving the scheduled messages failed", f))
 
 
@@ -82,7 +91,7 @@ def _restore(room: Room) -> defer.Deferred[Any]:
             )
             log.info("{n} scheduled messages restored", n=n)
 
-    d = room.store.cache_get(SAVED).addCallback(restore)
+    d = room.store.cache_get(_saved_key(room)).addCallback(restore)
     return d.addErrback(lambda f: log.failure("restoring the scheduled messages failed", f))
 
 

@@ -1,0 +1,184 @@
+"""Rooms of several nodes in one process: LocalBus groups and one shared store, a driven
+clock. What the Room does with the bus, without Redis or PostgreSQL (tests/test_cluster.py
+runs real processes against both)."""
+
+from __future__ import annotations
+
+import itertools
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+
+from chatd.bus import LocalBus
+from chatd.commands import discover
+from chatd.config import Config
+from chatd.events import Message, Presence
+from chatd.room import Room
+from tests.test_moderation import Store
+from tests.test_room import FakeClient
+
+
+class SharedStore(Store):
+    """One database for every node: it numbers messages, as PostgreSQL does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saved: list[Message] = []
+
+    def add_message(self, message: Message) -> defer.Deferred[Message]:
+        message.id = max([m.id for m in self.saved], default=0) + 1
+        self.saved.append(message)
+        return defer.succeed(message)
+
+    def messages(self, after_id, through_id, since, limit) -> defer.Deferred[list[Message]]:
+        found = [m for m in self.saved if after_id < m.id <= through_id and m.time >= since]
+        return defer.succeed(found[-limit:])
+
+
+def nodes(
+    count: int = 2, store: SharedStore | None = None, **settings
+) -> tuple[list[Room], SharedStore, Clock]:
+    """Nodes "a", "b", ... of one room on one clock, sharing C{store} (a new one if None)."""
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    store = store or SharedStore()
+    group: list[LocalBus] = []
+    names = (f"Guest{i}" for i in itertools.count(1))
+    rooms = []
+    for node in "abcdefgh"[:count]:
+        bus = LocalBus(group)
+        bus.startService()
+        room = Room(
+            Config(node=node, **settings),
+            clock,
+            discover(),
+            store,
+            defer.maybeDeferred,
+            lambda: next(names),
+            bus=bus,
+        )
+        room.startService()
+        rooms.append(room)
+    return rooms, store, clock
+
+
+def join(room: Room, name: str) -> FakeClient:
+    client = FakeClient()
+    client.session = room.connect(client)
+    room.receive(client.session, f"/nick {name}")
+    client.take()
+    return client
+
+
+def test_messages_whispers_and_renames_reach_the_other_node_once():
+    (a, b), _, _ = nodes()
+    alice, bob = join(a, "Alice"), join(b, "Bob")
+    a.receive(alice.session, "hello")
+    a.receive(alice.session, "/whisper Bob psst")
+    a.receive(alice.session, "/nick Alicia")
+    assert bob.take() == [
+        "Alice: hello",
+        ">> Alice: psst",
+        "* Alice is now known as Alicia",
+    ]
+    b.receive(bob.session, "/list")
+    assert bob.take() == ["* online (2): Alicia, Bob"]
+
+
+def test_a_name_in_use_on_another_node_is_refused():
+    (a, b), _, _ = nodes()
+    join(a, "Alice")
+    bob = join(b, "Bob")
+    b.receive(bob.session, "/nick alice")
+    assert bob.take() == ["! the name alice is taken; pick another"]
+
+
+def test_after_a_gap_lost_messages_come_from_the_store_once_and_in_order():
+    (a, b), store, _ = nodes()
+    alice, bob = join(a, "Alice"), join(b, "Bob")
+    a.receive(alice.session, "seen live")
+    bob.take()
+    b.bus.group.remove(b.bus)  # node b stops hearing the bus
+    a.receive(alice.session, "lost 1")
+    b.receive(bob.session, "said meanwhile")  # newer than "lost 1": recovery must not skip it
+    a.receive(alice.session, "lost 2")
+    b.bus.group.append(b.bus)
+    b.bus._gap()
+    assert bob.take() == ["Alice: lost 1", "Alice: lost 2"]
+    b.bus._gap()  # the same gap twice shows nothing twice
+    assert bob.take() == []
+    assert [m.id for m in store.saved] == [1, 2, 3, 4]
+
+
+def test_everyone_sees_messages_in_id_order_even_when_the_bus_is_slower():
+    (a, b), _, _ = nodes()
+    alice, bob, carol = join(a, "Alice"), join(b, "Bob"), join(b, "Carol")
+    carol.take()
+    b.bus.group.remove(b.bus)  # what a publishes has not reached b yet
+    a.receive(alice.session, "first")
+    b.receive(bob.session, "second")
+    b.bus.group.append(b.bus)
+    a.receive(alice.session, "third")
+    assert carol.take() == ["Alice: first", "Bob: second", "Alice: third"]
+    assert alice.take().count("Bob: second") == 1
+
+
+def test_reports_on_different_nodes_add_up_to_a_mute_on_every_node():
+    (a, b), _, _ = nodes()
+    mallory = join(a, "Mallory")  # from 10.0.0.1, as every FakeClient
+    reporters = [join(a, "Ann"), join(b, "Ben"), join(b, "Cid")]
+    for i, (client, room) in enumerate(zip(reporters, (a, b, b), strict=True)):
+        client.peer = f"10.0.1.{i}"  # three people
+        room.receive(client.session, "/report Mallory")
+    assert reporters[1].take()[-1] == "* Mallory was muted for 10m00s after complaints"
+    a.receive(mallory.session, "still here?")
+    assert mallory.take()[-1].startswith("! you are muted for 10m00s more")
+    again = join(b, "Mal")  # back on the other node, from the same address
+    b.receive(again.session, "and now?")
+    assert again.take()[-1].startswith("! you are muted for 10m00s more")
+    assert not any("still here?" in line or "and now?" in line for line in reporters[2].take())
+
+
+def test_an_account_has_one_allowance_on_every_node():
+    (a, b), _, _ = nodes(messages_per_hour=2)
+    phone, laptop, bob = FakeClient(), FakeClient(), join(b, "Bob")
+    phone.session, laptop.session = a.connect(phone), b.connect(laptop)
+    token = a.register_account(phone.session, "Ann").result[1]
+    b.login_with_token(laptop.session, token)
+    a.receive(phone.session, "from the phone")
+    b.receive(laptop.session, "from the laptop")
+    bob.take()
+    b.receive(laptop.session, "one too many")
+    assert laptop.take()[-1].startswith("! you have sent 2 messages in the last hour")
+    assert bob.take() == []
+
+
+def test_each_node_keeps_and_sends_its_own_scheduled_messages_after_a_restart():
+    (a, b), store, _ = nodes()
+    tokens = []
+    for room, name in ((a, "Ann"), (b, "Cid")):
+        client = FakeClient()
+        client.session = room.connect(client)
+        tokens.append(room.register_account(client.session, name).result[1])
+        room.receive(client.session, f"/send -t 600 later from {name}")
+    for room in (a, b):
+        room.stopService()
+    (a, b), _, clock = nodes(store=store)  # both restarted (on a new clock: new processes)
+    for room, token in zip((a, b), tokens, strict=True):
+        client = FakeClient()
+        client.session = room.connect(client)
+        room.login_with_token(client.session, token)
+    reader = join(b, "Reader")
+    clock.advance(600)
+    lines = reader.take()
+    assert lines.count("Ann: later from Ann") == lines.count("Cid: later from Cid") == 1
+
+
+def test_member_lists_drop_a_node_that_stopped_at_the_next_refresh():
+    (a, b), _, clock = nodes()
+    alice = join(a, "Alice")
+    join(b, "Bob")
+    b.bus.stopService()  # as if its presence expired in Redis
+    alice.events.clear()
+    clock.advance(Config().presence_ttl)
+    assert [e.names for e in alice.events if isinstance(e, Presence)] == [["Alice"]]
