@@ -139,6 +139,7 @@ class Room(Service):
         # Deliveries in the order they were decided: a message waits for its save, and
         # whatever the room says after it waits behind it. Entries: [ready, action].
         self._outbox: deque[list[Any]] = deque()
+        self._presence_call: Any = None  # the pending member-list update, if any
         self._purger = task.LoopingCall(self._purge)
         self._purger.clock = clock
         # Public message ids already shown here: the bus and recovery may both bring one.
@@ -178,6 +179,8 @@ class Room(Service):
         for loop in (self._purger, self._presence):
             if loop.running:
                 loop.stop()
+        if self._presence_call is not None and self._presence_call.active():
+            self._presence_call.cancel()
         for user in list(self.users.values()):
             if user.account is not None:
                 self._remember_seen(user.account)
@@ -210,7 +213,7 @@ class Room(Service):
         session.deliver(Identity(user.name))
         self.tell(
             session,
-            f"Welcome to chatd, {user.name}! {len(self.online())} online. "
+            f"Welcome to chatd, {user.name}! {self.online_count()} online. "
             "Type a message and press Enter; /help lists the commands.",
         )
         self.notice_all(f"{user.name} joined", exclude=session)
@@ -525,6 +528,9 @@ class Room(Service):
     def find(self, name: str) -> User | None:
         return self.users.get(name.casefold())
 
+    def online_count(self) -> int:
+        return len(self.users.keys() | self.elsewhere.keys())
+
     def online(self) -> list[str]:
         """Everyone in the room, on this node and (as last heard) on the others."""
         names = {**self.elsewhere, **{key: u.name for key, u in self.users.items()}}
@@ -778,7 +784,15 @@ class Room(Service):
         self._tell_nodes(EVENT, to_wire(notice))
 
     def presence_changed(self) -> None:
-        """Doors with a member list (the browser page) keep it current; text doors skip it."""
+        """Doors with a member list (the browser page) keep it current; text doors skip it.
+
+        The joins and leaves of one reactor turn share one update: a crowd connecting at
+        once costs one sorted list per turn, not one per person.
+        """
+        if self._presence_call is None or not self._presence_call.active():
+            self._presence_call = self.clock.callLater(0, self._announce_presence)
+
+    def _announce_presence(self) -> None:
         d = self.bus.set_present([u.name for u in self.users.values()])
         d.addErrback(lambda f: log.failure("announcing who is here failed", f))
         event = Presence(self.online(), update=True)

@@ -66,6 +66,7 @@ def join(room: Room, name: str) -> FakeClient:
     client = FakeClient()
     client.session = room.connect(client)
     room.receive(client.session, f"/nick {name}")
+    room.clock.advance(0)  # the reactor turn ends: the member list goes out
     client.take()
     return client
 
@@ -81,6 +82,7 @@ def test_messages_whispers_and_renames_reach_the_other_node_once():
         ">> Alice: psst",
         "* Alice is now known as Alicia",
     ]
+    a.clock.advance(0)  # the reactor turn ends: the member list goes out
     b.receive(bob.session, "/list")
     assert bob.take() == ["* online (2): Alicia, Bob"]
 
