@@ -32,6 +32,12 @@ def _pick(key: str, rng: random.Random) -> str:
     return words[min(index, len(words) - 1)]
 
 
+def preload() -> None:
+    """Read the name lists now, at start-up, not on the reactor when the first guest comes."""
+    for key in names.FILES:
+        _table(key)
+
+
 def guest_name(rng: random.Random = random._inst) -> str:  # type: ignore[attr-defined]
     """A space-free first and last name; the Room makes it unique among those online."""
     first = _pick(rng.choice(("first:male", "first:female")), rng)

@@ -373,7 +373,10 @@ class Room(Service):
     def _drain(self) -> None:
         outbox = self._outbox
         while outbox and outbox[0][0]:
-            outbox.popleft()[1]()
+            try:
+                outbox.popleft()[1]()
+            except Exception:  # one broken delivery must not hold up everything after it
+                log.failure("a delivery from the outbox failed")
 
     def _new_id(self) -> int:
         """An id that no public message will have (a whisper's)."""

@@ -13,6 +13,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python import usage
 
 from chatd import config as configuration
+from chatd import guestnames
 from chatd.audit import AuditLog
 from chatd.bus import Bus, LocalBus
 from chatd.commands import discover
@@ -86,6 +87,7 @@ def build(config: Config, reactor: Any = None) -> ChatService:
     """
     if reactor is None:
         from twisted.internet import reactor  # the process's reactor, chosen by twistd
+    guestnames.preload()
     audit = AuditLog(config.data_path / "chat_log.txt")
     store = open_store(config, reactor)
     in_thread = functools.partial(deferToThreadPool, reactor, reactor.getThreadPool())

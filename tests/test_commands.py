@@ -15,7 +15,7 @@ def chat():
     return room, clock, alice, bob
 
 
-@pytest.mark.parametrize("typed", ["/help", "/rules", "/HELP"])
+@pytest.mark.parametrize("typed", ["/help", "/rules", "/HELP", "/help /", "/help //"])
 def test_help_lists_every_command(chat, typed):
     room, _, alice, _ = chat
     room.receive(alice.session, typed)

@@ -285,3 +285,19 @@ def test_goodbye_arrives_even_while_a_message_is_being_saved(room):
     store.finish()
     assert alice.take() == ["* Goodbye, Guest1!"]
     assert alice.closed == "said goodbye"
+
+
+def test_a_delivery_that_fails_does_not_hold_up_the_ones_after_it(room):
+    room.store = store = SlowStore()
+    alice, bob = join(room), join(room)
+    alice.take(), bob.take()
+
+    def broken(reason: str) -> None:
+        raise RuntimeError("door is broken")
+
+    alice.close = broken
+    room.receive(alice.session, "bye")
+    room.receive(alice.session, "/exit")
+    room.receive(bob.session, "/w Guest1 still there?")
+    store.finish()
+    assert bob.take() == ["Guest1: bye", "* to Guest1: still there?"]

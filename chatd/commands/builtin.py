@@ -17,10 +17,11 @@ def _no_arguments(args: str) -> None:
 @command("help", aliases=("rules",), usage="[command]", help="list the commands, or explain one")
 def help_(ctx: Context, args: str) -> None:
     commands = ctx.room.commands
-    if args:
-        cmd = commands.get(args.lstrip("/").split()[0])
+    words = args.lstrip("/").split()
+    if words:
+        cmd = commands.get(words[0])
         if cmd is None:
-            raise CommandError(f"there is no command /{args.lstrip('/')}; /help lists them all")
+            raise CommandError(f"there is no command /{words[0]}; /help lists them all")
         aliases = ", ".join("/" + a for a in cmd.aliases)
         ctx.reply(f"{cmd.usage_line}: {cmd.help}" + (f" (also {aliases})" if aliases else ""))
         return
