@@ -7,6 +7,7 @@ asks L{Flood.admit} before it lets a connection in and L{Flood.line} for every l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IReactorTime
@@ -33,8 +34,15 @@ class _Bucket:
 class Flood:
     """The per-connection and per-address caps, on a clock."""
 
-    def __init__(self, config: Config, clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        config: Config,
+        clock: IReactorTime,
+        in_order: Callable[[Callable[[], None]], None] = lambda action: action(),
+    ) -> None:
+        """@param in_order: runs a warning or a close after what the client was told before."""
         self.clock = clock
+        self._in_order = in_order
         self.rate = config.lines_per_second
         self.per_address = config.connections_per_address
         self.new_per_minute = config.new_connections_per_minute
@@ -96,14 +104,17 @@ class Flood:
         bucket.tokens = tokens
         bucket.refused += 1
         if bucket.refused == 1:
-            client.deliver(
-                Error(
-                    f"you are sending more than {rate:g} lines a second; that line was dropped. "
-                    "Slow down, or you will be disconnected"
-                )
+            warning = Error(
+                f"you are sending more than {rate:g} lines a second; that line was dropped. "
+                "Slow down, or you will be disconnected"
             )
+            self._in_order(lambda: client.deliver(warning))
         elif bucket.refused > rate:
             self._clients[client] = None
-            client.deliver(Error("disconnected for sending too many lines too fast"))
-            client.close("flooding")
+
+            def disconnect() -> None:
+                client.deliver(Error("disconnected for sending too many lines too fast"))
+                client.close("flooding")
+
+            self._in_order(disconnect)
         return False

@@ -50,7 +50,8 @@ class Moderation:
         self.clock = clock
         self.limiter = RateLimiter(clock, config.messages_per_hour, config.rate_period)
         self.schedule = Schedule(clock)
-        self._reports: dict[Hashable, set[Hashable]] = {}  # person -> reporters
+        # person -> reporter -> when; a report counts for mute_seconds, like the mute it makes
+        self._reports: dict[Hashable, dict[Hashable, float]] = {}
         self._muted: dict[Hashable, float] = {}  # person or address -> muted until
         # Tells the other nodes of a mute, or of a message an account sent (the Room sets
         # it to its bus); theirs come back through heard(). Keys are tuples of strings, so
@@ -108,14 +109,15 @@ class Moderation:
         person = _person(target)
         if not person:
             raise CommandError(f"{target.name} has just left")
-        reporters = self._reports.setdefault(person[0], set())
+        now = self.clock.seconds()
+        reporters = self._reports.setdefault(person[0], {})
+        self._forget_old(reporters, now)
         if by in reporters:
             raise CommandError(f"you have reported {target.name} already; it counts once")
-        reporters.add(by)
+        reporters[by] = now
         if len(reporters) < needed:
             return None
-        # An account's mute also holds for guests on its devices' addresses.
-        keys = [*{*person, *_addresses(target)}]
+        keys = list(person)  # an account, or a guest's addresses
         self._mute(keys, self.config.mute_seconds)
         self.share({"mute": keys, "seconds": self.config.mute_seconds})
         return self.config.mute_seconds
@@ -125,6 +127,30 @@ class Moderation:
         for k in keys:
             self._reports.pop(k, None)
             self._muted[k] = until
+
+    def _forget_old(self, reporters: dict[Hashable, float], now: float) -> None:
+        since = now - self.config.mute_seconds
+        for by in [by for by, at in reporters.items() if at <= since]:
+            del reporters[by]
+
+    def prune(self, now: float) -> None:
+        """Forget expired mutes and reports, also of people who never came back."""
+        self._muted = {k: until for k, until in self._muted.items() if until > now}
+        for person in list(self._reports):
+            self._forget_old(self._reports[person], now)
+            if not self._reports[person]:
+                del self._reports[person]
+
+    def guest_gone(self, user: User) -> str | None:
+        """A guest left or logged in: cancel what it scheduled (only that guest could send
+        it) and return what to tell the guest, if anything was cancelled."""
+        if user.account is not None:
+            return None
+        dropped = self.schedule.drop_owner(user)
+        if not dropped:
+            return None
+        ids = ", ".join(f"#{e.id}" for e in dropped)
+        return f"your scheduled messages as a guest ({ids}) were cancelled; schedule them again"
 
     def heard(self, change: dict[str, Any]) -> None:
         """A mute, or an account's message, on another node (what L{share} sent there)."""

@@ -131,7 +131,7 @@ class Room(Service):
         self.users: dict[str, User] = {}  # casefolded name -> user
         self.sessions: tuple[Session, ...] = ()  # replaced, never mutated: safe to iterate
         self.listeners: tuple[Client, ...] = ()  # passive read-only clients, not users
-        self.flood = Flood(config, clock)
+        self.flood = Flood(config, clock, self._in_order)
         self.moderation = Moderation(config, clock)
         self.started = clock.seconds()
         self.messages_sent = 0
@@ -227,6 +227,8 @@ class Room(Service):
             return
         self._remove(session)
         log.info("{session} disconnected: {reason}", session=session, reason=reason)
+        if not session.user.sessions:
+            self.moderation.guest_gone(session.user)
         if not session.user.sessions and self.running:
             # While stopping, nobody is told of each leave: that would be n notices for n.
             if session.user.account is not None:
@@ -276,6 +278,9 @@ class Room(Service):
             cmd = self.commands.get(word)
             if cmd is not None and cmd.bare:
                 return self.run(session, word, args.strip())
+        if session.user.account is None and self.config.login_required:
+            self.tell_error(session, LOGIN_FIRST)
+            return None
         refusal = self.moderation.take(session.user)
         if refusal is not None:
             self.tell_error(session, refusal)
@@ -299,6 +304,9 @@ class Room(Service):
                 self.clock.seconds(), session, cmd.name, args if cmd.audit_args else "..."
             )
         if cmd.counted:
+            if session.user.account is None and self.config.login_required:
+                self.tell_error(session, LOGIN_FIRST)
+                return None
             refusal = self.moderation.take(session.user)
             if refusal is not None:
                 self.tell_error(session, refusal)
@@ -312,7 +320,13 @@ class Room(Service):
             self._command_failed(ctx, cmd, e)
             return None
         if isinstance(result, defer.Deferred):
-            result.addErrback(lambda f: self._command_failed(ctx, cmd, f.value, f))
+
+            def failed(f: Any) -> None:
+                if cmd.counted:
+                    self.moderation.undo(session.user)  # nothing was sent
+                self._command_failed(ctx, cmd, f.value, f)
+
+            result.addErrback(failed)
         return result
 
     def _command_failed(
@@ -331,7 +345,7 @@ class Room(Service):
 
     # -- chat -------------------------------------------------------------------------------
 
-    def say(self, session: Session, text: str) -> Message | None:
+    def say(self, session: Session, text: str) -> Message:
         """A public message from this session to everyone, once it is safely in history.
 
         The store saves messages in id order and fires in that order, so everyone receives
@@ -339,9 +353,6 @@ class Room(Service):
         nodes, those other nodes saved just before it are shown first (L{_in_id_order}).
         """
         user = session.user
-        if user.account is None and self.config.login_required:
-            self.tell_error(session, LOGIN_FIRST)
-            return None
         self.newest_id = id = self.newest_id + 1
         message = Message(id, self.clock.seconds(), user.name, text, None, session)
         self.messages_sent += 1
@@ -452,8 +463,6 @@ class Room(Service):
 
     def whisper(self, session: Session, to: str, text: str) -> Message:
         """A private message: every device of the recipient and of the sender sees it."""
-        if session.user.account is None and self.config.login_required:
-            raise CommandError(LOGIN_FIRST)
         target = self.find(to)
         remote = self.elsewhere.get(to.casefold())
         account = self.account_names.get(to.casefold())
@@ -635,6 +644,9 @@ class Room(Service):
             return
         if old.account is not None and len(old.sessions) == 1:
             self._remember_seen(old.account)
+        cancelled = self.moderation.guest_gone(old)
+        if cancelled:
+            self.tell(session, cancelled)
         target = self.users.get(name.casefold())
         online = target is not None and target is not old and target.account == name
         if online:
@@ -739,6 +751,7 @@ class Room(Service):
         return self.store.messages(after_id, self.last_id, since, limit)
 
     def _purge(self) -> defer.Deferred[Any]:
+        self.moderation.prune(self.clock.seconds())
         d = self.store.purge_messages(self.clock.seconds() - self.config.history_ttl)
         return d.addErrback(lambda f: log.failure("purging old history failed", f))
 

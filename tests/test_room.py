@@ -301,3 +301,21 @@ def test_a_delivery_that_fails_does_not_hold_up_the_ones_after_it(room):
     room.receive(bob.session, "/w Guest1 still there?")
     store.finish()
     assert bob.take() == ["Guest1: bye", "* to Guest1: still there?"]
+
+
+def test_a_flooder_is_disconnected_after_what_it_was_told_before():
+    room, _ = make_room(lines_per_second=1)
+    room.store = store = SlowStore()
+    alice, bob = join(room), join(room)
+    alice.take(), bob.take()
+    for line in ("one", "two", "three", "four"):
+        room.receive(alice.session, line)
+    assert alice.closed is None  # not before what it was told about "one"
+    store.finish()
+    assert bob.take() == ["Guest1: one"]
+    assert alice.take() == [
+        "! you are sending more than 1 lines a second; that line was dropped. "
+        "Slow down, or you will be disconnected",
+        "! disconnected for sending too many lines too fast",
+    ]
+    assert alice.closed == "flooding"

@@ -9,6 +9,10 @@ from chatd.events import Presence
 from chatd.ratelimit import duration
 
 
+def count(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
+
+
 def _no_arguments(args: str) -> None:
     if args:
         raise UsageError(f"nothing goes after the command, not {args!r}")
@@ -26,7 +30,10 @@ def help_(ctx: Context, args: str) -> None:
         ctx.reply(f"{cmd.usage_line}: {cmd.help}" + (f" (also {aliases})" if aliases else ""))
         return
     lines = ["Type a line to talk to everyone. Commands:"]
-    lines += [f"  {cmd.usage_line:<34} {cmd.help}" for cmd in commands]
+    for cmd in commands:
+        aliases = ", ".join("/" + a for a in cmd.aliases)
+        lines.append(f"  {cmd.usage_line}" + (f"  (also {aliases})" if aliases else ""))
+        lines.append(f"      {cmd.help}")
     lines.append("Start a message with // to send a line that begins with /.")
     ctx.reply("\n".join(lines))
 
@@ -77,8 +84,9 @@ def status(ctx: Context, args: str) -> None:
     ctx.reply(
         "\n".join(
             [
-                f"chat: {len(room.users)} online, {len(room.sessions)} connections, "
-                f"{room.messages_sent} messages in {duration(now - room.started)} of uptime",
+                f"chat: {len(room.users)} online, {count(len(room.sessions), 'connection')}, "
+                f"{count(room.messages_sent, 'message')} in {duration(now - room.started)}"
+                " of uptime",
                 f"you: {user.name}, "
                 + ("logged in" if user.account else "guest")
                 + f", here for {duration(now - user.since)}",
