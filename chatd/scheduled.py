@@ -118,6 +118,13 @@ class Schedule:
         self._drop(entry)
         return entry
 
+    def drop_owner(self, owner: Hashable) -> list[Pending]:
+        """Cancel all of C{owner}'s messages: they can never be sent (a guest who left)."""
+        entries = self._pending.pop(owner, [])
+        for entry in entries:
+            entry.call.cancel()
+        return entries
+
     def pending(self, owner: Hashable) -> list[Pending]:
         return list(self._pending.get(owner, ()))
 

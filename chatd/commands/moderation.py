@@ -136,9 +136,10 @@ def send(ctx: Context, args: str) -> None:
 
 
 def _author(room: Room, user: User | None, account: str | None) -> User | None:
-    """Who sends a scheduled message now: the same guest, or the account on any device."""
+    """Who sends a scheduled message now: the same guest (its messages are cancelled when it
+    leaves or logs in), or the account on any device."""
     if account is None:
-        return user if user is not None and user.sessions and user.account is None else None
+        return user
     now = room.find(account)
     return now if now is not None and now.account == account else None
 
