@@ -104,6 +104,10 @@ class Accounts:
         self.in_thread = in_thread
         self.by_name = Throttle(clock)
         self.by_address = Throttle(clock)
+        # A failure is counted only once its slow check ends, so without these a guesser
+        # could start any number of checks before the throttle knew of one.
+        self._checking_names: set[str] = set()
+        self._checking_addresses: set[str] = set()
 
     def refusal(self, name: str | None, address: str) -> str | None:
         """Why a login attempt is refused before it is checked, or None."""
@@ -125,10 +129,29 @@ class Accounts:
         return token
 
     async def with_password(self, name: str, password: str, address: str) -> tuple[Account, str]:
-        """The account, and a new token for this device; L{CommandError} when refused."""
+        """The account, and a new token for this device; L{CommandError} when refused.
+
+        One check at a time per name and per address: the others are refused, not queued.
+        """
         refused = self.refusal(name, address)
         if refused:
             raise CommandError(refused)
+        key = name.casefold()
+        if key in self._checking_names:
+            raise CommandError(f"a login for {name} is already being checked; wait for its answer")
+        if address in self._checking_addresses:
+            raise CommandError(
+                "a login from your address is already being checked; wait for its answer"
+            )
+        self._checking_names.add(key)
+        self._checking_addresses.add(address)
+        try:
+            return await self._check_password(name, password, address)
+        finally:
+            self._checking_names.discard(key)
+            self._checking_addresses.discard(address)
+
+    async def _check_password(self, name: str, password: str, address: str) -> tuple[Account, str]:
         account = await self.store.account(name)
         stored = account.password_hash if account is not None else None
         ok = await self.in_thread(check_password, password, stored or NOBODY)
@@ -144,9 +167,14 @@ class Accounts:
         return account, token
 
     async def with_token(self, token: str, address: str) -> Account | None:
-        """The account this token belongs to; None when unknown or when the address is refused."""
-        if self.by_address.wait(address):
-            return None
+        """The account this token belongs to, or None when unknown.
+
+        L{CommandError} when the address is refused: that is not "unknown", which a caller
+        may answer by creating an account.
+        """
+        refused = self.refusal(None, address)
+        if refused:
+            raise CommandError(refused)
         account = await self.store.account_for_token(token_hash(token))
         if account is None:
             self.by_address.failed(address)

@@ -619,7 +619,10 @@ class Room(Service):
         return defer.ensureDeferred(check())
 
     def login_with_token(self, session: Session, token: str) -> defer.Deferred[str | None]:
-        """Log in with a token; fires with the account name, or None when it is unknown."""
+        """Log in with a token; fires with the account name, or None when it is unknown.
+
+        Fails with L{CommandError} when this address has failed too often lately.
+        """
 
         async def check() -> str | None:
             account: Account | None = await self.accounts.with_token(token, session.client.peer)

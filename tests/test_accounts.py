@@ -121,6 +121,22 @@ async def test_repeated_failures_are_refused_for_a_while(srv):
     await eve.expect(r"^! too many failed logins for Alice; try again in \d+ seconds$")
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_burst_of_logins_is_refused_while_one_is_checked(srv):
+    await registered(srv, "Bob")
+    eve = await line_client(srv.ports["line"])
+    eve.send(b"".join(b"/login Bob wrong%d\n" % i for i in range(10)))
+    await eve.expect(r"^! a login for Bob is already being checked; wait for its answer$")
+    await eve.expect(r"^! wrong name or password$")
+    eve.send("/login Bob wrong again")
+    await eve.expect(r"^! wrong name or password$")
+    answers = [line for line in eve.lines if line.startswith("! ")]
+    assert len(answers) == 11
+    assert answers.count("! wrong name or password") < 5  # the throttle still has room
+    eve.send("/login Nobody1 whatever1\n/login Nobody2 whatever2")
+    await eve.expect(r"^! a login from your address is already being checked; wait for its")
+
+
 def test_the_throttle_forgets_failures_as_the_clock_moves():
     clock = task.Clock()
     throttle = Throttle(clock, limit=3, window=60)

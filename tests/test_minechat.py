@@ -314,3 +314,18 @@ async def test_nickname_is_made_a_valid_name(srv):
     assert name == "ВасяПупкин"
     _, name, _ = await register(srv, "")
     assert len(name) >= 2 and srv.room.find(name) is not None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_valid_token_from_a_refused_address_hangs_up(srv):
+    _, _, token = await register(srv, "nina")
+    guesser = await line_client(srv.ports["line"])
+    for i in range(5):
+        guesser.send(f"/auth 00000000-0000-4000-8000-00000000000{i}")
+        await guesser.expect(r"^! unknown token")
+    client = await writer(srv)
+    client.send(token.encode() + b"\nnewbie\n")  # a client that took null for "register"
+    await client.closed.addTimeout(TIMEOUT, reactor)
+    assert client.received == GREETING  # the protocol has no line for "refused"
+    assert srv.room.find("newbie") is None and "newbie" not in srv.room.account_names
+    guesser.close()

@@ -51,9 +51,6 @@ def auth(ctx: Context, args: str) -> Deferred[None]:
     token = args.strip()
     if not token or " " in token:
         raise UsageError()
-    refused = ctx.room.accounts.refusal(None, ctx.session.client.peer)
-    if refused:
-        raise CommandError(refused)
 
     def done(name: str | None) -> None:
         if name is None:

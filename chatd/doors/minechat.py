@@ -161,8 +161,19 @@ class MinechatWriteDoor(Protocol):
         if not token:
             return self._ask_nickname()
         d = self.factory.room.login_with_token(self.session, token)
-        d.addCallback(self._logged_in, token)
+        d.addCallbacks(self._logged_in, self._token_refused, callbackArgs=(token,))
         return d
+
+    def _token_refused(self, failure: Failure) -> None:
+        """Too many unknown tokens from this address: hang up.
+
+        The protocol has no error line, and C{null} would make the client register a new
+        account, so the refusal is only logged.
+        """
+        failure.trap(CommandError)
+        log.info("{peer}: minechat token refused: {why}", peer=self.peer, why=failure.value)
+        self._lines.clear()
+        self.transport.loseConnection()
 
     def _logged_in(self, name: str | None, token: str) -> None:
         if name is None:
