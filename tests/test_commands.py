@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_room import join, make_room
+from tests.fakes import join, make_room
 
 
 @pytest.fixture

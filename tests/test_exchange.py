@@ -21,8 +21,8 @@ from chatd.commands.exchange import client_for, exchange, install
 from chatd.config import Config
 from chatd.rates import MemoryCache, RatesClient
 from chatd.room import Room
+from tests.fakes import FakeClient, MemoryStore, join
 from tests.test_rates import NOW, URL, Bank, Refusing
-from tests.test_room import FakeClient, MemoryStore, join
 
 USAGE = "usage: /exchange <days 1-10> [CUR ...]"
 

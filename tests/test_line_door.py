@@ -12,8 +12,8 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 
 from chatd.doors.line import LineFactory
+from tests.fakes import make_room
 from tests.support import line_client, start_server
-from tests.test_room import make_room
 
 
 class Telnet:

@@ -9,41 +9,20 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from chatd import text
 from chatd.commands import CommandError, command, discover
 from chatd.config import Config
-from chatd.events import Event, Message
-from chatd.room import LOGIN_FIRST, Room, Session
+from chatd.events import Message
+from chatd.room import LOGIN_FIRST, Room
 from chatd.store import Account
+from tests.fakes import FakeClient
 
 
-class Door:
+class Door(FakeClient):
     """A connection from C{peer}; keeps what its user would read."""
 
     def __init__(self, room: Room, peer: str, door: str = "line") -> None:
+        super().__init__(door, peer)
         self.room = room
-        self.peer = peer
-        self.door = door
-        self.events: list[Event] = []
-        self.closed: str | None = None
-        self.session: Session | None = None
-
-    def deliver(self, event: Event) -> None:
-        self.events.append(event)
-
-    def close(self, reason: str) -> None:
-        self.closed = reason
-
-    def take(self) -> list[str]:
-        """What arrived since the last call, as a telnet user reads it."""
-        viewer = self.session.user.name if self.session else None
-        out = []
-        for e in self.events:
-            if isinstance(e, Message) and e.to is None and e.origin is self.session:
-                continue
-            out += [line for line in text.line(e, viewer).split("\n") if line]
-        self.events.clear()
-        return out
 
     def send(self, line: str) -> list[str]:
         """Type a line; what this user reads in answer."""

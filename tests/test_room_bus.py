@@ -14,8 +14,8 @@ from chatd.commands import discover
 from chatd.config import Config
 from chatd.events import Message, Presence
 from chatd.room import Room
+from tests.fakes import FakeClient
 from tests.test_moderation import Store
-from tests.test_room import FakeClient
 
 
 class SharedStore(Store):
