@@ -37,35 +37,25 @@ class Scenario:
     timeout: float
 
 
+def fanout(receivers: int, door: str, rate: int, messages: int, quick_messages: int) -> Scenario:
+    """A bench.fanout row with one sender; --quick has a tenth of the receivers."""
+
+    def argv(receivers: int, messages: int) -> tuple[str, ...]:
+        return ("--door", door, "--receivers", str(receivers), "--rate", str(rate),
+                "--messages", str(messages))  # fmt: skip
+
+    pace = f"1 sender, {rate} msg/s" if rate else "flat out"
+    name = f"{receivers} {'WebSocket' if door == 'ws' else door} receivers, {pace}"
+    return Scenario(
+        name, "bench.fanout", argv(receivers, messages), argv(receivers // 10, quick_messages), 600
+    )
+
+
 SCENARIOS = [
-    Scenario(
-        "1000 line receivers, 1 sender, 50 msg/s",
-        "bench.fanout",
-        ("--door", "line", "--receivers", "1000", "--rate", "50", "--messages", "500"),
-        ("--door", "line", "--receivers", "100", "--rate", "50", "--messages", "100"),
-        600,
-    ),
-    Scenario(
-        "1000 WebSocket receivers, 1 sender, 50 msg/s",
-        "bench.fanout",
-        ("--door", "ws", "--receivers", "1000", "--rate", "50", "--messages", "500"),
-        ("--door", "ws", "--receivers", "100", "--rate", "50", "--messages", "100"),
-        600,
-    ),
-    Scenario(
-        "500 line receivers, flat out",
-        "bench.fanout",
-        ("--door", "line", "--receivers", "500", "--rate", "0", "--messages", "2000"),
-        ("--door", "line", "--receivers", "50", "--rate", "0", "--messages", "200"),
-        600,
-    ),
-    Scenario(
-        "500 WebSocket receivers, flat out",
-        "bench.fanout",
-        ("--door", "ws", "--receivers", "500", "--rate", "0", "--messages", "2000"),
-        ("--door", "ws", "--receivers", "50", "--rate", "0", "--messages", "200"),
-        600,
-    ),
+    fanout(1000, "line", 50, 500, 100),
+    fanout(1000, "ws", 50, 500, 100),
+    fanout(500, "line", 0, 2000, 200),
+    fanout(500, "ws", 0, 2000, 200),
     Scenario(
         "10,000 idle connections, half line, half WebSocket",
         "bench.idle",

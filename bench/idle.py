@@ -11,7 +11,6 @@ stopped reading. Exit code: 0 all connected and stayed, 1 some failed or were dr
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -172,36 +171,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    spawned = None
-    problems: list[str] = []
-    at_exit: list[str] = []
-    try:
-        if args.spawn:
-            spawned = srv.spawn(args)
-        fig = run(args, addr, spawned)
-    except (BenchError, RuntimeError, OSError) as e:
-        print(f"idle: {e}", file=sys.stderr)
+    out = srv.run_scenario("idle", args, addr, run, summarize, report)
+    if out is None:
         return 2
-    except KeyboardInterrupt:
-        print("idle: interrupted", file=sys.stderr)
-        return 2
-    finally:
-        if spawned:
-            spawned.stop()
-            problems, at_exit = spawned.log_problems()
-            spawned.cleanup()
-    out = summarize(args, fig)
-    if spawned:
-        out["server_log_problems"] = len(problems)
-        out["server_log_problems_at_exit"] = len(at_exit)
-        out["server_killed"] = any("killed" in n for n in spawned.notes)
-        out["notes"] += [f"server log: {p}" for p in problems[:5]] + spawned.notes
-        if at_exit:
-            out["notes"].append(f"server log at shutdown ({len(at_exit)}): {at_exit[0]}")
-    out["machine"] = srv.machine()
-    print(report(out))
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
     return 0 if out["open"] == args.connections and not out["dropped_while_idle"] else 1
 
 

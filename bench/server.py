@@ -6,6 +6,7 @@ CPU and RSS come from /proc so the figures cost the server nothing and need no h
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
@@ -17,8 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from bench.coord import BenchError
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -271,3 +276,49 @@ def wait_listening(host: str, port: int, proc: subprocess.Popen, timeout: float)
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
+
+
+def run_scenario(
+    prog: str,
+    args: argparse.Namespace,
+    addr: str,
+    run: Callable[[argparse.Namespace, str, Spawned | None], dict[str, Any]],
+    summarize: Callable[[argparse.Namespace, dict[str, Any]], dict[str, Any]],
+    report: Callable[[dict[str, Any]], str],
+) -> dict[str, Any] | None:
+    """Run a scenario (starting the server with --spawn), print and save its figures.
+
+    Shared by every scenario so that the spawned server's log findings are reported alike.
+    Returns the figures, or None when the scenario could not run (already said on stderr).
+    """
+    spawned = None
+    problems: list[str] = []
+    at_exit: list[str] = []
+    try:
+        if args.spawn:
+            spawned = spawn(args)
+        fig = run(args, addr, spawned)
+    except (BenchError, RuntimeError, OSError) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return None
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return None
+    finally:
+        if spawned:
+            spawned.stop()
+            problems, at_exit = spawned.log_problems()
+            spawned.cleanup()
+    out = summarize(args, fig)
+    if spawned:
+        out["server_log_problems"] = len(problems)
+        out["server_log_problems_at_exit"] = len(at_exit)
+        out["server_killed"] = any("killed" in n for n in spawned.notes)
+        out["notes"] += [f"server log: {p}" for p in problems[:5]] + spawned.notes
+        if at_exit:
+            out["notes"].append(f"server log at shutdown ({len(at_exit)}): {at_exit[0]}")
+    out["machine"] = machine()
+    print(report(out))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    return out

@@ -17,6 +17,7 @@ import select
 import socket
 import time
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
@@ -89,6 +90,13 @@ def _note(notes: list[str], text: str) -> None:
 
 _ERR_LINE = re.compile(rb"(?:^|\n)(! [^\r\n]*)")
 _ERR_WS = re.compile(rb"\x81[\x02-\x7d](! [^\x81]{0,160})")
+
+
+def _close(ep: select.epoll, conns: Iterable[Conn]) -> None:
+    """On "stop": close every socket and the epoll set before the process returns."""
+    for c in conns:
+        c.sock.close()
+    ep.close()
 
 
 def _error_lines(data: bytes, door: str, notes: list[str]) -> int:
@@ -206,9 +214,7 @@ def receiver(ctl: Connection, plan: ReceiverPlan) -> None:
                         ctl.send(("result", result()))
                         result_sent = True
                     elif msg == "stop":
-                        for c in conns.values():
-                            c.sock.close()
-                        ep.close()
+                        _close(ep, conns.values())
                         return
                 continue
             c = conns.get(fd)
@@ -442,9 +448,7 @@ def sender(ctl: Connection, plan: SenderPlan) -> None:
                         if probe:
                             probe.buf = b""
                     elif msg == "stop":
-                        for c in by_fd.values():
-                            c.sock.close()
-                        ep.close()
+                        _close(ep, by_fd.values())
                         return
                 continue
             c = by_fd.get(fd)
