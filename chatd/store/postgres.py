@@ -17,11 +17,11 @@ again, so the node recovers by itself once PostgreSQL is back.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from chatd.events import Message
@@ -53,6 +53,8 @@ def _first_line(e: Exception) -> str:
 
 class PostgresStore(Worker):
     """L{chatd.store.Store} on PostgreSQL."""
+
+    queries = sys.modules[__name__]  # the functions below, one per Store method
 
     def __init__(self, params: dict[str, Any], conn: psycopg.Connection[Any], reactor: Any):
         super().__init__(reactor)
@@ -133,52 +135,6 @@ class PostgresStore(Worker):
             self._conn.close()
             self._conn = None
 
-    # -- messages ---------------------------------------------------------------------------
-
-    def add_message(self, message: Message) -> Deferred[Message]:
-        return self._run(_add_message, message)
-
-    def messages(
-        self, after_id: int, through_id: int, since: float, limit: int
-    ) -> Deferred[list[Message]]:
-        return self._run(_messages, after_id, through_id, since, limit)
-
-    def purge_messages(self, before: float) -> Deferred[int]:
-        return self._run(_purge, before)
-
-    def keep_whisper(self, account: str, message: Message) -> Deferred[None]:
-        return self._run(_keep_whisper, account, message)
-
-    def take_whispers(self, account: str) -> Deferred[list[Message]]:
-        return self._run(_take_whispers, account)
-
-    # -- accounts ---------------------------------------------------------------------------
-
-    def create_account(
-        self, name: str, password_hash: str | None, token_hash: str, when: float, last_seen: int
-    ) -> Deferred[None]:
-        return self._run(_create_account, name, password_hash, token_hash, when, last_seen)
-
-    def account(self, name: str) -> Deferred[Account | None]:
-        return self._run(_account, name)
-
-    def account_for_token(self, token_hash: str) -> Deferred[Account | None]:
-        return self._run(_account_for_token, token_hash)
-
-    def add_token(self, name: str, token_hash: str, when: float) -> Deferred[None]:
-        return self._run(_add_token, name, token_hash, when)
-
-    def set_last_seen(self, name: str, message_id: int) -> Deferred[None]:
-        return self._run(_set_last_seen, name, message_id)
-
-    # -- cache ------------------------------------------------------------------------------
-
-    def cache_get(self, key: str) -> Deferred[str | None]:
-        return self._run(_cache_get, key)
-
-    def cache_put(self, key: str, value: str) -> Deferred[None]:
-        return self._run(_cache_put, key, value)
-
 
 def _connect(params: dict[str, Any]) -> psycopg.Connection[Any]:
     """Autocommit mode: the worker says BEGIN and COMMIT itself, one transaction per batch."""
@@ -200,7 +156,8 @@ def _explain(where: str, e: psycopg.Error) -> StoreError:
     return StoreError(f"the database {where} failed: {_first_line(e)}")
 
 
-# Queries: plain functions run on the worker thread inside a transaction.
+# Queries: plain functions run on the worker thread inside a transaction, each named after
+# the Store method that queues it.
 
 
 def _migrate(conn: psycopg.Connection[Any], where: str) -> None:
@@ -230,7 +187,7 @@ def _migrate(conn: psycopg.Connection[Any], where: str) -> None:
     )
 
 
-def _add_message(conn: psycopg.Connection[Any], m: Message) -> Message:
+def add_message(conn: psycopg.Connection[Any], m: Message) -> Message:
     (m.id,) = conn.execute(
         f"WITH n AS ({NEXT_ID}) INSERT INTO messages (id, time, sender, text)"
         " SELECT value, %s, %s, %s FROM n RETURNING id",
@@ -239,7 +196,7 @@ def _add_message(conn: psycopg.Connection[Any], m: Message) -> Message:
     return m
 
 
-def _messages(
+def messages(
     conn: psycopg.Connection[Any], after_id: int, through_id: int, since: float, limit: int
 ) -> list[Message]:
     rows = conn.execute(
@@ -250,11 +207,11 @@ def _messages(
     return [Message(*row) for row in reversed(rows)]
 
 
-def _purge(conn: psycopg.Connection[Any], before: float) -> int:
+def purge_messages(conn: psycopg.Connection[Any], before: float) -> int:
     return conn.execute("DELETE FROM messages WHERE time < %s", (before,)).rowcount
 
 
-def _keep_whisper(conn: psycopg.Connection[Any], account: str, m: Message) -> None:
+def keep_whisper(conn: psycopg.Connection[Any], account: str, m: Message) -> None:
     (m.id,) = conn.execute(
         f"WITH n AS ({NEXT_ID}) INSERT INTO whispers"
         " (id, name_key, time, sender, recipient, text)"
@@ -263,7 +220,7 @@ def _keep_whisper(conn: psycopg.Connection[Any], account: str, m: Message) -> No
     ).fetchone()
 
 
-def _take_whispers(conn: psycopg.Connection[Any], account: str) -> list[Message]:
+def take_whispers(conn: psycopg.Connection[Any], account: str) -> list[Message]:
     """Deleting and returning in one statement: with several nodes, each whisper goes to
     exactly one of them."""
     rows = conn.execute(
@@ -273,7 +230,7 @@ def _take_whispers(conn: psycopg.Connection[Any], account: str) -> list[Message]
     return [Message(*row) for row in sorted(rows)]
 
 
-def _create_account(
+def create_account(
     conn: psycopg.Connection[Any],
     name: str,
     password_hash: str | None,
@@ -288,17 +245,17 @@ def _create_account(
     ).rowcount
     if not created:
         raise NameTaken(f"the name {name} belongs to an account already")
-    _add_token(conn, name, token_hash, when)
+    add_token(conn, name, token_hash, when)
 
 
-def _account(conn: psycopg.Connection[Any], name: str) -> Account | None:
+def account(conn: psycopg.Connection[Any], name: str) -> Account | None:
     row = conn.execute(
         "SELECT name, password_hash, last_seen FROM accounts WHERE name_key = %s", (_key(name),)
     ).fetchone()
     return Account(*row) if row else None
 
 
-def _account_for_token(conn: psycopg.Connection[Any], token_hash: str) -> Account | None:
+def account_for_token(conn: psycopg.Connection[Any], token_hash: str) -> Account | None:
     row = conn.execute(
         "SELECT a.name, a.password_hash, a.last_seen FROM tokens t"
         " JOIN accounts a ON a.name_key = t.name_key WHERE t.token_hash = %s",
@@ -307,26 +264,26 @@ def _account_for_token(conn: psycopg.Connection[Any], token_hash: str) -> Accoun
     return Account(*row) if row else None
 
 
-def _add_token(conn: psycopg.Connection[Any], name: str, token_hash: str, when: float) -> None:
+def add_token(conn: psycopg.Connection[Any], name: str, token_hash: str, when: float) -> None:
     conn.execute(
         "INSERT INTO tokens (token_hash, name_key, created) VALUES (%s, %s, %s)",
         (token_hash, _key(name), when),
     )
 
 
-def _set_last_seen(conn: psycopg.Connection[Any], name: str, message_id: int) -> None:
+def set_last_seen(conn: psycopg.Connection[Any], name: str, message_id: int) -> None:
     conn.execute(
         "UPDATE accounts SET last_seen = GREATEST(last_seen, %s) WHERE name_key = %s",
         (message_id, _key(name)),
     )
 
 
-def _cache_get(conn: psycopg.Connection[Any], key: str) -> str | None:
+def cache_get(conn: psycopg.Connection[Any], key: str) -> str | None:
     row = conn.execute("SELECT value FROM cache WHERE key = %s", (key,)).fetchone()
     return row[0] if row else None
 
 
-def _cache_put(conn: psycopg.Connection[Any], key: str, value: str) -> None:
+def cache_put(conn: psycopg.Connection[Any], key: str, value: str) -> None:
     conn.execute(
         "INSERT INTO cache (key, value) VALUES (%s, %s)"
         " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",

@@ -10,10 +10,10 @@ necessarily a power cut). C{locking_mode=EXCLUSIVE} keeps a second chatd off the
 from __future__ import annotations
 
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from chatd.events import Message
@@ -42,6 +42,8 @@ def _explain(path: Path, e: sqlite3.Error) -> StoreError:
 
 class SQLiteStore(Worker):
     """L{chatd.store.Store} on SQLite."""
+
+    queries = sys.modules[__name__]  # the functions below, one per Store method
 
     def __init__(self, conn: sqlite3.Connection, path: Path, reactor: Any) -> None:
         super().__init__(reactor)
@@ -105,54 +107,9 @@ class SQLiteStore(Worker):
             return [failure] * len(batch)
         return results
 
-    # -- messages ---------------------------------------------------------------------------
 
-    def add_message(self, message: Message) -> Deferred[Message]:
-        return self._run(_add_message, message)
-
-    def messages(
-        self, after_id: int, through_id: int, since: float, limit: int
-    ) -> Deferred[list[Message]]:
-        return self._run(_messages, after_id, through_id, since, limit)
-
-    def purge_messages(self, before: float) -> Deferred[int]:
-        return self._run(_purge, before)
-
-    def keep_whisper(self, account: str, message: Message) -> Deferred[None]:
-        return self._run(_keep_whisper, account, message)
-
-    def take_whispers(self, account: str) -> Deferred[list[Message]]:
-        return self._run(_take_whispers, account)
-
-    # -- accounts ---------------------------------------------------------------------------
-
-    def create_account(
-        self, name: str, password_hash: str | None, token_hash: str, when: float, last_seen: int
-    ) -> Deferred[None]:
-        return self._run(_create_account, name, password_hash, token_hash, when, last_seen)
-
-    def account(self, name: str) -> Deferred[Account | None]:
-        return self._run(_account, name)
-
-    def account_for_token(self, token_hash: str) -> Deferred[Account | None]:
-        return self._run(_account_for_token, token_hash)
-
-    def add_token(self, name: str, token_hash: str, when: float) -> Deferred[None]:
-        return self._run(_add_token, name, token_hash, when)
-
-    def set_last_seen(self, name: str, message_id: int) -> Deferred[None]:
-        return self._run(_set_last_seen, name, message_id)
-
-    # -- cache ------------------------------------------------------------------------------
-
-    def cache_get(self, key: str) -> Deferred[str | None]:
-        return self._run(_cache_get, key)
-
-    def cache_put(self, key: str, value: str) -> Deferred[None]:
-        return self._run(_cache_put, key, value)
-
-
-# Queries: plain functions run on the worker thread inside a transaction.
+# Queries: plain functions run on the worker thread inside a transaction, each named after
+# the Store method that queues it.
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
@@ -167,7 +124,7 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
     conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
 
 
-def _add_message(conn: sqlite3.Connection, m: Message) -> Message:
+def add_message(conn: sqlite3.Connection, m: Message) -> Message:
     conn.execute(
         "INSERT INTO messages (id, time, sender, text) VALUES (?, ?, ?, ?)",
         (m.id, m.time, m.sender, m.text),
@@ -175,7 +132,7 @@ def _add_message(conn: sqlite3.Connection, m: Message) -> Message:
     return m
 
 
-def _messages(
+def messages(
     conn: sqlite3.Connection, after_id: int, through_id: int, since: float, limit: int
 ) -> list[Message]:
     rows = conn.execute(
@@ -196,12 +153,12 @@ def _raise_floor(conn: sqlite3.Connection, table: str, where: str, args: tuple[A
         )
 
 
-def _purge(conn: sqlite3.Connection, before: float) -> int:
+def purge_messages(conn: sqlite3.Connection, before: float) -> int:
     _raise_floor(conn, "messages", "time < ?", (before,))
     return conn.execute("DELETE FROM messages WHERE time < ?", (before,)).rowcount
 
 
-def _keep_whisper(conn: sqlite3.Connection, account: str, m: Message) -> None:
+def keep_whisper(conn: sqlite3.Connection, account: str, m: Message) -> None:
     conn.execute(
         "INSERT INTO whispers (id, name_key, time, sender, recipient, text)"
         " VALUES (?, ?, ?, ?, ?, ?)",
@@ -209,7 +166,7 @@ def _keep_whisper(conn: sqlite3.Connection, account: str, m: Message) -> None:
     )
 
 
-def _take_whispers(conn: sqlite3.Connection, account: str) -> list[Message]:
+def take_whispers(conn: sqlite3.Connection, account: str) -> list[Message]:
     key = _key(account)
     rows = conn.execute(
         "SELECT id, time, sender, text, recipient FROM whispers WHERE name_key = ? ORDER BY id",
@@ -220,7 +177,7 @@ def _take_whispers(conn: sqlite3.Connection, account: str) -> list[Message]:
     return [Message(*row) for row in rows]
 
 
-def _create_account(
+def create_account(
     conn: sqlite3.Connection,
     name: str,
     password_hash: str | None,
@@ -236,17 +193,17 @@ def _create_account(
         )
     except sqlite3.IntegrityError:
         raise NameTaken(f"the name {name} belongs to an account already") from None
-    _add_token(conn, name, token_hash, when)
+    add_token(conn, name, token_hash, when)
 
 
-def _account(conn: sqlite3.Connection, name: str) -> Account | None:
+def account(conn: sqlite3.Connection, name: str) -> Account | None:
     row = conn.execute(
         "SELECT name, password_hash, last_seen FROM accounts WHERE name_key = ?", (_key(name),)
     ).fetchone()
     return Account(*row) if row else None
 
 
-def _account_for_token(conn: sqlite3.Connection, token_hash: str) -> Account | None:
+def account_for_token(conn: sqlite3.Connection, token_hash: str) -> Account | None:
     row = conn.execute(
         "SELECT a.name, a.password_hash, a.last_seen FROM tokens t"
         " JOIN accounts a ON a.name_key = t.name_key WHERE t.token_hash = ?",
@@ -255,24 +212,24 @@ def _account_for_token(conn: sqlite3.Connection, token_hash: str) -> Account | N
     return Account(*row) if row else None
 
 
-def _add_token(conn: sqlite3.Connection, name: str, token_hash: str, when: float) -> None:
+def add_token(conn: sqlite3.Connection, name: str, token_hash: str, when: float) -> None:
     conn.execute(
         "INSERT INTO tokens (token_hash, name_key, created) VALUES (?, ?, ?)",
         (token_hash, _key(name), when),
     )
 
 
-def _set_last_seen(conn: sqlite3.Connection, name: str, message_id: int) -> None:
+def set_last_seen(conn: sqlite3.Connection, name: str, message_id: int) -> None:
     conn.execute(
         "UPDATE accounts SET last_seen = MAX(last_seen, ?) WHERE name_key = ?",
         (message_id, _key(name)),
     )
 
 
-def _cache_get(conn: sqlite3.Connection, key: str) -> str | None:
+def cache_get(conn: sqlite3.Connection, key: str) -> str | None:
     row = conn.execute("SELECT value FROM cache WHERE key = ?", (key,)).fetchone()
     return row[0] if row else None
 
 
-def _cache_put(conn: sqlite3.Connection, key: str, value: str) -> None:
+def cache_put(conn: sqlite3.Connection, key: str, value: str) -> None:
     conn.execute("INSERT OR REPLACE INTO cache (key, value) VALUES (?, ?)", (key, value))

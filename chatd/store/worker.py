@@ -3,12 +3,15 @@
 All queries run on one worker thread, in the order they were asked for. Work that queues up
 while a transaction runs goes into the next one, so under load thousands of messages share
 a commit and ids reach the database, and then the clients, in order. A backend says how to
-run one batch in one transaction (L{Worker._transaction}) and how to let go of the database.
+run one batch in one transaction (L{Worker._transaction}), how to let go of the database,
+and which module holds its queries (L{Worker.queries}); the L{chatd.store.Store} methods are
+defined here once, each queueing the query of the same name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -16,7 +19,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from chatd.store import StoreError
+from chatd.events import Message
+from chatd.store import Account, StoreError
 
 Op = Callable[..., Any]
 Batch = list[tuple[Op, tuple[Any, ...], Deferred[Any]]]
@@ -24,6 +28,8 @@ Batch = list[tuple[Op, tuple[Any, ...], Deferred[Any]]]
 
 class Worker:
     """Queues C{op(conn, *args)} calls and runs them in batches on a thread of its own."""
+
+    queries: ModuleType  # the backend's C{name(conn, *args)} function for each Store method
 
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
@@ -83,6 +89,50 @@ class Worker:
                 d.errback(result)
             else:
                 d.callback(result)
+
+    # -- the Store methods: each queues the backend's query of the same name ---------------
+
+    def add_message(self, message: Message) -> Deferred[Message]:
+        return self._run(self.queries.add_message, message)
+
+    def messages(
+        self, after_id: int, through_id: int, since: float, limit: int
+    ) -> Deferred[list[Message]]:
+        return self._run(self.queries.messages, after_id, through_id, since, limit)
+
+    def purge_messages(self, before: float) -> Deferred[int]:
+        return self._run(self.queries.purge_messages, before)
+
+    def keep_whisper(self, account: str, message: Message) -> Deferred[None]:
+        return self._run(self.queries.keep_whisper, account, message)
+
+    def take_whispers(self, account: str) -> Deferred[list[Message]]:
+        return self._run(self.queries.take_whispers, account)
+
+    def create_account(
+        self, name: str, password_hash: str | None, token_hash: str, when: float, last_seen: int
+    ) -> Deferred[None]:
+        return self._run(
+            self.queries.create_account, name, password_hash, token_hash, when, last_seen
+        )
+
+    def account(self, name: str) -> Deferred[Account | None]:
+        return self._run(self.queries.account, name)
+
+    def account_for_token(self, token_hash: str) -> Deferred[Account | None]:
+        return self._run(self.queries.account_for_token, token_hash)
+
+    def add_token(self, name: str, token_hash: str, when: float) -> Deferred[None]:
+        return self._run(self.queries.add_token, name, token_hash, when)
+
+    def set_last_seen(self, name: str, message_id: int) -> Deferred[None]:
+        return self._run(self.queries.set_last_seen, name, message_id)
+
+    def cache_get(self, key: str) -> Deferred[str | None]:
+        return self._run(self.queries.cache_get, key)
+
+    def cache_put(self, key: str, value: str) -> Deferred[None]:
+        return self._run(self.queries.cache_put, key, value)
 
 
 def _nothing(conn: object) -> None:
