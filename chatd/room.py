@@ -140,6 +140,8 @@ class Room(Service):
         # whatever the room says after it waits behind it. Entries: [ready, action].
         self._outbox: deque[list[Any]] = deque()
         self._presence_call: Any = None  # the pending member-list update, if any
+        self._crowd: dict[str, list[str]] = {"joined": [], "left": []}  # not yet announced
+        self._crowd_call: Any = None
         self._purger = task.LoopingCall(self._purge)
         self._purger.clock = clock
         # Public message ids already shown here: the bus and recovery may both bring one.
@@ -179,8 +181,9 @@ class Room(Service):
         for loop in (self._purger, self._presence):
             if loop.running:
                 loop.stop()
-        if self._presence_call is not None and self._presence_call.active():
-            self._presence_call.cancel()
+        for call in (self._presence_call, self._crowd_call):
+            if call is not None and call.active():
+                call.cancel()
         for user in list(self.users.values()):
             if user.account is not None:
                 self._remember_seen(user.account)
@@ -216,7 +219,7 @@ class Room(Service):
             f"Welcome to chatd, {user.name}! {self.online_count()} online. "
             "Type a message and press Enter; /help lists the commands.",
         )
-        self.notice_all(f"{user.name} joined", exclude=session)
+        self._crowd_moved("joined", user.name)
         self.presence_changed()
         return session
 
@@ -233,7 +236,7 @@ class Room(Service):
             # While stopping, nobody is told of each leave: that would be n notices for n.
             if session.user.account is not None:
                 self._remember_seen(session.user.account)
-            self.notice_all(f"{session.user.name} left")
+            self._crowd_moved("left", session.user.name)
             self.presence_changed()
 
     def _add(self, session: Session) -> None:
@@ -352,6 +355,7 @@ class Room(Service):
         them in id order, and nothing anyone has seen can be lost by a crash. With several
         nodes, those other nodes saved just before it are shown first (L{_in_id_order}).
         """
+        self._announce_crowd()
         user = session.user
         self.newest_id = id = self.newest_id + 1
         message = Message(id, self.clock.seconds(), user.name, text, None, session)
@@ -463,6 +467,7 @@ class Room(Service):
 
     def whisper(self, session: Session, to: str, text: str) -> Message:
         """A private message: every device of the recipient and of the sender sees it."""
+        self._announce_crowd()
         target = self.find(to)
         remote = self.elsewhere.get(to.casefold())
         account = self.account_names.get(to.casefold())
@@ -795,9 +800,41 @@ class Room(Service):
             except Exception:
                 log.failure("delivering to {session} failed", session=session)
 
-    def notice_all(self, text: str, exclude: Session | None = None) -> None:
-        """A notice to everyone (but C{exclude}), after the messages said before it."""
-        recipients = tuple(s for s in self.sessions if s is not exclude)
+    def _crowd_moved(self, verb: str, name: str) -> None:
+        """Joins and leaves of one reactor turn share one notice per kind.
+
+        Each notice goes to everyone, so a crowd arriving at once would cost one broadcast
+        per person: n² deliveries. Anything the room says later announces them first.
+        """
+        self._crowd[verb].append(name)
+        if self._crowd_call is None:
+            self._crowd_call = self.clock.callLater(0, self._announce_crowd)
+
+    def _announce_crowd(self) -> None:
+        if self._crowd_call is None:
+            return
+        if self._crowd_call.active():
+            self._crowd_call.cancel()
+        self._crowd_call = None
+        for verb, names in self._crowd.items():
+            if names:
+                self._crowd[verb] = []
+                shown = ", ".join(names[:3])
+                if len(names) > 3:
+                    shown += f" and {len(names) - 3} others"
+                skip = {n.casefold() for n in names} if verb == "joined" else set()
+                self.notice_all(f"{shown} {verb}", skip=skip)
+
+    def notice_all(
+        self, text: str, exclude: Session | None = None, skip: set[str] = frozenset()
+    ) -> None:
+        """A notice to everyone (but C{exclude} and the users named in C{skip}), in order."""
+        self._announce_crowd()
+        recipients = tuple(
+            s
+            for s in self.sessions
+            if s is not exclude and (not skip or s.user.name.casefold() not in skip)
+        )
         notice = Notice(text)
         self._in_order(lambda: self._deliver(recipients, notice))
         self._tell_nodes(EVENT, to_wire(notice))

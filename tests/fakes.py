@@ -98,4 +98,5 @@ def make_room(**settings) -> tuple[Room, Clock]:
 def join(room: Room, door: str = "line") -> FakeClient:
     client = FakeClient(door)
     client.session = room.connect(client)
+    room.clock.advance(0)  # the reactor turn ends: the join is announced
     return client

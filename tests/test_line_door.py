@@ -99,6 +99,7 @@ def test_exit_closes_and_later_lines_are_ignored(door):
     assert alice.read() == ["* Goodbye, Guest1!"]
     assert alice.transport.disconnecting
     alice.protocol.connectionLost(None)
+    room.clock.advance(0)  # the reactor turn ends: the leave is announced
     assert bob.read() == ["* Guest1 left"]
     assert room.online() == ["Guest2"]
 

@@ -26,6 +26,7 @@ class Door(FakeClient):
 
     def send(self, line: str) -> list[str]:
         """Type a line; what this user reads in answer."""
+        self.room.clock.advance(0)  # a reactor turn ends before anyone types
         self.take()
         self.room.receive(self.session, line)
         return self.take()
@@ -105,6 +106,7 @@ class Chat:
         door.session = self.room.connect(door)
         if name is not None:
             self.room.rename(door.session.user, name)
+        self.clock.advance(0)  # the reactor turn ends: the join is announced
         door.take()
         return door
 
@@ -403,6 +405,7 @@ def test_a_guest_who_left_sends_nothing_later() -> None:
     ann, bob = chat.join(name="Ann"), chat.join("10.0.0.2", name="Bob")
     ann.send("/send -t 60 ghost")
     chat.room.disconnect(ann.session)
+    chat.clock.advance(0)  # the reactor turn ends: the leave is announced
     bob.take()
     chat.clock.advance(60)
     assert bob.take() == []

@@ -86,6 +86,7 @@ def test_a_disconnect_is_announced_and_frees_the_name(room):
     alice.take()
     room.disconnect(bob.session)
     room.disconnect(bob.session)  # a door may report it twice
+    room.clock.advance(0)  # the reactor turn ends: the leave is announced
     assert alice.take() == ["* Guest2 left"]
     assert room.online() == ["Guest1"]
     assert room.find("guest2") is None
@@ -227,3 +228,26 @@ def test_a_flooder_is_disconnected_after_what_it_was_told_before():
         "! disconnected for sending too many lines too fast",
     ]
     assert alice.closed == "flooding"
+
+
+def test_a_crowd_joining_at_once_is_announced_in_one_notice():
+    room, clock = make_room()
+    alice = join(room)
+    alice.take()
+    crowd = [FakeClient() for _ in range(5)]
+    for client in crowd:
+        client.session = room.connect(client)
+    assert alice.take() == []  # announced when the reactor turn ends
+    clock.advance(0)
+    assert alice.take() == ["* Guest2, Guest3, Guest4 and 2 others joined"]
+    assert not any("joined" in line for line in crowd[0].take())
+
+
+def test_a_join_is_announced_before_what_the_newcomer_says():
+    room, clock = make_room()
+    alice = join(room)
+    alice.take()
+    bob = FakeClient()
+    bob.session = room.connect(bob)
+    room.receive(bob.session, "hi, just arrived")
+    assert alice.take() == ["* Guest2 joined", "Guest2: hi, just arrived"]
