@@ -165,3 +165,51 @@ async def ws_client(
     await endpoint.connect(factory)
     await client.opened
     return client
+
+
+class RawClient(Protocol):
+    """A plain TCP client (as minechat clients are): bytes in, whole lines read back."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self._read = 0
+        self._waiting: list[tuple[int, defer.Deferred[bytes]]] = []
+        self.closed: defer.Deferred[None] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        while self._waiting:
+            count, d = self._waiting[0]
+            end = self._read
+            for _ in range(count):
+                end = self.received.find(b"\n", end) + 1
+                if not end:
+                    return
+            self._waiting.pop(0)
+            chunk, self._read = self.received[self._read : end], end
+            d.callback(chunk)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.closed.callback(None)
+
+    def lines(self, count: int = 1) -> defer.Deferred[bytes]:
+        """The next C{count} lines, exactly as sent."""
+        d: defer.Deferred[bytes] = defer.Deferred()
+        self._waiting.append((count, d))
+        d.addTimeout(TIMEOUT, reactor, onTimeoutCancel=self._timed_out)
+        self.dataReceived(b"")
+        return d
+
+    def _timed_out(self, *_: Any) -> None:
+        raise AssertionError(f"not enough lines; got {self.received!r}")
+
+    def send(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+async def raw_client(port: int) -> RawClient:
+    client = RawClient()
+    await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+        Factory.forProtocol(lambda: client)
+    )
+    return client

@@ -8,10 +8,8 @@ from typing import Any
 
 import pytest_twisted
 from twisted.internet import defer, reactor
-from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
 
-from tests.support import TIMEOUT, line_client, start_server, ws_client
+from tests.support import TIMEOUT, RawClient, line_client, raw_client, start_server, ws_client
 
 DOORS = ("line", "web", "minechat_read", "minechat_write")
 
@@ -25,54 +23,6 @@ def account_line(nickname: str, token: str) -> bytes:
     return json.dumps({"nickname": nickname, "account_hash": token}).encode() + b"\n"
 
 
-class Raw(Protocol):
-    """A plain TCP client, as minechat clients are: bytes in, whole lines read back."""
-
-    def __init__(self) -> None:
-        self.received = b""
-        self._read = 0
-        self._waiting: list[tuple[int, defer.Deferred[bytes]]] = []
-        self.closed: defer.Deferred[None] = defer.Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        while self._waiting:
-            count, d = self._waiting[0]
-            end = self._read
-            for _ in range(count):
-                end = self.received.find(b"\n", end) + 1
-                if not end:
-                    return
-            self._waiting.pop(0)
-            chunk, self._read = self.received[self._read : end], end
-            d.callback(chunk)
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.closed.callback(None)
-
-    def lines(self, count: int = 1) -> defer.Deferred[bytes]:
-        """The next C{count} lines, exactly as sent."""
-        d: defer.Deferred[bytes] = defer.Deferred()
-        self._waiting.append((count, d))
-        d.addTimeout(TIMEOUT, reactor, onTimeoutCancel=self._timed_out)
-        self.dataReceived(b"")
-        return d
-
-    def _timed_out(self, *_: Any) -> None:
-        raise AssertionError(f"not enough lines; got {self.received!r}")
-
-    def send(self, data: bytes) -> None:
-        self.transport.write(data)
-
-
-async def raw_client(port: int) -> Raw:
-    client = Raw()
-    await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
-        Factory.forProtocol(lambda: client)
-    )
-    return client
-
-
 @pytest_twisted.async_yield_fixture
 async def srv(tmp_path):
     server = await start_server(tmp_path, doors=DOORS, max_line_bytes=64)
@@ -80,13 +30,13 @@ async def srv(tmp_path):
     await server.stop()
 
 
-async def writer(srv: Any) -> Raw:
+async def writer(srv: Any) -> RawClient:
     client = await raw_client(srv.ports["minechat_write"])
     assert await client.lines() == GREETING
     return client
 
 
-async def listener(srv: Any) -> Raw:
+async def listener(srv: Any) -> RawClient:
     before = len(srv.room.listeners)
     client = await raw_client(srv.ports["minechat_read"])
     await _until(lambda: len(srv.room.listeners) > before)
@@ -107,7 +57,7 @@ def _sleep(seconds: float) -> defer.Deferred[None]:
     return d
 
 
-async def register(srv: Any, nickname: str) -> tuple[Raw, str, str]:
+async def register(srv: Any, nickname: str) -> tuple[RawClient, str, str]:
     """A new account through the write port: the client, the name given and the token."""
     client = await writer(srv)
     client.send(b"\n")

@@ -7,12 +7,10 @@ import os
 import socket
 
 import pytest_twisted
-from twisted.internet import defer, reactor
-from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet import reactor
 from twisted.logger import globalLogPublisher
 
-from tests.support import line_client, start_server, ws_client
+from tests.support import line_client, raw_client, start_server, ws_client
 from tests.test_line_door import deferLater, flood_until_dropped
 
 
@@ -77,33 +75,13 @@ async def test_invalid_utf8_in_a_text_frame_closes_with_1007(server):
     assert ws.close_code == 1007
 
 
-class RawClient(Protocol):
-    def __init__(self) -> None:
-        self.received = b""
-        self.lost: defer.Deferred[None] = defer.Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason=None) -> None:
-        self.lost.callback(None)
-
-
-async def raw_client(port: int) -> RawClient:
-    client = RawClient()
-    await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
-        Factory.forProtocol(lambda: client)
-    )
-    return client
-
-
 @pytest_twisted.ensureDeferred
 async def test_a_stalled_opening_handshake_is_dropped(tmp_path):
     server = await start_server(tmp_path, doors=("web",), handshake_timeout=0.3)
     try:
         raw = await raw_client(server.ports["web"])
         raw.transport.write(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websoc")
-        await raw.lost.addTimeout(5, reactor)
+        await raw.closed.addTimeout(5, reactor)
         assert not server.room.sessions
     finally:
         await server.stop()
