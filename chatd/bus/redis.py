@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from chatd.bus import PRESENCE, Bus
 
 log = Logger(namespace="chatd.bus.redis")
+GOODBYE_TIMEOUT = 2.0  # seconds a stopping node waits to delete its presence key
 
 PRESENCE_TTL = 30.0  # seconds a node's presence outlives its last refresh
 REPLY_TIMEOUT = 10.0  # seconds; a publisher silent for longer is reconnected
@@ -98,6 +99,8 @@ class RedisBus(Bus):
         goodbye = self._pub.whenConnected()
         if goodbye.called:
             goodbye.addCallback(lambda p: p.delete(self.presence_key))
+            # A Redis that stopped answering must not keep the node from stopping.
+            goodbye.addTimeout(GOODBYE_TIMEOUT, self._clock)
             goodbye.addErrback(lambda f: log.info("no goodbye: {e}", e=f.getErrorMessage()))
             goodbye.addCallback(lambda _: self._pub.stopService())
         else:
