@@ -58,7 +58,12 @@ async def buses(prefix):
     def make(node: str, **kw: Any) -> RedisBus:
         kw.setdefault("clock", reactor)
         bus = RedisBus(
-            endpoint=TCP4ClientEndpoint(reactor, HOST, PORT), prefix=prefix, node=node, **kw
+            endpoint=TCP4ClientEndpoint(reactor, HOST, PORT),
+            prefix=prefix,
+            # Unique, so cutting "chatd-sub-<node>" never hits a connection of an earlier test
+            # that is still closing.
+            node=f"{node}-{uuid.uuid4().hex[:8]}",
+            **kw,
         )
         bus.startService()
         made.append(bus)
