@@ -68,14 +68,18 @@ class RedisBus(Bus):
         self.subscriptions = 0  # connections the subscriber made so far
         subscriber = Factory.forProtocol(partial(_Subscriber, convertNumbers=False))
         subscriber.bus = self  # type: ignore[attr-defined]
+        publisher = Factory.forProtocol(
+            partial(txredisapi.RedisProtocol, convertNumbers=False, replyTimeout=REPLY_TIMEOUT)
+        )
+        # Not a "Starting/Stopping factory" log line per reconnect attempt while Redis is
+        # away: besides the noise, a SIGTERM landing in Twisted's log lock deadlocks twistd.
+        subscriber.noisy = publisher.noisy = False
         self._sub = ClientService(
             endpoint, subscriber, retry, clock=clock, prepareConnection=self._subscribe
         )
         self._pub = ClientService(
             endpoint,
-            Factory.forProtocol(
-                partial(txredisapi.RedisProtocol, convertNumbers=False, replyTimeout=REPLY_TIMEOUT)
-            ),
+            publisher,
             retry,
             clock=clock,
             prepareConnection=lambda p: self._name(p, "pub"),
