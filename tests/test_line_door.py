@@ -21,11 +21,15 @@ class Telnet:
 
     def __init__(self, factory: LineFactory) -> None:
         self.transport = StringTransport()
+        self.clock = factory.room.clock
         self.protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4000))
         self.protocol.makeConnection(self.transport)
+        self.clock.advance(0)
 
     def type(self, data: bytes) -> None:
+        """One reactor turn: the data arrives, then what it caused is written out."""
         self.protocol.dataReceived(data)
+        self.clock.advance(0)
 
     def read(self) -> list[str]:
         data = self.transport.value()

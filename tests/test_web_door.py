@@ -130,3 +130,38 @@ async def test_a_websocket_client_that_never_reads_is_dropped_others_keep_chatti
     finally:
         globalLogPublisher.removeObserver(events.append)
         await server.stop()
+
+
+def client_text_frame(text: str) -> bytes:
+    """A masked text frame, as a browser sends it."""
+    payload = text.encode()
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x81, 0x80 | len(payload)]) + mask + masked
+
+
+def server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """The (opcode, payload) of each frame the server sent after its handshake."""
+    data = data[data.index(b"\r\n\r\n") + 4 :]
+    frames = []
+    while len(data) >= 2:
+        size, start = data[1] & 0x7F, 2
+        if size == 126:
+            size, start = int.from_bytes(data[2:4], "big"), 4
+        frames.append((data[0] & 0x0F, data[start : start + size]))
+        data = data[start + size :]
+    return frames
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_the_server_says_before_closing_arrives_before_the_close_frame(server):
+    raw = await raw_client(server.ports["web"])
+    raw.send(upgrade_request())
+    while b"* you are " not in raw.received:
+        await deferLater(0.01)
+    raw.send(client_text_frame("/exit"))
+    await raw.closed.addTimeout(5, reactor)
+    frames = server_frames(raw.received)
+    assert frames[-1][0] == 0x8  # close
+    goodbye = [p for op, p in frames if op == 0x1 and p.startswith(b"* Goodbye, ")]
+    assert len(goodbye) == 1

@@ -9,7 +9,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
 from chatd import text
-from chatd.doors.output import Output
+from chatd.doors.output import Output, Turn
 from chatd.events import Error, Event, Message
 from chatd.room import Room, Session
 
@@ -49,7 +49,10 @@ class LineDoor(LineReceiver):
         self._discarding = False
         self.MAX_LENGTH = self.factory.room.config.max_line_bytes
         self.output = Output(
-            self.transport, self.factory.room.config.max_output_bytes, lambda: self.session
+            self.transport,
+            self.factory.turn,
+            self.factory.room.config.max_output_bytes,
+            lambda: self.session,
         )
         self.session = self.factory.room.connect(self)
 
@@ -118,6 +121,7 @@ class LineDoor(LineReceiver):
 
     def close(self, reason: str) -> None:
         log.info("closing {peer}: {reason}", peer=self.peer, reason=reason)
+        self.output.flush()
         self.transport.loseConnection()
 
 
@@ -126,3 +130,4 @@ class LineFactory(Factory):
 
     def __init__(self, room: Room) -> None:
         self.room = room
+        self.turn = Turn(room.clock)

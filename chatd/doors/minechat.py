@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatd.commands import CommandError, UsageError
-from chatd.doors.output import Output
+from chatd.doors.output import Output, Turn
 from chatd.events import Error, Event, Message
 from chatd.room import Room, Session
 
@@ -54,7 +54,10 @@ class MinechatReadDoor(Protocol):
         self.peer = _peer(self.transport)
         room = self.factory.room
         self.output = Output(
-            self.transport, room.config.max_output_bytes, lambda: f"minechat listener {self.peer}"
+            self.transport,
+            self.factory.turn,
+            room.config.max_output_bytes,
+            lambda: f"minechat listener {self.peer}",
         )
         room.listen(self)
 
@@ -71,6 +74,7 @@ class MinechatReadDoor(Protocol):
 
     def close(self, reason: str) -> None:
         log.info("closing minechat listener {peer}: {reason}", peer=self.peer, reason=reason)
+        self.output.flush()
         self.transport.loseConnection()
 
 
@@ -235,6 +239,7 @@ class MinechatReadFactory(Factory):
 
     def __init__(self, room: Room) -> None:
         self.room = room
+        self.turn = Turn(room.clock)
 
 
 class MinechatWriteFactory(Factory):

@@ -23,7 +23,7 @@ from twisted.web.server import Site
 from twisted.web.static import File
 
 from chatd import text
-from chatd.doors.output import Output
+from chatd.doors.output import Output, Turn
 from chatd.events import Error, Event, History, Identity, Message, Presence
 from chatd.room import Room, Session
 
@@ -76,6 +76,7 @@ class ChatWebSocket(WebSocketServerProtocol):
 
     factory: ChatWebSocketFactory
     session: Session | None = None
+    output: Output | None = None  # from onOpen
     door = "ws"
     peer = "?"
 
@@ -96,7 +97,9 @@ class ChatWebSocket(WebSocketServerProtocol):
         room = self.factory.room
         # The HTTP channel registered itself as the producer; we own the connection now.
         self.transport.unregisterProducer()
-        self.output = Output(self.transport, room.config.max_output_bytes, lambda: self.session)
+        self.output = Output(
+            self.transport, self.factory.turn, room.config.max_output_bytes, lambda: self.session
+        )
         self.session = room.connect(self)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
@@ -171,6 +174,13 @@ class ChatWebSocket(WebSocketServerProtocol):
         if prepared is not None and self.state == self.STATE_OPEN:
             self.output.write(prepared.payloadHybi)
 
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        # Autobahn writes its own frames (pong, close) straight to the transport: the
+        # messages held for the end of this turn go first.
+        if self.output is not None:
+            self.output.flush()
+        super().sendData(data, sync, chopsize)
+
     def close(self, reason: str) -> None:
         self.sendClose(1000, reason)
 
@@ -181,6 +191,7 @@ class ChatWebSocketFactory(WebSocketServerFactory):
     def __init__(self, room: Room) -> None:
         super().__init__()
         self.room = room
+        self.turn = Turn(room.clock)
         config = room.config
         self.allowed_origins = set(config.allowed_origins.split())
         self.setProtocolOptions(
