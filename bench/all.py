@@ -54,8 +54,8 @@ def fanout(receivers: int, door: str, rate: int, messages: int, quick_messages: 
 SCENARIOS = [
     fanout(1000, "line", 50, 500, 100),
     fanout(1000, "ws", 50, 500, 100),
-    fanout(500, "line", 0, 2000, 200),
-    fanout(500, "ws", 0, 2000, 200),
+    fanout(500, "line", 0, 10000, 1000),
+    fanout(500, "ws", 0, 10000, 1000),
     Scenario(
         "10,000 idle connections, half line, half WebSocket",
         "bench.idle",
