@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from typing import Any
 
@@ -128,6 +129,23 @@ def _bus(config: Config, reactor: Any) -> Bus:
 
 def makeService(options: Options) -> IService:
     try:
-        return build(options.config)
+        service = build(options.config)
     except (StoreError, ConfigError) as e:
         sys.exit(f"chatd cannot start: {e}")  # a clear line and exit code 1, no traceback
+    from twisted.internet import reactor  # the process's reactor, chosen by twistd
+
+    reactor.callWhenRunning(stop_signals_on_reactor_thread, reactor)
+    return service
+
+
+def stop_signals_on_reactor_thread(reactor: Any) -> None:
+    """Run Twisted's SIGTERM and SIGINT handlers on the reactor thread, not in the signal.
+
+    They log, and a signal landing while the main thread holds the log observer's lock
+    deadlocks the process: it never stops (twisted/twisted#7736, seen once in CI here).
+    Queued with C{callFromThread} (a list append and a pipe write, no lock) they run on the
+    next reactor turn instead. Handlers someone else installed are left alone.
+    """
+    for number, handler in ((signal.SIGTERM, reactor.sigTerm), (signal.SIGINT, reactor.sigInt)):
+        if signal.getsignal(number) == handler:
+            signal.signal(number, lambda n, _, h=handler: reactor.callFromThread(h, n))

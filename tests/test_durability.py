@@ -48,12 +48,11 @@ def command(data_dir: Path, port: int) -> list[str]:
     ]
 
 
-async def started(data_dir: Path) -> tuple[subprocess.Popen, int]:
-    """A server process, once its line door accepts connections."""
+async def started(data_dir: Path, log: Path | None = None) -> tuple[subprocess.Popen, int]:
+    """A server process, once its line door accepts connections (its output to C{log})."""
     port = free_port()
-    process = subprocess.Popen(
-        command(data_dir, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    output = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - the child's
+    process = subprocess.Popen(command(data_dir, port), stdout=output, stderr=output)
     for _ in range(200):
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.1):
@@ -92,6 +91,34 @@ async def test_messages_and_accounts_survive_sigkill(tmp_path):
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest_twisted.ensureDeferred
+async def test_sigterm_stops_a_server_that_is_busy_logging(tmp_path):
+    log = tmp_path / "server.log"
+    process, port = await started(tmp_path / "data", log)
+    try:
+        alice = await line_client(port)
+        for _ in range(20):  # every connect and disconnect is a log line
+            (await line_client(port)).close()
+        process.send_signal(signal.SIGTERM)
+        for _ in range(20):  # and more while it stops
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except OSError:
+                break  # no longer listening
+        await alice.closed
+        for _ in range(400):
+            if process.poll() is not None:
+                break
+            await task.deferLater(reactor, 0.05, lambda: None)
+        assert process.poll() is not None, "the server did not stop on SIGTERM"
+    finally:
+        process.kill()
+        process.wait(10)
+    text = log.read_text()
+    assert "Received SIGTERM, shutting down." in text
+    assert "Traceback" not in text
 
 
 def refused(data_dir: Path, **kwargs) -> subprocess.CompletedProcess:
