@@ -165,3 +165,20 @@ async def test_what_the_server_says_before_closing_arrives_before_the_close_fram
     assert frames[-1][0] == 0x8  # close
     goodbye = [p for op, p in frames if op == 0x1 and p.startswith(b"* Goodbye, ")]
     assert len(goodbye) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_dribbling_its_handshake_is_dropped_at_the_deadline(tmp_path):
+    server = await start_server(tmp_path, doors=("web",), handshake_timeout=0.5)
+    try:
+        raw = await raw_client(server.ports["web"])
+        request = upgrade_request()
+        for i in range(40):  # one byte every 0.05 s: never idle, never finished in 2 s
+            if raw.closed.called:
+                break
+            raw.send(request[i : i + 1])
+            await deferLater(0.05)
+        assert raw.closed.called
+        assert not server.room.sessions
+    finally:
+        await server.stop()

@@ -239,12 +239,45 @@ class Root(Resource):
         return self.static.getChild(b"index.html", request).render(request)
 
 
+class ChatSite(Site):
+    """twisted.web's Site, with a deadline on the whole HTTP part of a connection.
+
+    Site's own timeout is an idle timeout: a client sending a byte every few seconds would
+    hold its connection, and a file descriptor, for ever without ever upgrading. Here every
+    connection is upgraded to a WebSocket within C{timeout} seconds, or closed.
+    """
+
+    def __init__(self, resource: Resource, clock: Any, timeout: float) -> None:
+        super().__init__(resource, timeout=timeout)
+        self.clock = clock
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        make_connection = channel.makeConnection
+
+        def made(transport: Any) -> None:
+            self.clock.callLater(self.timeOut, self._deadline, channel, transport)
+            make_connection(transport)
+
+        channel.makeConnection = made  # the channel hides its transport; catch it here
+        return channel
+
+    def _deadline(self, channel: Any, transport: Any) -> None:
+        if not transport.connected:
+            return
+        # After an upgrade Autobahn's protocol owns the transport (TLS: the wrapped one).
+        owner = getattr(transport, "wrappedProtocol", None) or getattr(transport, "protocol", None)
+        if owner is channel:
+            log.info("closed an HTTP connection not upgraded within {t} s", t=self.timeOut)
+            transport.loseConnection()
+
+
 def make_site(room: Room) -> Site:
     static = File(str(files("chatd") / "static"), defaultType="text/plain; charset=utf-8")
     static.contentTypes.update(
         {".js": "text/javascript; charset=utf-8", ".html": "text/html; charset=utf-8"}
     )
     ws = WebSocketResource(ChatWebSocketFactory(room))
-    site = Site(Root(ws, static), timeout=room.config.handshake_timeout)
+    site = ChatSite(Root(ws, static), room.clock, room.config.handshake_timeout)
     site.displayTracebacks = False
     return site
