@@ -110,6 +110,9 @@ class Config:
     presence_ttl: float = _setting(
         "cluster", 30.0, "seconds until a node that stopped answering leaves everyone's /list"
     )
+    max_pending: int = _setting(
+        "cluster", 2000, "events a node keeps for the others while Redis is unreachable (newest)"
+    )
 
     # Sections the built-in fields do not use, kept for third-party command plugins.
     extra: dict[str, dict[str, str]] = field(default_factory=dict, compare=False, repr=False)

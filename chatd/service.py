@@ -124,7 +124,14 @@ def _bus(config: Config, reactor: Any) -> Bus:
         ) from None
     endpoint = clientFromString(reactor, configuration.redis_endpoint(config.redis_url))
     node = config.node or None
-    return RedisBus(reactor, endpoint, config.redis_prefix, node, config.presence_ttl)
+    return RedisBus(
+        reactor,
+        endpoint,
+        config.redis_prefix,
+        node,
+        config.presence_ttl,
+        max_pending=config.max_pending,
+    )
 
 
 def makeService(options: Options) -> IService:

@@ -14,10 +14,14 @@ import pytest_twisted
 import txredisapi
 from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import globalLogPublisher
 
 from chatd.bus.redis import RedisBus
 from chatd.bus.wire import from_wire, to_wire
 from chatd.events import Message, Notice
+from tests.postgres import Outage  # a TCP proxy a test can cut
 
 HOST, PORT = "127.0.0.1", 6379
 TIMEOUT = 10.0
@@ -57,8 +61,8 @@ async def buses(prefix):
 
     def make(node: str, **kw: Any) -> RedisBus:
         kw.setdefault("clock", reactor)
+        kw.setdefault("endpoint", TCP4ClientEndpoint(reactor, HOST, PORT))
         bus = RedisBus(
-            endpoint=TCP4ClientEndpoint(reactor, HOST, PORT),
             prefix=prefix,
             # Unique, so cutting "chatd-sub-<node>" never hits a connection of an earlier test
             # that is still closing.
@@ -73,6 +77,33 @@ async def buses(prefix):
     for bus in made:
         if bus.running:
             await bus.stopService()
+
+
+@pytest.fixture
+def drops():
+    """The counts in the bus's warnings about events it dropped while Redis was away."""
+    counts: list[int] = []
+
+    def observe(event: dict) -> None:
+        if event.get("log_namespace") == "chatd.bus.redis" and "dropped" in event:
+            counts.append(event["dropped"])
+
+    globalLogPublisher.addObserver(observe)
+    yield counts
+    globalLogPublisher.removeObserver(observe)
+
+
+async def down(bus: RedisBus) -> bool:
+    """Whether the bus's publisher failed to connect (it was up: this waits for an attempt)."""
+    try:
+        await bus.online()
+    except (ConnectionRefusedError, txredisapi.ConnectionError):  # a reconnect, or the cut
+        down = True
+    else:
+        down = False
+    # Out of the ClientService's failure handling, which must not be entered again.
+    await task.deferLater(reactor, 0, lambda: None)
+    return down
 
 
 async def until(check: Callable[[], Any], what: str) -> None:
@@ -177,6 +208,61 @@ async def test_a_cut_publisher_still_delivers(buses, admin):
     await a.publish("event", to_wire(Notice("warm")))  # the publisher is connected
 
     await kill(admin, f"chatd-pub-{a.node}")
-    await a.publish("event", to_wire(Notice("still here")))
-    await until(lambda: len(got) == 2, "the message sent across the cut")
-    assert [from_wire(p).text for _, p in got] == ["warm", "still here"]
+    for i in range(3):  # onto the cut connection, or waiting for the next one
+        a.publish("event", to_wire(Notice(f"still here {i}")))
+    await until(lambda: len(got) == 4, "the messages sent across the cut")
+    assert [from_wire(p).text for _, p in got] == ["warm"] + [f"still here {i}" for i in range(3)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_outage_keeps_the_newest_publishes_and_sends_them_in_order(buses, drops):
+    proxy = Outage(f"redis://{HOST}:{PORT}")
+    proxy.restore()
+    endpoint = TCP4ClientEndpoint(reactor, HOST, proxy.port)
+    try:
+        a = buses("a", endpoint=endpoint, retry=lambda attempt: 0.05, max_pending=5)
+        b = buses("b")
+        got = collect(b)
+        await until(lambda: a.subscriptions == b.subscriptions == 1, "both to subscribe")
+        await a.publish("event", to_wire(Notice("before")))
+        await until(lambda: len(got) == 1, "the first notice")
+
+        proxy.cut()  # a loses Redis; it notices on its next reactor turn
+        for i in range(12):  # onto the dying connection: they wait again, the newest 5 of them
+            a.publish("event", to_wire(Notice(f"during {i}")))
+        await until(lambda: down(a), "a to find Redis gone")
+        assert len(a._queue) == 5
+        await until(lambda: down(a), "a failed reconnect")
+        for i in range(12, 20):
+            a.publish("event", to_wire(Notice(f"during {i}")))
+            assert len(a._queue) <= 5
+        assert len(a._queue) == 5
+        assert drops == []  # the count is known once Redis is back
+
+        proxy.restore()
+        await until(lambda: len(got) == 6, "the kept events")
+        kept = [f"during {i}" for i in range(15, 20)]  # the newest, in order
+        assert [from_wire(p).text for _, p in got] == ["before", *kept]
+        assert drops == [15]  # once for the whole outage
+        await until(lambda: not a._queue, "Redis to confirm them")
+
+        await a.publish("event", to_wire(Notice("after")))
+        await until(lambda: len(got) == 7, "a notice after the outage")
+        assert drops == [15]
+        await a.stopService()  # before the proxy goes: no goodbye into a dead connection
+    finally:
+        proxy.cut()
+
+
+def test_a_node_stopping_during_an_outage_says_what_it_dropped(drops):
+    memory = MemoryReactorClock()  # where connecting to Redis never ends
+    bus = RedisBus(memory, TCP4ClientEndpoint(memory, HOST, PORT), max_pending=3)
+    bus.startService()
+    for i in range(10):
+        bus.publish("event", to_wire(Notice(f"{i}")))
+    memory.advance(60)
+    assert len(bus._queue) == 3
+    assert drops == []
+
+    bus.stopService()
+    assert drops == [10]  # 7 past the bound, and the 3 kept ones, never sent

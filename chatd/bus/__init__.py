@@ -49,7 +49,7 @@ class Bus(Service):
         self._gap_handlers.append(handler)
 
     def publish(self, kind: str, payload: dict[str, Any]) -> defer.Deferred[None]:
-        """Send C{payload} to the other nodes; fires once it is on its way."""
+        """Send C{payload} to the other nodes; fires once the bus has accepted it."""
         raise NotImplementedError
 
     def set_present(self, names: Iterable[str]) -> defer.Deferred[None]:

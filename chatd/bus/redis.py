@@ -6,6 +6,12 @@ L{ClientService}, so a lost connection is retried with backoff on the injected c
 subscriber subscribes again on every new connection, and every connection after the first
 is reported as a gap (Redis dropped whatever was published meanwhile).
 
+Publishing goes through one FIFO of payloads: those written to the current connection and
+not yet answered, then those waiting for a connection. While Redis is away at most
+C{max_pending} wait, the newest: an outage under load must not grow memory without limit,
+nor flood Redis with stale events when it is back. The other nodes read the public
+messages among the dropped ones from the store (by id); nothing else is recovered.
+
 Presence: each node keeps C{<prefix>:presence:<node>} = a JSON list of its users, set with
 a TTL and refreshed every third of it, so a node killed without a goodbye drops out of
 L{RedisBus.online} within one TTL.
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
@@ -25,6 +32,7 @@ from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatd.bus import PRESENCE, Bus
 
@@ -34,6 +42,9 @@ GOODBYE_TIMEOUT = 2.0  # seconds a stopping node waits to delete its presence ke
 PRESENCE_TTL = 30.0  # seconds a node's presence outlives its last refresh
 REPLY_TIMEOUT = 10.0  # seconds; a publisher silent for longer is reconnected
 RETRY = backoffPolicy(initialDelay=0.5, maxDelay=10.0)  # seconds between reconnects
+# Events kept for the other nodes while Redis is away. Below the 4096 ids a Room remembers
+# as shown, so public messages it already read from the store are not shown twice.
+MAX_PENDING = 2000
 
 
 class _Subscriber(txredisapi.SubscriberProtocol):
@@ -45,6 +56,8 @@ class RedisBus(Bus):
     """A L{Bus} on Redis; C{prefix} keeps clusters (and test runs) sharing a Redis apart.
 
     @param node: this node's name in Redis (client names, presence keys); unique per node.
+    @param max_pending: events kept while the publisher is disconnected; past it the
+        oldest are dropped.
     """
 
     def __init__(
@@ -55,6 +68,7 @@ class RedisBus(Bus):
         node: str | None = None,
         presence_ttl: float = PRESENCE_TTL,
         retry: Callable[[int], float] = RETRY,
+        max_pending: int = MAX_PENDING,
     ) -> None:
         super().__init__()
         self.node = node or uuid.uuid4().hex
@@ -66,6 +80,13 @@ class RedisBus(Bus):
         self.presence_ttl = presence_ttl
         self._clock = clock
         self.subscriptions = 0  # connections the subscriber made so far
+        self.max_pending = max_pending
+        # Payloads to publish, oldest first: the first _sent are on the current connection,
+        # awaiting Redis's answer; the rest wait for a connection.
+        self._queue: deque[str] = deque()
+        self._sent = 0
+        self._waiting = False  # for a connection, to send the rest
+        self._dropped = 0  # since the last warning
         subscriber = Factory.forProtocol(partial(_Subscriber, convertNumbers=False))
         subscriber.bus = self  # type: ignore[attr-defined]
         publisher = Factory.forProtocol(
@@ -97,6 +118,8 @@ class RedisBus(Bus):
 
     def stopService(self) -> defer.Deferred[Any]:
         super().stopService()
+        self._trim(0)  # what still waits for a connection will not be sent
+        self._warn_dropped()
         if self._refresher.running:
             self._refresher.stop()
         # Saying goodbye is a courtesy to the other nodes: the TTL removes the key anyway.
@@ -132,25 +155,70 @@ class RedisBus(Bus):
         return defer.ensureDeferred(subscribe())
 
     def publish(self, kind: str, payload: dict[str, Any]) -> defer.Deferred[None]:
-        """Publish once the connection is up (waiting while it reconnects).
+        """Publish now, or once the connection is back (the newest C{max_pending} events);
+        fires at once.
 
         A connection that dies under the command is only noticed then: the payload goes
         once more on the next one. Redis may then have it twice; the ids tell.
         """
         self._track(payload)
-        data = json.dumps({"node": self.node, "kind": kind, "payload": payload})
+        self._queue.append(json.dumps({"node": self.node, "kind": kind, "payload": payload}))
+        self._flush()
+        self._trim(self.max_pending)
+        return defer.succeed(None)
 
-        def send(redis: Any) -> defer.Deferred[Any]:
-            return redis.publish(self.channel, data)
+    def _flush(self) -> None:
+        """Send what waits, now if connected, else when the connection is back."""
+        if self._waiting or self._sent == len(self._queue):
+            return
+        self._waiting = True
+        self._pub.whenConnected().addCallbacks(self._send, self._not_sent)
 
-        def again(failure: Any) -> defer.Deferred[Any]:
-            failure.trap(txredisapi.ConnectionError)
-            # The failure fires inside connectionLost, before the ClientService hears of it.
-            d = task.deferLater(self._clock, 0, self._pub.whenConnected)
-            return d.addCallback(send)
+    def _send(self, redis: Any) -> None:
+        self._waiting = False
+        self._warn_dropped()
+        while self._sent < len(self._queue) and redis.connected:
+            d = redis.publish(self.channel, self._queue[self._sent])
+            self._sent += 1
+            d.addBoth(self._answered)
 
-        d = self._pub.whenConnected().addCallback(send).addErrback(again)
-        return d.addCallback(lambda _: None)
+    def _not_sent(self, failure: Failure) -> None:
+        """Stopped while waiting for a connection; what waits stays queued (bounded)."""
+        self._waiting = False
+        failure.trap(defer.CancelledError)
+
+    def _answered(self, result: Any) -> None:
+        """Redis answered the oldest payload on the connection, or the connection died."""
+        if isinstance(result, Failure) and result.check(txredisapi.ConnectionError):
+            if self._sent:  # the first of this connection's failures: all of them wait again
+                self._sent = 0
+                self._trim(self.max_pending)
+                # The failure fires inside connectionLost, before the ClientService hears.
+                self._clock.callLater(0, self._flush)
+            return
+        self._queue.popleft()
+        self._sent -= 1
+        if isinstance(result, Failure):
+            log.failure("Redis refused a bus event", result)
+
+    def _trim(self, keep: int) -> None:
+        """Drop all but the newest C{keep} of the payloads waiting for a connection."""
+        for _ in range(len(self._queue) - self._sent - keep):
+            del self._queue[self._sent]
+            self._dropped += 1
+
+    def _warn_dropped(self) -> None:
+        """One warning per outage, once its count is known (back online, or stopping)."""
+        if self._dropped:
+            log.warn(
+                "Redis was unreachable: {dropped} events for the other nodes were dropped"
+                " (while it is, only the newest {kept} are kept). The other nodes read the"
+                " public messages among them from the store; whispers, notices and moderation"
+                " changes among them are lost",
+                dropped=self._dropped,
+                kept=self.max_pending,
+            )
+            self._dropped = 0
 
     def _received(self, data: Any) -> None:
         try:
