@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -43,6 +44,7 @@ RECOVER_LIMIT = 1000  # messages fetched from the store after the bus lost some,
 ANY_ID = 2**63 - 1  # no upper bound on ids (the largest integer both databases store)
 EVENT = "event"  # the bus kind for events shown on every node
 MODERATION = "moderation"  # the bus kind for reports and mutes
+CLAIM = "claim"  # the bus kind for "my user has this name", when two nodes gave out one
 
 
 class Client(Protocol):
@@ -155,6 +157,8 @@ class Room(Service):
         # ids given to whispers are skipped over.
         self.shown_through = store.last_id
         self._not_public: set[int] = set()
+        # Settles which of two nodes' users keeps a name both were given (L{_claimed}).
+        self.node = config.node or uuid.uuid4().hex
         self.bus = bus or LocalBus()
         self.bus.last_id = max(self.bus.last_id, store.last_id)
         self.bus.subscribe(self._from_bus)
@@ -514,13 +518,19 @@ class Room(Service):
         problem = self.name_problem(new, user)
         if problem is not None:
             raise CommandError(problem)
+        self._renamed(user, new)
+
+    def _renamed(self, user: User, new: str, why: str | None = None) -> None:
+        """Give C{user} the name C{new} and tell everyone; C{why} tells the user instead,
+        when the room chose the name for them."""
+        self._announce_crowd()  # joins of this turn under the name they joined with
         old = user.name
-        del self.users[old.casefold()]
-        user.name = new
-        self.users[new.casefold()] = user
+        self._rename_user(user, new)
         for s in user.sessions:
             s.deliver(Identity(new, user.account))
-        self.notice_all(f"{old} is now known as {new}")
+        if why is not None:
+            self.tell_user(user, Notice(why))
+        self.notice_all(f"{old} is now known as {new}", skip={new.casefold()} if why else set())
         self.presence_changed()
 
     def name_problem(self, name: str, user: User | None = None) -> str | None:
@@ -859,11 +869,12 @@ class Room(Service):
     def _from_bus(self, kind: str, payload: dict[str, Any]) -> None:
         """Another node published something (in the order it did)."""
         if kind == PRESENCE:
+            self._clashes(payload.get("names", []))
             self._refresh_presence()
             return
-        if kind == MODERATION:
+        if kind in (MODERATION, CLAIM):
             try:
-                self._moderate(payload)
+                (self._moderate if kind == MODERATION else self._claimed)(payload)
             except (KeyError, TypeError, ValueError) as e:
                 log.warn("dropped a malformed {kind}: {e!r}", kind=kind, e=e)
             return
@@ -898,6 +909,46 @@ class Room(Service):
         d = self._in_id_order(entry, message, self._show)
         assert d is not None
         d.addBoth(ready)
+
+    def _clashes(self, names: list[str]) -> None:
+        """Another node's users (its presence): claim the names our guests share with them.
+
+        Two nodes can give out one name at the same moment (each checks what it has heard
+        so far). Guests claim; an account on two nodes is usually one person's two devices,
+        and when a guest elsewhere has its name, that guest's node claims.
+        """
+        for name in names:
+            user = self.users.get(str(name).casefold())
+            if user is not None and user.account is None:
+                self._claim(user)
+
+    def _claim(self, user: User) -> None:
+        payload = {"name": user.name, "node": self.node, "account": user.account is not None}
+        self._tell_nodes(CLAIM, payload)
+
+    def _claimed(self, payload: dict[str, Any]) -> None:
+        """Another node's user has the name of one of ours: exactly one of them yields.
+
+        Both nodes rank the two users alike: a guest yields to an account (an account's
+        name is its own), and of two guests, the one on the node whose id sorts later. An
+        account on two nodes is one account (the store keeps names unique): nobody yields.
+        The winner claims back, since the loser may not have heard of it.
+        """
+        name, node, account = str(payload["name"]), str(payload["node"]), bool(payload["account"])
+        user = self.users.get(name.casefold())
+        if user is None or (account and user.account is not None):
+            return  # renamed or gone meanwhile, or one account's devices
+        mine, theirs = (user.account is None, self.node), (not account, node)
+        if mine < theirs:
+            self._claim(user)
+            return
+        if mine == theirs:
+            return  # two nodes with one id: a configuration error, nothing to settle
+        self.elsewhere[name.casefold()] = name
+        new = self._free_guest_name()
+        log.info("{old} on node {node} too: renamed {new}", old=user.name, node=node, new=new)
+        why = f"someone on another server already had the name {name}; you are now {new}"
+        self._renamed(user, new, why=f"{why} (/nick picks another)")
 
     def report_elsewhere(self, reporter: User, name: str) -> None:
         """C{/report} of a user on another node: that node counts it (it knows their
@@ -944,8 +995,10 @@ class Room(Service):
         """The bus may have lost messages after C{last_id}: show them from the store.
 
         Starts at the last one heard from the bus if that is older: ours, sent meanwhile,
-        may be newer than some that were lost. Those shown already are skipped.
+        may be newer than some that were lost. Those shown already are skipped. Our users
+        are announced again: a node whose guest got one of their names meanwhile claims it.
         """
+        self.presence_changed()
         after_id = min(last_id, self.heard_id)
         since = self.clock.seconds() - self.config.history_ttl
         d = self.store.messages(after_id, ANY_ID, since, RECOVER_LIMIT)

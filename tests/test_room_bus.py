@@ -184,3 +184,87 @@ def test_member_lists_drop_a_node_that_stopped_at_the_next_refresh():
     alice.events.clear()
     clock.advance(Config().presence_ttl)
     assert [e.names for e in alice.events if isinstance(e, Presence)] == [["Alice"]]
+
+
+def clashing(room: Room, *names: str) -> None:
+    """Guest names for C{room} from C{names}: nodes given the same list clash."""
+    room.namer = iter(names).__next__
+
+
+def listed(room: Room, client: FakeClient) -> list[str]:
+    room.receive(client.session, "/list")
+    return client.take()
+
+
+def test_two_guests_named_alike_on_two_nodes_end_apart_and_the_later_node_says_why():
+    (a, b), _, clock = nodes()
+    for room in (a, b):
+        clashing(room, "Sam", "Max")
+    first, second = FakeClient(), FakeClient()
+    first.session, second.session = a.connect(first), b.connect(second)  # the same moment
+    first.take(), second.take()
+    clock.advance(0)
+    assert second.take() == [
+        "* Sam joined",  # the one on node a
+        "* you are Max",
+        "* someone on another server already had the name Sam; "
+        "you are now Max (/nick picks another)",
+    ]
+    assert first.take() == ["* Sam joined", "* Sam is now known as Max"]
+    assert listed(a, first) == listed(b, second) == ["* online (2): Max, Sam"]
+
+
+def test_renames_racing_on_two_nodes_end_with_two_names():
+    (a, b), _, clock = nodes()
+    first, second = join(a, "Ann"), join(b, "Bob")
+    a.receive(first.session, "/nick Kim")
+    b.receive(second.session, "/nick kim")  # before node a's new name is heard of
+    first.take(), second.take()
+    clock.advance(0)
+    new = second.session.name
+    assert new.casefold() != "kim"
+    assert second.take() == [
+        f"* you are {new}",
+        f"* someone on another server already had the name Kim; "
+        f"you are now {new} (/nick picks another)",
+    ]
+    assert first.take() == [f"* kim is now known as {new}"]
+    assert listed(a, first) == listed(b, second) == [f"* online (2): {new}, Kim"]
+
+
+def test_an_account_keeps_its_name_when_a_guest_on_an_earlier_node_takes_it():
+    (a, b), _, clock = nodes()
+    guest, ann = join(a, "Guest"), FakeClient()
+    ann.session = b.connect(ann)
+    b.register_account(ann.session, "Ann")  # node a has not heard of this account yet
+    a.receive(guest.session, "/nick Ann")  # the same moment
+    clock.advance(0)
+    new = guest.session.name
+    assert (ann.session.name, ann.session.user.account) == ("Ann", "Ann")
+    assert new != "Ann"
+    assert guest.take()[-1] == (
+        f"* someone on another server already had the name Ann; "
+        f"you are now {new} (/nick picks another)"
+    )
+    assert ann.take()[-1] == f"* Ann is now known as {new}"
+    assert listed(a, guest) == listed(b, ann) == [f"* online (2): Ann, {new}"]
+
+
+def test_a_clash_the_bus_lost_is_settled_after_the_gap():
+    (a, b), _, clock = nodes()
+    for room in (a, b):
+        clashing(room, "Sam", "Max")
+    first, second = FakeClient(), FakeClient()
+    b.bus.group.remove(b.bus)  # node b hears nothing: neither node a's Sam nor its claim
+    first.session, second.session = a.connect(first), b.connect(second)
+    clock.advance(0)
+    b.bus.group.append(b.bus)
+    first.take()
+    b.bus._gap()
+    clock.advance(0)
+    assert first.take() == ["* Sam is now known as Max"]
+    assert second.take()[-1] == (
+        "* someone on another server already had the name Sam; "
+        "you are now Max (/nick picks another)"
+    )
+    assert listed(a, first) == listed(b, second) == ["* online (2): Max, Sam"]
