@@ -44,6 +44,7 @@ RECOVER_LIMIT = 1000  # messages fetched from the store after the bus lost some,
 ANY_ID = 2**63 - 1  # no upper bound on ids (the largest integer both databases store)
 EVENT = "event"  # the bus kind for events shown on every node
 MODERATION = "moderation"  # the bus kind for reports and mutes
+SHUTTING_DOWN = "the server is shutting down"
 CLAIM = "claim"  # the bus kind for "my user has this name", when two nodes gave out one
 
 
@@ -192,8 +193,10 @@ class Room(Service):
             if user.account is not None:
                 self._remember_seen(user.account)
         super().stopService()
-        for session in self.sessions:
-            session.client.close("the server is shutting down")
+        sessions = tuple(self.sessions)
+        self._deliver(sessions, Notice(SHUTTING_DOWN))  # a telnet user sees no close reason
+        for session in sessions:
+            session.client.close(SHUTTING_DOWN)
         return self.store.close()
 
     # -- connections ------------------------------------------------------------------------

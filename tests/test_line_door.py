@@ -154,9 +154,10 @@ async def test_telnet_users_chat_and_bad_input_is_survived(tmp_path):
         alice.send("/exit")
         await alice.closed
         await bob.expect(rf"^\* {alice_name} left$")
-        bob.close()
     finally:
         await server.stop()
+    await bob.closed
+    assert bob.lines[-1] == "* the server is shutting down"
 
 
 @pytest_twisted.ensureDeferred

@@ -121,7 +121,9 @@ def test_a_crashing_command_gives_a_clear_error_not_a_traceback():
 
 def test_shutting_down_closes_every_connection(room):
     alice, bob = join(room), join(room, "ws")
+    alice.take()
     room.stopService()
+    assert alice.take() == ["* the server is shutting down"]
     assert alice.closed == bob.closed == "the server is shutting down"
 
 
