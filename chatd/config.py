@@ -257,7 +257,13 @@ def load(path: str | None = None, overrides: dict[str, str] | None = None) -> Co
         if f is None:
             raise ConfigError(f"unknown setting {name!r}")
         values[name] = _convert(f, raw, f"--{name.replace('_', '-')}")
-    return Config(**values, extra=extra)
+    config = Config(**values, extra=extra)
+    if config.redis_url and not config.storage_url:
+        raise ConfigError(
+            "redis_url joins a cluster, and its nodes must share one database: set [storage] "
+            "url (or --storage-url) to postgresql://...; SQLite serves one node"
+        )
+    return config
 
 
 def example_ini() -> str:

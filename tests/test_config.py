@@ -123,6 +123,11 @@ def test_mistakes_in_sections_are_usage_errors(tmp_path, text, message):
         parse("--config", write(tmp_path, text))
 
 
+def test_a_cluster_without_a_shared_database_is_refused(tmp_path):
+    with pytest.raises(UsageError, match=r"must share one database: set \[storage\] url"):
+        parse("--redis-url", "redis://127.0.0.1:6379")
+
+
 def test_the_cluster_services_are_named_as_operators_write_them(tmp_path):
     path = write(
         tmp_path,
