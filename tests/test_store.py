@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import sqlite3
+from collections.abc import Iterator
 
 import pytest
 import pytest_twisted
@@ -26,10 +27,12 @@ class Backend:
 
     def __init__(self, open_) -> None:
         self._open = open_
+        self.started: list[Store] = []
 
     def opened(self) -> Store:
         store = self._open()
         store.start()
+        self.started.append(store)
         return store
 
     def reopened(self) -> int:
@@ -40,11 +43,16 @@ class Backend:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def backend(request, tmp_path) -> Backend:
+def backend(request, tmp_path) -> Iterator[Backend]:
     if request.param == "sqlite":
-        return Backend(lambda: SQLiteStore.open(tmp_path / "chatd.sqlite3", reactor))
-    url = request.getfixturevalue("pg_url")
-    return Backend(lambda: PostgresStore.open(url, reactor))
+        backend = Backend(lambda: SQLiteStore.open(tmp_path / "chatd.sqlite3", reactor))
+    else:
+        url = request.getfixturevalue("pg_url")
+        backend = Backend(lambda: PostgresStore.open(url, reactor))
+    yield backend
+    for store in backend.started:  # a test that failed before close(): its worker thread
+        if store._pool.started:  # would keep the test run from exiting
+            store._pool.stop()
 
 
 # -- every backend ----------------------------------------------------------------------------
@@ -94,6 +102,7 @@ async def test_accounts_tokens_and_cache_survive_reopening(backend):
     store = backend.opened()
     await store.create_account("Alice", "hash", "tokenhash", 1.0, 0)
     await store.set_last_seen("alice", 9)
+    await store.set_last_seen("ALICE", 5)  # a device that was away longer: not moved back
     await store.cache_put("k", "v")
     await store.cache_put("k", "v2")
     with pytest.raises(NameTaken):
@@ -103,6 +112,8 @@ async def test_accounts_tokens_and_cache_survive_reopening(backend):
     assert store.account_names == ["Alice"]
     account = await store.account_for_token("tokenhash")
     assert (account.name, account.password_hash, account.last_seen) == ("Alice", "hash", 9)
+    assert await store.account("aLiCe") == account
+    assert await store.account("Bob") is None
     assert await store.account_for_token("nope") is None
     assert await store.cache_get("k") == "v2"
     assert await store.cache_get("missing") is None
@@ -110,11 +121,27 @@ async def test_accounts_tokens_and_cache_survive_reopening(backend):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_taken_name_does_not_lose_what_was_saved_with_it(backend):
+    """Calls queued together share a transaction; refusing the name fails that call alone."""
+    store = backend.opened()
+    first = store.create_account("Alice", None, "t1", 1.0, 0)  # runs while the next two queue
+    taken = store.create_account("alice", None, "t2", 2.0, 0)
+    saved = store.add_message(Message(1, 2.0, "Bob", "hi"))
+    await first
+    with pytest.raises(NameTaken):
+        await taken
+    await saved
+    assert [m.text for m in await store.messages(0, 1, 0.0, 10)] == ["hi"]
+    assert await store.account_for_token("t2") is None
+    await store.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_whispers_are_kept_until_taken_once(backend):
     store = backend.opened()
-    await store.keep_whisper("Bob", Message(3, 1.0, "Ann", "psst", "Bob"))
+    await store.keep_whisper("Bob", Message(3, 1.0, "Ann", "psst? 100%", "Bob"))
     kept = await store.take_whispers("bob")
-    assert [(m.sender, m.to, m.text) for m in kept] == [("Ann", "Bob", "psst")]
+    assert [(m.sender, m.to, m.text) for m in kept] == [("Ann", "Bob", "psst? 100%")]
     assert await store.take_whispers("Bob") == []
     await store.close()
     assert backend.reopened() == 3

@@ -1,7 +1,9 @@
 """The cluster store: several chatd nodes share one PostgreSQL database.
 
 Queries run with psycopg 3 on the shared L{chatd.store.worker.Worker} (one thread per node,
-FIFO, group commit), so nothing blocks the reactor.
+FIFO, group commit), so nothing blocks the reactor. Most are the shared
+L{chatd.store.queries}, written with C{?} placeholders: this store's connections take them
+(L{QmarkCursor}), and so does the SQL in this module.
 
 Ids: the row C{meta.last_id} is the cluster's id counter. Each message or kept whisper takes
 the next id by updating that row, which locks it until the transaction commits, so nodes take
@@ -18,6 +20,8 @@ again, so the node recovers by itself once PostgreSQL is back.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 import psycopg
@@ -25,8 +29,9 @@ from psycopg.conninfo import conninfo_to_dict
 from twisted.python.failure import Failure
 
 from chatd.events import Message
-from chatd.store import Account, NameTaken, StoreError
-from chatd.store.schema import MIGRATIONS, POSTGRES, statements
+from chatd.store import StoreError, queries
+from chatd.store.queries import name_key
+from chatd.store.schema import POSTGRES, VERSION, migrate
 from chatd.store.worker import Batch, Worker
 
 # libpq settings a URL may override: give up on an unreachable or silent server within
@@ -40,11 +45,7 @@ DEFAULTS = {
 MIGRATION_LOCK = 0x63686174  # advisory lock: nodes starting together migrate one at a time
 
 # Takes the next id (see the module docstring); the row lock is held until commit.
-NEXT_ID = "UPDATE meta SET value = GREATEST(value + 1, %s) WHERE key = 'last_id' RETURNING value"
-
-
-def _key(name: str) -> str:
-    return name.casefold()
+NEXT_ID = "UPDATE meta SET value = GREATEST(value + 1, ?) WHERE key = 'last_id' RETURNING value"
 
 
 def _first_line(e: Exception) -> str:
@@ -54,7 +55,7 @@ def _first_line(e: Exception) -> str:
 class PostgresStore(Worker):
     """L{chatd.store.Store} on PostgreSQL."""
 
-    queries = sys.modules[__name__]  # the functions below, one per Store method
+    dialect = sys.modules[__name__]  # the queries below, the ones PostgreSQL does its own way
 
     def __init__(self, params: dict[str, Any], conn: psycopg.Connection[Any], reactor: Any):
         super().__init__(reactor)
@@ -62,7 +63,7 @@ class PostgresStore(Worker):
         self._conn: psycopg.Connection[Any] | None = conn
         self.where = _where(params)
         (self.last_id,) = conn.execute("SELECT value FROM meta WHERE key = 'last_id'").fetchone()
-        self.account_names = [row[0] for row in conn.execute("SELECT name FROM accounts")]
+        self.account_names = queries.account_names(conn)
 
     @classmethod
     def open(cls, url: str, reactor: Any) -> PostgresStore:
@@ -136,9 +137,27 @@ class PostgresStore(Worker):
             self._conn = None
 
 
+class QmarkCursor(psycopg.Cursor[Any]):
+    """Takes chatd's SQL, written with C{?} placeholders as SQLite wants them, so the queries
+    both backends run are written once (L{chatd.store.queries}). Named parameters, which
+    psycopg's own queries use, pass through as they are."""
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> QmarkCursor:
+        if params is not None and not isinstance(params, Mapping):
+            query = _pyformat(query)
+        return super().execute(query, params, **kwargs)
+
+
+@lru_cache(maxsize=64)
+def _pyformat(query: str) -> str:
+    """C{?} becomes psycopg's C{%s}, and a literal C{%} its C{%%}: every C{?} in chatd's SQL
+    is a placeholder (none stands in a string literal)."""
+    return query.replace("%", "%%").replace("?", "%s")
+
+
 def _connect(params: dict[str, Any]) -> psycopg.Connection[Any]:
     """Autocommit mode: the worker says BEGIN and COMMIT itself, one transaction per batch."""
-    return psycopg.connect(**params, autocommit=True)
+    return psycopg.connect(**params, autocommit=True, cursor_factory=QmarkCursor)
 
 
 def _where(params: dict[str, Any]) -> str:
@@ -156,12 +175,13 @@ def _explain(where: str, e: psycopg.Error) -> StoreError:
     return StoreError(f"the database {where} failed: {_first_line(e)}")
 
 
-# Queries: plain functions run on the worker thread inside a transaction, each named after
-# the Store method that queues it.
+# The queries PostgreSQL does its own way (chatd.store.queries has the rest): plain functions
+# run on the worker thread inside a transaction, each named after the Store method that
+# queues it.
 
 
 def _migrate(conn: psycopg.Connection[Any], where: str) -> None:
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+    conn.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
     (meta,) = conn.execute("SELECT to_regclass('meta')").fetchone()
     version = 0
     if meta is not None:
@@ -172,51 +192,35 @@ def _migrate(conn: psycopg.Connection[Any], where: str) -> None:
                 "(or a schema, with options=-csearch_path=...) of its own"
             )
         (version,) = row
-    if version > len(MIGRATIONS):
-        raise StoreError(
-            f"{where} has schema version {version}, newer than this chatd knows "
-            f"({len(MIGRATIONS)}); run a newer chatd"
-        )
-    for statement in statements(version, POSTGRES):
-        conn.execute(statement)
+    migrate(conn, version, POSTGRES, where)
     conn.execute(
-        "INSERT INTO meta (key, value) VALUES ('schema_version', %s), ('last_id', 0)"
+        "INSERT INTO meta (key, value) VALUES ('schema_version', ?), ('last_id', 0)"
         " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
         " WHERE meta.key = 'schema_version'",
-        (len(MIGRATIONS),),
+        (VERSION,),
     )
 
 
 def add_message(conn: psycopg.Connection[Any], m: Message) -> Message:
     (m.id,) = conn.execute(
         f"WITH n AS ({NEXT_ID}) INSERT INTO messages (id, time, sender, text)"
-        " SELECT value, %s, %s, %s FROM n RETURNING id",
+        " SELECT value, ?, ?, ? FROM n RETURNING id",
         (m.id, m.time, m.sender, m.text),
     ).fetchone()
     return m
 
 
-def messages(
-    conn: psycopg.Connection[Any], after_id: int, through_id: int, since: float, limit: int
-) -> list[Message]:
-    rows = conn.execute(
-        "SELECT id, time, sender, text FROM messages WHERE id > %s AND id <= %s AND time >= %s"
-        " ORDER BY id DESC LIMIT %s",
-        (after_id, through_id, since, limit),
-    ).fetchall()
-    return [Message(*row) for row in reversed(rows)]
-
-
 def purge_messages(conn: psycopg.Connection[Any], before: float) -> int:
-    return conn.execute("DELETE FROM messages WHERE time < %s", (before,)).rowcount
+    """No floor to keep: C{meta.last_id} never goes back."""
+    return conn.execute("DELETE FROM messages WHERE time < ?", (before,)).rowcount
 
 
 def keep_whisper(conn: psycopg.Connection[Any], account: str, m: Message) -> None:
     (m.id,) = conn.execute(
         f"WITH n AS ({NEXT_ID}) INSERT INTO whispers"
         " (id, name_key, time, sender, recipient, text)"
-        " SELECT value, %s, %s, %s, %s, %s FROM n RETURNING id",
-        (m.id, _key(account), m.time, m.sender, m.to, m.text),
+        " SELECT value, ?, ?, ?, ?, ? FROM n RETURNING id",
+        (m.id, name_key(account), m.time, m.sender, m.to, m.text),
     ).fetchone()
 
 
@@ -224,68 +228,7 @@ def take_whispers(conn: psycopg.Connection[Any], account: str) -> list[Message]:
     """Deleting and returning in one statement: with several nodes, each whisper goes to
     exactly one of them."""
     rows = conn.execute(
-        "DELETE FROM whispers WHERE name_key = %s RETURNING id, time, sender, text, recipient",
-        (_key(account),),
+        "DELETE FROM whispers WHERE name_key = ? RETURNING id, time, sender, text, recipient",
+        (name_key(account),),
     ).fetchall()
     return [Message(*row) for row in sorted(rows)]
-
-
-def create_account(
-    conn: psycopg.Connection[Any],
-    name: str,
-    password_hash: str | None,
-    token_hash: str,
-    when: float,
-    last_seen: int,
-) -> None:
-    created = conn.execute(
-        "INSERT INTO accounts (name_key, name, password_hash, created, last_seen)"
-        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name_key) DO NOTHING",
-        (_key(name), name, password_hash, when, last_seen),
-    ).rowcount
-    if not created:
-        raise NameTaken(f"the name {name} belongs to an account already")
-    add_token(conn, name, token_hash, when)
-
-
-def account(conn: psycopg.Connection[Any], name: str) -> Account | None:
-    row = conn.execute(
-        "SELECT name, password_hash, last_seen FROM accounts WHERE name_key = %s", (_key(name),)
-    ).fetchone()
-    return Account(*row) if row else None
-
-
-def account_for_token(conn: psycopg.Connection[Any], token_hash: str) -> Account | None:
-    row = conn.execute(
-        "SELECT a.name, a.password_hash, a.last_seen FROM tokens t"
-        " JOIN accounts a ON a.name_key = t.name_key WHERE t.token_hash = %s",
-        (token_hash,),
-    ).fetchone()
-    return Account(*row) if row else None
-
-
-def add_token(conn: psycopg.Connection[Any], name: str, token_hash: str, when: float) -> None:
-    conn.execute(
-        "INSERT INTO tokens (token_hash, name_key, created) VALUES (%s, %s, %s)",
-        (token_hash, _key(name), when),
-    )
-
-
-def set_last_seen(conn: psycopg.Connection[Any], name: str, message_id: int) -> None:
-    conn.execute(
-        "UPDATE accounts SET last_seen = GREATEST(last_seen, %s) WHERE name_key = %s",
-        (message_id, _key(name)),
-    )
-
-
-def cache_get(conn: psycopg.Connection[Any], key: str) -> str | None:
-    row = conn.execute("SELECT value FROM cache WHERE key = %s", (key,)).fetchone()
-    return row[0] if row else None
-
-
-def cache_put(conn: psycopg.Connection[Any], key: str, value: str) -> None:
-    conn.execute(
-        "INSERT INTO cache (key, value) VALUES (%s, %s)"
-        " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-        (key, value),
-    )

@@ -7,6 +7,13 @@ in its own: PostgreSQL's INTEGER and REAL are too small for them.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from chatd.store import StoreError
+
+if TYPE_CHECKING:
+    from chatd.store.queries import Connection
+
 # MIGRATIONS[n] takes a database from schema version n to n + 1.
 MIGRATIONS: list[list[str]] = [
     [
@@ -26,10 +33,20 @@ MIGRATIONS: list[list[str]] = [
     ],
 ]
 
+VERSION = len(MIGRATIONS)  # the schema version this chatd creates
+
 SQLITE = {"int": "INTEGER", "real": "REAL"}  # INTEGER PRIMARY KEY is SQLite's 64-bit rowid
 POSTGRES = {"int": "BIGINT", "real": "DOUBLE PRECISION"}
 
 
-def statements(version: int, types: dict[str, str]) -> list[str]:
-    """The statements that take a database from C{version} to the current one."""
-    return [s.format(**types) for step in MIGRATIONS[version:] for s in step]
+def migrate(conn: Connection, version: int, types: dict[str, str], where: object) -> None:
+    """Take the database C{where} from schema C{version} to L{VERSION}; refuse a newer one,
+    which this chatd would misread. The backend records the new version itself."""
+    if version > VERSION:
+        raise StoreError(
+            f"{where} has schema version {version}, newer than this chatd knows "
+            f"({VERSION}); run a newer chatd"
+        )
+    for step in MIGRATIONS[version:]:
+        for statement in step:
+            conn.execute(statement.format(**types))

@@ -1,6 +1,9 @@
 """The embedded default store: one SQLite file in the data dir, no server to install.
 
-Queries run on the shared L{chatd.store.worker.Worker}: one thread, FIFO, group commit.
+Queries run on the shared L{chatd.store.worker.Worker}: one thread, FIFO, group commit; most
+are the shared L{chatd.store.queries}. Those that touch ids are here: the Room gives out
+ids, the store keeps them, and a floor in C{meta} remembers the highest id ever used, so ids
+never go back even when every message has been purged or delivered.
 
 The file is in WAL mode with C{synchronous=NORMAL}: a commit is in the operating system's
 hands before the message is delivered, so it survives the server being killed (not
@@ -17,13 +20,10 @@ from typing import Any
 from twisted.python.failure import Failure
 
 from chatd.events import Message
-from chatd.store import Account, NameTaken, StoreError
-from chatd.store.schema import MIGRATIONS, SQLITE, statements
+from chatd.store import StoreError, queries
+from chatd.store.queries import name_key
+from chatd.store.schema import SQLITE, VERSION, migrate
 from chatd.store.worker import Batch, Worker
-
-
-def _key(name: str) -> str:
-    return name.casefold()
 
 
 def _explain(path: Path, e: sqlite3.Error) -> StoreError:
@@ -43,14 +43,14 @@ def _explain(path: Path, e: sqlite3.Error) -> StoreError:
 class SQLiteStore(Worker):
     """L{chatd.store.Store} on SQLite."""
 
-    queries = sys.modules[__name__]  # the functions below, one per Store method
+    dialect = sys.modules[__name__]  # the queries below, the ones SQLite does its own way
 
     def __init__(self, conn: sqlite3.Connection, path: Path, reactor: Any) -> None:
         super().__init__(reactor)
         self._conn = conn
         self.path = path
         self.last_id = self._high_water(conn)
-        self.account_names = [row[0] for row in conn.execute("SELECT name FROM accounts")]
+        self.account_names = queries.account_names(conn)
 
     @classmethod
     def open(cls, path: Path, reactor: Any) -> SQLiteStore:
@@ -108,20 +108,14 @@ class SQLiteStore(Worker):
         return results
 
 
-# Queries: plain functions run on the worker thread inside a transaction, each named after
-# the Store method that queues it.
+# The queries SQLite does its own way (chatd.store.queries has the rest): plain functions run
+# on the worker thread inside a transaction, each named after the Store method that queues it.
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
     (version,) = conn.execute("PRAGMA user_version").fetchone()
-    if version > len(MIGRATIONS):
-        raise StoreError(
-            f"{path} has schema version {version}, newer than this chatd knows "
-            f"({len(MIGRATIONS)}); run a newer chatd"
-        )
-    for statement in statements(version, SQLITE):
-        conn.execute(statement)
-    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+    migrate(conn, version, SQLITE, path)
+    conn.execute(f"PRAGMA user_version = {VERSION}")
 
 
 def add_message(conn: sqlite3.Connection, m: Message) -> Message:
@@ -130,17 +124,6 @@ def add_message(conn: sqlite3.Connection, m: Message) -> Message:
         (m.id, m.time, m.sender, m.text),
     )
     return m
-
-
-def messages(
-    conn: sqlite3.Connection, after_id: int, through_id: int, since: float, limit: int
-) -> list[Message]:
-    rows = conn.execute(
-        "SELECT id, time, sender, text FROM messages WHERE id > ? AND id <= ? AND time >= ?"
-        " ORDER BY id DESC LIMIT ?",
-        (after_id, through_id, since, limit),
-    ).fetchall()
-    return [Message(*row) for row in reversed(rows)]
 
 
 def _raise_floor(conn: sqlite3.Connection, table: str, where: str, args: tuple[Any, ...]) -> None:
@@ -162,12 +145,12 @@ def keep_whisper(conn: sqlite3.Connection, account: str, m: Message) -> None:
     conn.execute(
         "INSERT INTO whispers (id, name_key, time, sender, recipient, text)"
         " VALUES (?, ?, ?, ?, ?, ?)",
-        (m.id, _key(account), m.time, m.sender, m.to, m.text),
+        (m.id, name_key(account), m.time, m.sender, m.to, m.text),
     )
 
 
 def take_whispers(conn: sqlite3.Connection, account: str) -> list[Message]:
-    key = _key(account)
+    key = name_key(account)
     rows = conn.execute(
         "SELECT id, time, sender, text, recipient FROM whispers WHERE name_key = ? ORDER BY id",
         (key,),
@@ -175,61 +158,3 @@ def take_whispers(conn: sqlite3.Connection, account: str) -> list[Message]:
     _raise_floor(conn, "whispers", "name_key = ?", (key,))
     conn.execute("DELETE FROM whispers WHERE name_key = ?", (key,))
     return [Message(*row) for row in rows]
-
-
-def create_account(
-    conn: sqlite3.Connection,
-    name: str,
-    password_hash: str | None,
-    token_hash: str,
-    when: float,
-    last_seen: int,
-) -> None:
-    try:
-        conn.execute(
-            "INSERT INTO accounts (name_key, name, password_hash, created, last_seen)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (_key(name), name, password_hash, when, last_seen),
-        )
-    except sqlite3.IntegrityError:
-        raise NameTaken(f"the name {name} belongs to an account already") from None
-    add_token(conn, name, token_hash, when)
-
-
-def account(conn: sqlite3.Connection, name: str) -> Account | None:
-    row = conn.execute(
-        "SELECT name, password_hash, last_seen FROM accounts WHERE name_key = ?", (_key(name),)
-    ).fetchone()
-    return Account(*row) if row else None
-
-
-def account_for_token(conn: sqlite3.Connection, token_hash: str) -> Account | None:
-    row = conn.execute(
-        "SELECT a.name, a.password_hash, a.last_seen FROM tokens t"
-        " JOIN accounts a ON a.name_key = t.name_key WHERE t.token_hash = ?",
-        (token_hash,),
-    ).fetchone()
-    return Account(*row) if row else None
-
-
-def add_token(conn: sqlite3.Connection, name: str, token_hash: str, when: float) -> None:
-    conn.execute(
-        "INSERT INTO tokens (token_hash, name_key, created) VALUES (?, ?, ?)",
-        (token_hash, _key(name), when),
-    )
-
-
-def set_last_seen(conn: sqlite3.Connection, name: str, message_id: int) -> None:
-    conn.execute(
-        "UPDATE accounts SET last_seen = MAX(last_seen, ?) WHERE name_key = ?",
-        (message_id, _key(name)),
-    )
-
-
-def cache_get(conn: sqlite3.Connection, key: str) -> str | None:
-    row = conn.execute("SELECT value FROM cache WHERE key = ?", (key,)).fetchone()
-    return row[0] if row else None
-
-
-def cache_put(conn: sqlite3.Connection, key: str, value: str) -> None:
-    conn.execute("INSERT OR REPLACE INTO cache (key, value) VALUES (?, ?)", (key, value))

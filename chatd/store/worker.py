@@ -4,8 +4,9 @@ All queries run on one worker thread, in the order they were asked for. Work tha
 while a transaction runs goes into the next one, so under load thousands of messages share
 a commit and ids reach the database, and then the clients, in order. A backend says how to
 run one batch in one transaction (L{Worker._transaction}), how to let go of the database,
-and which module holds its queries (L{Worker.queries}); the L{chatd.store.Store} methods are
-defined here once, each queueing the query of the same name.
+and which module holds the queries it does its own way (L{Worker.dialect}); the
+L{chatd.store.Store} methods are defined here once, each queueing the query of the same
+name.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from chatd.events import Message
-from chatd.store import Account, StoreError
+from chatd.store import Account, StoreError, queries
 
 Op = Callable[..., Any]
 Batch = list[tuple[Op, tuple[Any, ...], Deferred[Any]]]
@@ -29,7 +30,10 @@ Batch = list[tuple[Op, tuple[Any, ...], Deferred[Any]]]
 class Worker:
     """Queues C{op(conn, *args)} calls and runs them in batches on a thread of its own."""
 
-    queries: ModuleType  # the backend's C{name(conn, *args)} function for each Store method
+    # The backend's module with its own C{name(conn, *args)} for the Store methods that give
+    # out or keep ids: add_message, purge_messages, keep_whisper, take_whispers. The other
+    # Store methods run the queries in L{chatd.store.queries}, the same for every backend.
+    dialect: ModuleType
 
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
@@ -90,49 +94,47 @@ class Worker:
             else:
                 d.callback(result)
 
-    # -- the Store methods: each queues the backend's query of the same name ---------------
+    # -- the Store methods: each queues the query of the same name ---------------------------
 
     def add_message(self, message: Message) -> Deferred[Message]:
-        return self._run(self.queries.add_message, message)
+        return self._run(self.dialect.add_message, message)
 
     def messages(
         self, after_id: int, through_id: int, since: float, limit: int
     ) -> Deferred[list[Message]]:
-        return self._run(self.queries.messages, after_id, through_id, since, limit)
+        return self._run(queries.messages, after_id, through_id, since, limit)
 
     def purge_messages(self, before: float) -> Deferred[int]:
-        return self._run(self.queries.purge_messages, before)
+        return self._run(self.dialect.purge_messages, before)
 
     def keep_whisper(self, account: str, message: Message) -> Deferred[None]:
-        return self._run(self.queries.keep_whisper, account, message)
+        return self._run(self.dialect.keep_whisper, account, message)
 
     def take_whispers(self, account: str) -> Deferred[list[Message]]:
-        return self._run(self.queries.take_whispers, account)
+        return self._run(self.dialect.take_whispers, account)
 
     def create_account(
         self, name: str, password_hash: str | None, token_hash: str, when: float, last_seen: int
     ) -> Deferred[None]:
-        return self._run(
-            self.queries.create_account, name, password_hash, token_hash, when, last_seen
-        )
+        return self._run(queries.create_account, name, password_hash, token_hash, when, last_seen)
 
     def account(self, name: str) -> Deferred[Account | None]:
-        return self._run(self.queries.account, name)
+        return self._run(queries.account, name)
 
     def account_for_token(self, token_hash: str) -> Deferred[Account | None]:
-        return self._run(self.queries.account_for_token, token_hash)
+        return self._run(queries.account_for_token, token_hash)
 
     def add_token(self, name: str, token_hash: str, when: float) -> Deferred[None]:
-        return self._run(self.queries.add_token, name, token_hash, when)
+        return self._run(queries.add_token, name, token_hash, when)
 
     def set_last_seen(self, name: str, message_id: int) -> Deferred[None]:
-        return self._run(self.queries.set_last_seen, name, message_id)
+        return self._run(queries.set_last_seen, name, message_id)
 
     def cache_get(self, key: str) -> Deferred[str | None]:
-        return self._run(self.queries.cache_get, key)
+        return self._run(queries.cache_get, key)
 
     def cache_put(self, key: str, value: str) -> Deferred[None]:
-        return self._run(self.queries.cache_put, key, value)
+        return self._run(queries.cache_put, key, value)
 
 
 def _nothing(conn: object) -> None:

@@ -1,0 +1,106 @@
+"""The queries both backends run, written once.
+
+Each is a plain function run on the worker thread inside the batch's transaction, named
+after the L{chatd.store.Store} method that queues it. The SQL is what SQLite and PostgreSQL
+both understand: upserts are C{INSERT ... ON CONFLICT} (SQLite has it since 3.24), and
+placeholders are C{?}, which the PostgreSQL store's connections take as well (see
+L{chatd.store.postgres.QmarkCursor}). Only the queries that give out or keep ids differ;
+each backend module has its own (L{chatd.store.worker.Worker.dialect}).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from chatd.events import Message
+from chatd.store import Account, NameTaken
+
+
+class Connection(Protocol):
+    """What a query needs of a C{sqlite3} or C{psycopg} connection."""
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ..., /) -> Any: ...
+
+
+def name_key(name: str) -> str:
+    """Accounts are found by name in any letter case."""
+    return name.casefold()
+
+
+def account_names(conn: Connection) -> list[str]:
+    return [row[0] for row in conn.execute("SELECT name FROM accounts")]
+
+
+def messages(
+    conn: Connection, after_id: int, through_id: int, since: float, limit: int
+) -> list[Message]:
+    rows = conn.execute(
+        "SELECT id, time, sender, text FROM messages WHERE id > ? AND id <= ? AND time >= ?"
+        " ORDER BY id DESC LIMIT ?",
+        (after_id, through_id, since, limit),
+    ).fetchall()
+    return [Message(*row) for row in reversed(rows)]
+
+
+def create_account(
+    conn: Connection,
+    name: str,
+    password_hash: str | None,
+    token_hash: str,
+    when: float,
+    last_seen: int,
+) -> None:
+    """A taken name is refused without an SQL error, so the rest of the batch goes on."""
+    created = conn.execute(
+        "INSERT INTO accounts (name_key, name, password_hash, created, last_seen)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (name_key) DO NOTHING",
+        (name_key(name), name, password_hash, when, last_seen),
+    ).rowcount
+    if not created:
+        raise NameTaken(f"the name {name} belongs to an account already")
+    add_token(conn, name, token_hash, when)
+
+
+def account(conn: Connection, name: str) -> Account | None:
+    row = conn.execute(
+        "SELECT name, password_hash, last_seen FROM accounts WHERE name_key = ?",
+        (name_key(name),),
+    ).fetchone()
+    return Account(*row) if row else None
+
+
+def account_for_token(conn: Connection, token_hash: str) -> Account | None:
+    row = conn.execute(
+        "SELECT a.name, a.password_hash, a.last_seen FROM tokens t"
+        " JOIN accounts a ON a.name_key = t.name_key WHERE t.token_hash = ?",
+        (token_hash,),
+    ).fetchone()
+    return Account(*row) if row else None
+
+
+def add_token(conn: Connection, name: str, token_hash: str, when: float) -> None:
+    conn.execute(
+        "INSERT INTO tokens (token_hash, name_key, created) VALUES (?, ?, ?)",
+        (token_hash, name_key(name), when),
+    )
+
+
+def set_last_seen(conn: Connection, name: str, message_id: int) -> None:
+    """Never moves back: a device that was away longer may report an older id."""
+    conn.execute(
+        "UPDATE accounts SET last_seen = ? WHERE name_key = ? AND last_seen < ?",
+        (message_id, name_key(name), message_id),
+    )
+
+
+def cache_get(conn: Connection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM cache WHERE key = ?", (key,)).fetchone()
+    return row[0] if row else None
+
+
+def cache_put(conn: Connection, key: str, value: str) -> None:
+    conn.execute(
+        "INSERT INTO cache (key, value) VALUES (?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
