@@ -46,6 +46,7 @@ EVENT = "event"  # the bus kind for events shown on every node
 MODERATION = "moderation"  # the bus kind for reports and mutes
 SHUTTING_DOWN = "the server is shutting down"
 CLAIM = "claim"  # the bus kind for "my user has this name", when two nodes gave out one
+ACCOUNT = "account"  # the bus kind for a new account's name: no guest elsewhere may take it
 
 
 class Client(Protocol):
@@ -616,6 +617,7 @@ class Room(Service):
 
         def created(token: str) -> str:
             log.info("{session} registered {name}", session=session, name=name)
+            self._tell_nodes(ACCOUNT, {"name": name})
             self._login(session, name, token, seen=None)
             return token
 
@@ -875,9 +877,10 @@ class Room(Service):
             self._clashes(payload.get("names", []))
             self._refresh_presence()
             return
-        if kind in (MODERATION, CLAIM):
+        handler = {MODERATION: self._moderate, CLAIM: self._claimed, ACCOUNT: self._registered}
+        if kind in handler:
             try:
-                (self._moderate if kind == MODERATION else self._claimed)(payload)
+                handler[kind](payload)
             except (KeyError, TypeError, ValueError) as e:
                 log.warn("dropped a malformed {kind}: {e!r}", kind=kind, e=e)
             return
@@ -912,6 +915,11 @@ class Room(Service):
         d = self._in_id_order(entry, message, self._show)
         assert d is not None
         d.addBoth(ready)
+
+    def _registered(self, payload: dict[str, Any]) -> None:
+        """Another node made an account: its name is reserved here too, online or not."""
+        name = str(payload["name"])
+        self.account_names[name.casefold()] = name
 
     def _clashes(self, names: list[str]) -> None:
         """Another node's users (its presence): claim the names our guests share with them.

@@ -236,8 +236,8 @@ def test_an_account_keeps_its_name_when_a_guest_on_an_earlier_node_takes_it():
     (a, b), _, clock = nodes()
     guest, ann = join(a, "Guest"), FakeClient()
     ann.session = b.connect(ann)
-    b.register_account(ann.session, "Ann")  # node a has not heard of this account yet
-    a.receive(guest.session, "/nick Ann")  # the same moment
+    a.receive(guest.session, "/nick Ann")  # node b has not heard of this guest yet
+    b.register_account(ann.session, "Ann")  # the same moment
     clock.advance(0)
     new = guest.session.name
     assert (ann.session.name, ann.session.user.account) == ("Ann", "Ann")
@@ -248,6 +248,20 @@ def test_an_account_keeps_its_name_when_a_guest_on_an_earlier_node_takes_it():
     )
     assert ann.take()[-1] == f"* Ann is now known as {new}"
     assert listed(a, guest) == listed(b, ann) == [f"* online (2): Ann, {new}"]
+
+
+def test_an_account_made_on_another_node_is_reserved_while_it_is_offline():
+    (a, b), _, clock = nodes()
+    ann = FakeClient()
+    ann.session = b.connect(ann)
+    b.register_account(ann.session, "Ann")
+    b.receive(ann.session, "/exit")
+    clock.advance(0)
+    guest = join(a, "Guest")
+    a.receive(guest.session, "/nick ann")
+    assert guest.take() == [
+        "! the name Ann belongs to an account; /login Ann <password> if it is yours"
+    ]
 
 
 def test_a_clash_the_bus_lost_is_settled_after_the_gap():
