@@ -182,3 +182,36 @@ async def test_a_client_dribbling_its_handshake_is_dropped_at_the_deadline(tmp_p
         assert not server.room.sessions
     finally:
         await server.stop()
+
+
+async def page_status(raw) -> bytes:
+    raw.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    return (await raw.lines(1)).split(b" ")[1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_address_holds_only_so_many_connections_not_upgraded(tmp_path):
+    server = await start_server(tmp_path, doors=("web",), connections_per_address=2)
+    port = server.ports["web"]
+
+    async def close(*clients) -> None:
+        for client in clients:
+            client.transport.loseConnection()
+            await client.closed
+        await deferLater(0.05)  # the server notices
+
+    try:
+        first, second = await raw_client(port), await raw_client(port)
+        third = await raw_client(port)
+        await third.closed.addTimeout(5, reactor)  # refused: two are open and not upgraded
+        await close(first)
+        page = await raw_client(port)
+        assert await page_status(page) == b"200"
+        await close(second, page)
+        chats = [await ws_client(port) for _ in range(2)]  # upgraded: no longer counted here
+        page = await raw_client(port)
+        assert await page_status(page) == b"200"
+        for chat in chats:
+            chat.close()
+    finally:
+        await server.stop()

@@ -240,34 +240,53 @@ class Root(Resource):
 
 
 class ChatSite(Site):
-    """twisted.web's Site, with a deadline on the whole HTTP part of a connection.
+    """twisted.web's Site, with bounds on the plain-HTTP part of a connection.
 
     Site's own timeout is an idle timeout: a client sending a byte every few seconds would
     hold its connection, and a file descriptor, for ever without ever upgrading. Here every
-    connection is upgraded to a WebSocket within C{timeout} seconds, or closed.
+    connection is upgraded to a WebSocket within C{timeout} seconds, or closed; and one
+    address holds at most C{per_address} connections not upgraded yet (0: no cap), as the
+    flood rules cap the chat connections themselves.
     """
 
-    def __init__(self, resource: Resource, clock: Any, timeout: float) -> None:
+    def __init__(self, resource: Resource, clock: Any, timeout: float, per_address: int):
         super().__init__(resource, timeout=timeout)
         self.clock = clock
+        self.per_address = per_address
+        self._plain: dict[str, list[tuple[Any, Any]]] = {}  # address -> (channel, transport)
 
     def buildProtocol(self, addr: Any) -> Any:
+        host = getattr(addr, "host", "?")
+        if self.per_address:
+            plain = [pair for pair in self._plain.get(host, ()) if self._still_plain(*pair)]
+            self._plain[host] = plain
+            if len(plain) >= self.per_address:
+                log.info("refused {peer}: {n} HTTP connections already", peer=host, n=len(plain))
+                return None  # Twisted closes the socket
         channel = super().buildProtocol(addr)
         make_connection = channel.makeConnection
 
         def made(transport: Any) -> None:
-            self.clock.callLater(self.timeOut, self._deadline, channel, transport)
+            self._plain.setdefault(host, []).append((channel, transport))
+            self.clock.callLater(self.timeOut, self._deadline, host, channel, transport)
             make_connection(transport)
 
         channel.makeConnection = made  # the channel hides its transport; catch it here
         return channel
 
-    def _deadline(self, channel: Any, transport: Any) -> None:
-        if not transport.connected:
-            return
+    @staticmethod
+    def _still_plain(channel: Any, transport: Any) -> bool:
         # After an upgrade Autobahn's protocol owns the transport (TLS: the wrapped one).
         owner = getattr(transport, "wrappedProtocol", None) or getattr(transport, "protocol", None)
-        if owner is channel:
+        return bool(transport.connected) and owner is channel
+
+    def _deadline(self, host: str, channel: Any, transport: Any) -> None:
+        plain = self._plain.get(host, [])
+        if (channel, transport) in plain:
+            plain.remove((channel, transport))
+        if not plain:
+            self._plain.pop(host, None)
+        if self._still_plain(channel, transport):
             log.info("closed an HTTP connection not upgraded within {t} s", t=self.timeOut)
             transport.loseConnection()
 
@@ -278,6 +297,9 @@ def make_site(room: Room) -> Site:
         {".js": "text/javascript; charset=utf-8", ".html": "text/html; charset=utf-8"}
     )
     ws = WebSocketResource(ChatWebSocketFactory(room))
-    site = ChatSite(Root(ws, static), room.clock, room.config.handshake_timeout)
+    config = room.config
+    site = ChatSite(
+        Root(ws, static), room.clock, config.handshake_timeout, config.connections_per_address
+    )
     site.displayTracebacks = False
     return site
