@@ -87,6 +87,14 @@ def test_messages_whispers_and_renames_reach_the_other_node_once():
     assert bob.take() == ["* online (2): Alicia, Bob"]
 
 
+def test_status_counts_everyone_online_and_says_how_many_are_on_this_server():
+    (a, b), _, _ = nodes()
+    join(a, "Alice")
+    bob = join(b, "Bob")
+    b.receive(bob.session, "/status")
+    assert bob.take()[0].startswith("* chat: 2 online (1 on this server), 1 connection, ")
+
+
 def test_a_name_in_use_on_another_node_is_refused():
     (a, b), _, _ = nodes()
     join(a, "Alice")

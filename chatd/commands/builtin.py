@@ -81,10 +81,12 @@ def status(ctx: Context, args: str) -> None:
         + (" (this one)" if s is ctx.session else "")
         for s in user.sessions
     )
+    here = f" ({len(room.users)} on this server)" if room.elsewhere else ""
     ctx.reply(
         "\n".join(
             [
-                f"chat: {len(room.users)} online, {count(len(room.sessions), 'connection')}, "
+                f"chat: {room.online_count()} online{here}, "
+                f"{count(len(room.sessions), 'connection')}, "
                 f"{count(room.messages_sent, 'message')} in {duration(now - room.started)}"
                 " of uptime",
                 f"you: {user.name}, "
