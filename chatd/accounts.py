@@ -166,6 +166,10 @@ class Accounts:
         await self.store.add_token(account.name, token_hash(token), self.clock.seconds())
         return account, token
 
+    def revoke(self, token: str) -> Deferred[None]:
+        """C{token} logs nobody in any more."""
+        return self.store.remove_token(token_hash(token))
+
     async def with_token(self, token: str, address: str) -> Account | None:
         """The account this token belongs to, or None when unknown.
 

@@ -78,7 +78,7 @@ class User:
 class Session:
     """One connection of one user."""
 
-    __slots__ = ("id", "client", "user", "since", "lines")
+    __slots__ = ("id", "client", "user", "since", "lines", "token")
 
     _ids = itertools.count(1)
 
@@ -88,6 +88,7 @@ class Session:
         self.user = user
         self.since = since
         self.lines = 0
+        self.token: str | None = None  # what this session logged in with; /logout revokes it
 
     @property
     def name(self) -> str:
@@ -662,6 +663,7 @@ class Room(Service):
         old = session.user
         if session not in old.sessions:
             return  # the connection went while the password was checked
+        session.token = token
         if old.account == name:
             session.deliver(Identity(name, name, token))
             return
@@ -694,7 +696,8 @@ class Room(Service):
             self._catch_up(session, name, seen)
 
     def logout(self, session: Session) -> None:
-        """This session becomes a guest again; the account's other devices stay logged in."""
+        """This session becomes a guest again, and the token it logged in with stops working;
+        the account's other devices stay logged in (each has its own token)."""
         user = session.user
         account = user.account
         if account is None:
@@ -711,6 +714,18 @@ class Room(Service):
             self.notice_all(f"{guest} joined", exclude=session)
         session.deliver(Identity(guest))
         self.presence_changed()
+        token, session.token = session.token, None
+        if token is not None:
+
+            def failed(failure: Any) -> None:
+                log.failure("revoking the token of {session} failed", failure, session=session)
+                self.tell_error(
+                    session,
+                    "you are logged out here, but the login token of this device could not be "
+                    "cancelled (the database is unreachable); it still logs in",
+                )
+
+            self.accounts.revoke(token).addErrback(failed)
 
     def _rename_user(self, user: User, name: str) -> None:
         if self.users.get(user.name.casefold()) is user:

@@ -101,6 +101,8 @@ async def test_ids_never_go_back_after_everything_is_purged(backend):
 async def test_accounts_tokens_and_cache_survive_reopening(backend):
     store = backend.opened()
     await store.create_account("Alice", "hash", "tokenhash", 1.0, 0)
+    await store.add_token("alice", "revoked", 2.0)
+    await store.remove_token("revoked")  # /logout
     await store.set_last_seen("alice", 9)
     await store.set_last_seen("ALICE", 5)  # a device that was away longer: not moved back
     await store.cache_put("k", "v")
@@ -115,6 +117,7 @@ async def test_accounts_tokens_and_cache_survive_reopening(backend):
     assert await store.account("aLiCe") == account
     assert await store.account("Bob") is None
     assert await store.account_for_token("nope") is None
+    assert await store.account_for_token("revoked") is None
     assert await store.cache_get("k") == "v2"
     assert await store.cache_get("missing") is None
     await store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import pytest_twisted
@@ -136,3 +137,23 @@ async def test_origin_checks(tmp_path):
             client.close()
     finally:
         await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_logout_cancels_the_token_of_that_device_only(server):
+    telnet = await line_client(server.ports["line"])
+    telnet.send("/register Alice correct horse")
+    created = await telnet.expect(r"^\* account Alice created")
+    first = re.search(r"[0-9a-f]{8}-[0-9a-f-]{27}", created).group(0)
+    page = await json_client(server.ports["web"])
+    page.send(json.dumps({"text": "/login Alice correct horse"}))
+    device = json.loads(await page.expect(r'"type": "identity", "name": "Alice"'))["token"]
+    page.send(json.dumps({"text": "/logout"}))
+    await page.expect(r'"type": "identity", "name": "(?!Alice)')
+    later = await line_client(server.ports["line"])
+    later.send(f"/auth {device}")
+    await later.expect(r"^! unknown token; check it, or /login <name> <password>$")
+    later.send(f"/auth {first}")  # the first device's own token still works
+    await later.expect(r"^\* you are Alice \(logged in\)$")
+    for client in (telnet, page, later):
+        client.close()

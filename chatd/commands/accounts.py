@@ -59,6 +59,10 @@ def auth(ctx: Context, args: str) -> Deferred[None]:
     return ctx.room.login_with_token(ctx.session, token).addCallback(done)
 
 
-@command("logout", help="log this connection out; your other devices stay logged in")
+@command(
+    "logout",
+    help="log this connection out and cancel the token it logged in with; "
+    "your other devices stay logged in",
+)
 def logout(ctx: Context, args: str) -> None:
     ctx.room.logout(ctx.session)

@@ -82,6 +82,9 @@ class Store(Protocol):
 
     def add_token(self, name: str, token_hash: str, when: float) -> Deferred[None]: ...
 
+    def remove_token(self, token_hash: str) -> Deferred[None]:
+        """The token no longer logs in (C{/logout})."""
+
     def set_last_seen(self, name: str, message_id: int) -> Deferred[None]: ...
 
     # -- cache (exchange rates) -------------------------------------------------------------

@@ -85,6 +85,10 @@ def add_token(conn: Connection, name: str, token_hash: str, when: float) -> None
     )
 
 
+def remove_token(conn: Connection, token_hash: str) -> None:
+    conn.execute("DELETE FROM tokens WHERE token_hash = ?", (token_hash,))
+
+
 def set_last_seen(conn: Connection, name: str, message_id: int) -> None:
     """Never moves back: a device that was away longer may report an older id."""
     conn.execute(

@@ -127,6 +127,9 @@ class Worker:
     def add_token(self, name: str, token_hash: str, when: float) -> Deferred[None]:
         return self._run(queries.add_token, name, token_hash, when)
 
+    def remove_token(self, token_hash: str) -> Deferred[None]:
+        return self._run(queries.remove_token, token_hash)
+
     def set_last_seen(self, name: str, message_id: int) -> Deferred[None]:
         return self._run(queries.set_last_seen, name, message_id)
 
