@@ -290,14 +290,20 @@ class Room(Service):
             cmd = self.commands.get(word)
             if cmd is not None and cmd.bare:
                 return self.run(session, word, args.strip())
+        if not self._may_speak(session):
+            return None
+        return self.say(session, line)
+
+    def _may_speak(self, session: Session) -> bool:
+        """Take one message from the user's allowance, or say why they may not speak."""
         if session.user.account is None and self.config.login_required:
             self.tell_error(session, LOGIN_FIRST)
-            return None
+            return False
         refusal = self.moderation.take(session.user)
         if refusal is not None:
             self.tell_error(session, refusal)
-            return None
-        return self.say(session, line)
+            return False
+        return True
 
     def run(self, session: Session, word: str, args: str) -> Any:
         """Run a command and make sure the user hears about any failure."""
@@ -315,14 +321,8 @@ class Room(Service):
             self.audit.record(
                 self.clock.seconds(), session, cmd.name, args if cmd.audit_args else "..."
             )
-        if cmd.counted:
-            if session.user.account is None and self.config.login_required:
-                self.tell_error(session, LOGIN_FIRST)
-                return None
-            refusal = self.moderation.take(session.user)
-            if refusal is not None:
-                self.tell_error(session, refusal)
-                return None
+        if cmd.counted and not self._may_speak(session):
+            return None
         ctx = Context(self, session, word)
         try:
             result = cmd(ctx, args)
