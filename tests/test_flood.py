@@ -8,32 +8,10 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 
-from chatd import text
 from chatd.config import Config
-from chatd.events import Event
 from chatd.flood import Flood
+from tests.fakes import FakeClient
 from tests.support import LineClient, line_client, start_server, ws_client
-
-
-class Door:
-    """A connection as the flood rules see it."""
-
-    door = "line"
-
-    def __init__(self, peer: str = "10.0.0.1") -> None:
-        self.peer = peer
-        self.events: list[Event] = []
-        self.closed: str | None = None
-
-    def deliver(self, event: Event) -> None:
-        self.events.append(event)
-
-    def close(self, reason: str) -> None:
-        self.closed = reason
-
-    @property
-    def lines(self) -> list[str]:
-        return [text.line(e) for e in self.events]
 
 
 def flood(**settings: float) -> tuple[Flood, Clock]:
@@ -43,7 +21,7 @@ def flood(**settings: float) -> tuple[Flood, Clock]:
 
 def test_lines_within_the_rate_all_pass() -> None:
     rules, clock = flood(lines_per_second=5)
-    door = Door()
+    door = FakeClient()
     assert rules.admit(door) is None
     for _ in range(50):
         assert rules.line(door)
@@ -53,7 +31,7 @@ def test_lines_within_the_rate_all_pass() -> None:
 
 def test_a_burst_over_the_cap_is_dropped_with_one_warning() -> None:
     rules, clock = flood(lines_per_second=5)
-    door = Door()
+    door = FakeClient()
     rules.admit(door)
     passed = [rules.line(door) for _ in range(8)]
     assert passed == [True] * 5 + [False] * 3
@@ -66,7 +44,7 @@ def test_a_burst_over_the_cap_is_dropped_with_one_warning() -> None:
 
 def test_a_client_that_goes_on_flooding_is_disconnected() -> None:
     rules, clock = flood(lines_per_second=5)
-    door = Door()
+    door = FakeClient()
     rules.admit(door)
     for _ in range(5 + 6):
         rules.line(door)
@@ -78,7 +56,7 @@ def test_a_client_that_goes_on_flooding_is_disconnected() -> None:
 
 def test_slowing_down_after_the_warning_keeps_the_connection() -> None:
     rules, clock = flood(lines_per_second=5)
-    door = Door()
+    door = FakeClient()
     rules.admit(door)
     for _ in range(10):  # 5 pass, 5 dropped: one short of disconnection
         rules.line(door)
@@ -94,59 +72,59 @@ def test_slowing_down_after_the_warning_keeps_the_connection() -> None:
 
 def test_zero_lines_per_second_switches_the_cap_off() -> None:
     rules, _ = flood(lines_per_second=0)
-    door = Door()
+    door = FakeClient()
     rules.admit(door)
     assert all(rules.line(door) for _ in range(1000))
 
 
 def test_a_refused_connection_is_never_listened_to() -> None:
     rules, _ = flood(connections_per_address=1)
-    rules.admit(Door())
-    door = Door()
+    rules.admit(FakeClient())
+    door = FakeClient()
     assert rules.admit(door) is not None
     assert not rules.line(door)
 
 
 def test_concurrent_connections_per_address() -> None:
     rules, _ = flood(connections_per_address=2)
-    first, second = Door(), Door()
+    first, second = FakeClient(), FakeClient()
     assert rules.admit(first) is None
     assert rules.admit(second) is None
-    refusal = rules.admit(Door())
+    refusal = rules.admit(FakeClient())
     assert refusal is not None and "at most 2 at once" in refusal
-    assert rules.admit(Door("10.0.0.2")) is None  # another address is not affected
+    assert rules.admit(FakeClient(peer="10.0.0.2")) is None  # another address is not affected
     rules.closed(first)
-    assert rules.admit(Door()) is None
+    assert rules.admit(FakeClient()) is None
 
 
 def test_new_connections_per_minute_says_when_to_come_back() -> None:
     rules, clock = flood(new_connections_per_minute=3, connections_per_address=0)
     for _ in range(3):
-        door = Door()
+        door = FakeClient()
         assert rules.admit(door) is None
         rules.closed(door)
         clock.advance(5)
-    refusal = rules.admit(Door())
+    refusal = rules.admit(FakeClient())
     assert refusal == (
         "too many new connections from your address (at most 3 a minute); try again in 45s"
     )
-    assert rules.admit(Door("10.0.0.2")) is None
+    assert rules.admit(FakeClient(peer="10.0.0.2")) is None
     clock.advance(45)
-    assert rules.admit(Door()) is None
+    assert rules.admit(FakeClient()) is None
 
 
 def test_zero_switches_the_connection_caps_off() -> None:
     rules, _ = flood(connections_per_address=0, new_connections_per_minute=0)
-    assert all(rules.admit(Door()) is None for _ in range(100))
+    assert all(rules.admit(FakeClient()) is None for _ in range(100))
 
 
 def test_closing_a_refused_connection_does_not_free_a_place() -> None:
     rules, _ = flood(connections_per_address=1)
-    rules.admit(Door())
-    refused = Door()
+    rules.admit(FakeClient())
+    refused = FakeClient()
     rules.admit(refused)
     rules.closed(refused)
-    assert rules.admit(Door()) is not None
+    assert rules.admit(FakeClient()) is not None
 
 
 # -- over real sockets: each door tells a refused client why and closes it ------------------
