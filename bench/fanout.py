@@ -56,13 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "connection (0 = send everything at once)",
     )
     p.add_argument("--procs", type=int, default=1, help="receiver processes")
-    p.add_argument("--connect-window", type=int, default=64, help="connections set up at once")
-    p.add_argument("--connect-timeout", type=float, default=30.0, help="per connection, s")
     p.add_argument("--drain-timeout", type=float, default=5.0, help="wait for stragglers, s")
-    p.add_argument("--settle-timeout", type=float, default=120.0, help="wait for idle server, s")
-    p.add_argument("--timeout", type=float, default=600.0, help="whole run, s")
-    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
-    p.add_argument("--label", help="scenario name for the JSON/table")
+    srv.add_run_options(p, connect_timeout=30.0, settle_timeout=120.0, timeout=600.0)
     srv.add_server_options(p)
     args = p.parse_args(argv)
     if min(args.receivers, args.senders, args.messages, args.procs, args.connect_window) < 1:

@@ -34,12 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--door", choices=("line", "ws", "mixed"), default="mixed")
     p.add_argument("--procs", type=int, default=1, help="generator processes")
     p.add_argument("--hold", type=float, default=5.0, help="seconds to stay idle, then recount")
-    p.add_argument("--connect-window", type=int, default=64, help="connections set up at once")
-    p.add_argument("--connect-timeout", type=float, default=60.0, help="per connection, s")
-    p.add_argument("--settle-timeout", type=float, default=600.0, help="wait for idle server, s")
-    p.add_argument("--timeout", type=float, default=1800.0, help="whole run, s")
-    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
-    p.add_argument("--label", help="scenario name for the JSON/table")
+    srv.add_run_options(p, connect_timeout=60.0, settle_timeout=600.0, timeout=1800.0)
     srv.add_server_options(p)
     args = p.parse_args(argv)
     if min(args.connections, args.procs, args.connect_window) < 1:

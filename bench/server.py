@@ -114,6 +114,22 @@ def machine() -> str:
     )
 
 
+def add_run_options(
+    p: argparse.ArgumentParser, connect_timeout: float, settle_timeout: float, timeout: float
+) -> None:
+    """Options every scenario has for pacing and bounding its run, and for its output."""
+    p.add_argument("--connect-window", type=int, default=64, help="connections set up at once")
+    p.add_argument(
+        "--connect-timeout", type=float, default=connect_timeout, help="per connection, s"
+    )
+    p.add_argument(
+        "--settle-timeout", type=float, default=settle_timeout, help="wait for idle server, s"
+    )
+    p.add_argument("--timeout", type=float, default=timeout, help="whole run, s")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    p.add_argument("--label", help="scenario name for the JSON/table")
+
+
 def add_server_options(p: argparse.ArgumentParser) -> None:
     """Options shared by every scenario for reaching or starting the server."""
     g = p.add_argument_group("server")
