@@ -78,7 +78,7 @@ class User:
 class Session:
     """One connection of one user."""
 
-    __slots__ = ("id", "client", "user", "since", "lines", "token")
+    __slots__ = ("id", "client", "user", "since", "lines", "token", "closing")
 
     _ids = itertools.count(1)
 
@@ -89,6 +89,7 @@ class Session:
         self.since = since
         self.lines = 0
         self.token: str | None = None  # what this session logged in with; /logout revokes it
+        self.closing = False  # said goodbye: what it sends after that is ignored
 
     @property
     def name(self) -> str:
@@ -274,6 +275,8 @@ class Room(Service):
 
     def receive(self, session: Session, line: str) -> Any:
         """One line typed by a user: a command, or a public message."""
+        if session.closing:
+            return None
         session.lines += 1
         if not self.flood.line(session.client):
             return None
@@ -1049,7 +1052,9 @@ class Room(Service):
         self._in_order(lambda: self._deliver((session,), event))
 
     def close(self, session: Session, reason: str) -> None:
-        """Close a session once everything it has been told is on its way."""
+        """Close a session once everything it has been told is on its way; from now on,
+        what it sends is ignored (lines after C{/exit} in the same packet, say)."""
+        session.closing = True
         self._in_order(lambda: session.client.close(reason))
 
     def tell_user(self, user: User, event: Event) -> None:

@@ -188,14 +188,17 @@ def test_a_message_that_cannot_be_saved_is_reported_in_its_place(room):
 
 def test_goodbye_arrives_even_while_a_message_is_being_saved(room):
     room.store = store = SlowStore()
-    alice = join(room)
-    alice.take()
+    alice, bob = join(room), join(room)
+    alice.take(), bob.take()
     room.receive(alice.session, "see you")
     room.receive(alice.session, "/exit")
+    room.receive(alice.session, "typed after /exit")  # in the same packet, say
     assert alice.closed is None  # not before it has been told goodbye
-    store.finish()
+    while store.pending:
+        store.finish()
     assert alice.take() == ["* Goodbye, Guest1!"]
     assert alice.closed == "said goodbye"
+    assert bob.take() == ["Guest1: see you"]
 
 
 def test_a_delivery_that_fails_does_not_hold_up_the_ones_after_it(room):
