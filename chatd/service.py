@@ -19,6 +19,7 @@ from chatd.audit import AuditLog
 from chatd.bus import Bus, LocalBus
 from chatd.commands import discover
 from chatd.config import Config, ConfigError
+from chatd.doors import proxy
 from chatd.doors.line import LineFactory
 from chatd.doors.minechat import MinechatReadFactory, MinechatWriteFactory
 from chatd.doors.web import make_site
@@ -103,9 +104,9 @@ def build(config: Config, reactor: Any = None) -> ChatService:
     }
     top = ChatService(room, audit, doors)
     for name, factory in doors.items():
-        endpoint = getattr(config, name)
-        if endpoint.strip().lower() != "none":
-            door = strports.service(endpoint, factory, reactor=reactor)
+        endpoint = getattr(config, name).strip()
+        if endpoint.lower() != "none":
+            door = strports.service(*proxy.listen_spec(endpoint, factory), reactor=reactor)
             door.setName(name)
             door.setServiceParent(top)
     return top

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.internet.address import IPv4Address
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 
 from chatd.doors.line import LineFactory
+from chatd.doors.proxy import listen_spec
 from tests.fakes import make_room
-from tests.support import line_client, start_server
+from tests.support import RawClient, line_client, raw_client, start_server
 
 
 class Telnet:
@@ -241,4 +244,78 @@ async def test_a_telnet_client_that_never_reads_is_dropped_others_keep_chatting(
         await flood_until_dropped(server, talker, listener, sock, events)
     finally:
         globalLogPublisher.removeObserver(events.append)
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_slow_reader_who_says_goodbye_is_disconnected_once_it_has_read_everything(
+    tmp_path,
+):
+    server = await start_server(
+        tmp_path, doors=("line",), max_line_bytes=40_000, max_output_bytes=2**24,
+        lines_per_second=0, messages_per_hour=0,
+    )  # fmt: skip
+    try:
+        talker = await line_client(server.ports["line"])
+        sock = never_reading_socket(server.ports["line"])
+        while len(server.room.sessions) < 2:
+            await deferLater(0.01)
+        slow = server.room.sessions[-1]
+        for i in range(200):  # until Twisted's buffer for it is full, under max_output_bytes
+            talker.send(f"{i} " + "z" * 30_000)
+            talker.send("/list")
+            await talker.expect(r"^\* online \(2\)")
+            if slow.client.output.paused:
+                break
+        else:
+            raise AssertionError("the reader never fell behind")
+        sock.sendall(b"/exit\n")
+        sock.setblocking(False)
+        received = b""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # read everything; the server must then close
+            try:
+                data = sock.recv(65536)
+            except BlockingIOError:
+                await deferLater(0.005)
+                continue
+            if not data:
+                break
+            received += data
+        else:
+            raise AssertionError("the server never closed the connection after /exit")
+        assert received.rstrip().endswith(b"* Goodbye, " + slow.user.name.encode() + b"!")
+        sock.close()
+    finally:
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_behind_haproxy_each_user_counts_under_their_own_address(tmp_path):
+    server = await start_server(tmp_path, doors=(), connections_per_address=1)
+    spec, factory = listen_spec(
+        "haproxy:tcp:0:interface=127.0.0.1", server.service.factories["line"]
+    )
+    listener = await serverFromString(reactor, spec).listen(factory)
+    port = listener.getHost().port
+
+    async def via_proxy(client: str) -> RawClient:
+        raw = await raw_client(port)
+        raw.send(f"PROXY TCP4 {client} 127.0.0.1 40000 6969\r\n".encode())
+        await raw.lines(2)  # who you are, and the welcome
+        return raw
+
+    try:
+        ann = await via_proxy("192.0.2.1")
+        await via_proxy("192.0.2.2")  # HAProxy's own address would have refused this one
+        ann.send(b"/status\n")
+        line = b""
+        while not line.startswith(b"* your sessions"):
+            line = await ann.lines(1)
+        assert line.startswith(b"* your sessions (1): line from 192.0.2.1 ")
+        again = await raw_client(port)
+        again.send(b"PROXY TCP4 192.0.2.1 127.0.0.1 40001 6969\r\n")
+        assert b"too many connections from your address" in await again.lines(1)
+    finally:
+        await listener.stopListening()
         await server.stop()

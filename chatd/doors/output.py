@@ -73,8 +73,10 @@ class Output:
         self._tripped = False
         # Only a plain TCP connection has a socket we may write to ourselves (TLS wraps it).
         self._socket = transport.socket if isinstance(transport, tcp.Connection) else None
-        if self._socket is not None:
-            transport.setTcpNoDelay(True)
+        try:
+            transport.setTcpNoDelay(True)  # TLS and PROXY-protocol wrappers pass it on
+        except AttributeError:
+            pass  # not TCP (a Unix socket)
         transport.registerProducer(self, True)
 
     def write(self, data: bytes) -> None:
@@ -129,6 +131,10 @@ class Output:
     def resumeProducing(self) -> None:
         self.paused = False
         self.pending = 0
+        if getattr(self.transport, "disconnecting", False):
+            # A closing transport resumes its producer instead of closing once its buffer
+            # has drained; a door has nothing more to say then, so let it close.
+            self.transport.unregisterProducer()
 
     def stopProducing(self) -> None:
         self.paused = False

@@ -254,25 +254,42 @@ class ChatSite(Site):
         self.clock = clock
         self.per_address = per_address
         self._plain: dict[str, list[tuple[Any, Any]]] = {}  # address -> (channel, transport)
+        self._address: dict[Any, str] = {}  # channel -> the address it is counted under
 
     def buildProtocol(self, addr: Any) -> Any:
-        host = getattr(addr, "host", "?")
-        if self.per_address:
-            plain = [pair for pair in self._plain.get(host, ()) if self._still_plain(*pair)]
-            self._plain[host] = plain
-            if len(plain) >= self.per_address:
-                log.info("refused {peer}: {n} HTTP connections already", peer=host, n=len(plain))
-                return None  # Twisted closes the socket
         channel = super().buildProtocol(addr)
         make_connection = channel.makeConnection
 
+        # The channel hides its transport: catch it as the connection is made.
         def made(transport: Any) -> None:
-            self._plain.setdefault(host, []).append((channel, transport))
-            self.clock.callLater(self.timeOut, self._deadline, host, channel, transport)
+            self.clock.callLater(self.timeOut, self._deadline, channel, transport)
             make_connection(transport)
+            self._count(channel, transport)
 
-        channel.makeConnection = made  # the channel hides its transport; catch it here
+        channel.makeConnection = made
         return channel
+
+    def _count(self, channel: Any, transport: Any) -> None:
+        """Count the connection under its client's address, or close it past the cap."""
+        if not self.per_address:
+            return
+        host = getattr(transport.getPeer(), "host", "?")
+        plain = [pair for pair in self._plain.get(host, ()) if self._still_plain(*pair)]
+        self._plain[host] = plain
+        if len(plain) >= self.per_address:
+            log.info("refused {peer}: {n} HTTP connections already", peer=host, n=len(plain))
+            transport.loseConnection()
+            return
+        plain.append((channel, transport))
+        self._address[channel] = host
+
+    def _forget(self, channel: Any, transport: Any) -> None:
+        host = self._address.pop(channel, None)
+        plain = self._plain.get(host, []) if host is not None else []
+        if (channel, transport) in plain:
+            plain.remove((channel, transport))
+        if host is not None and not plain:
+            self._plain.pop(host, None)
 
     @staticmethod
     def _still_plain(channel: Any, transport: Any) -> bool:
@@ -280,12 +297,8 @@ class ChatSite(Site):
         owner = getattr(transport, "wrappedProtocol", None) or getattr(transport, "protocol", None)
         return bool(transport.connected) and owner is channel
 
-    def _deadline(self, host: str, channel: Any, transport: Any) -> None:
-        plain = self._plain.get(host, [])
-        if (channel, transport) in plain:
-            plain.remove((channel, transport))
-        if not plain:
-            self._plain.pop(host, None)
+    def _deadline(self, channel: Any, transport: Any) -> None:
+        self._forget(channel, transport)
         if self._still_plain(channel, transport):
             log.info("closed an HTTP connection not upgraded within {t} s", t=self.timeOut)
             transport.loseConnection()
