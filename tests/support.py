@@ -16,6 +16,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
 from twisted.internet.protocol import Factory, Protocol
 
 from chatd.config import Config
+from chatd.doors import proxy
 from chatd.service import ChatService, build
 
 TIMEOUT = 5.0
@@ -39,16 +40,18 @@ class Server:
 
 
 async def start_server(
-    data_dir: Any, doors: tuple[str, ...] = ("line", "web"), **settings: Any
+    data_dir: Any, doors: tuple[str, ...] = ("line", "web"), haproxy: bool = False, **settings: Any
 ) -> Server:
-    """Build the real service, with the given doors listening on free loopback ports."""
+    """Build the real service, with the given doors listening on free loopback ports (behind
+    HAProxy: expecting the PROXY header, as C{haproxy:} endpoints do)."""
     config = Config(**{**OFF, "data_dir": str(data_dir), **settings})
     service = build(config, reactor)
     await defer.maybeDeferred(service.startService)
     server = Server(service, {})
     for name in doors:
-        endpoint = serverFromString(reactor, "tcp:0:interface=127.0.0.1")
-        port = await endpoint.listen(service.factories[name])
+        spec = ("haproxy:" if haproxy else "") + "tcp:0:interface=127.0.0.1"
+        spec, factory = proxy.listen_spec(spec, service.factories[name])
+        port = await serverFromString(reactor, spec).listen(factory)
         server.listeners.append(port)
         server.ports[name] = port.getHost().port
     return server
@@ -207,9 +210,12 @@ class RawClient(Protocol):
         self.transport.write(data)
 
 
-async def raw_client(port: int) -> RawClient:
+async def raw_client(port: int, via_haproxy_from: str | None = None) -> RawClient:
+    """A TCP client; with C{via_haproxy_from}, as HAProxy passes on one from that address."""
     client = RawClient()
     await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
         Factory.forProtocol(lambda: client)
     )
+    if via_haproxy_from:
+        client.send(f"PROXY TCP4 {via_haproxy_from} 127.0.0.1 40000 {port}\r\n".encode())
     return client

@@ -9,14 +9,12 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 
 from chatd.doors.line import LineFactory
-from chatd.doors.proxy import listen_spec
 from tests.fakes import make_room
-from tests.support import RawClient, line_client, raw_client, start_server
+from tests.support import line_client, raw_client, start_server
 
 
 class Telnet:
@@ -292,30 +290,19 @@ async def test_a_slow_reader_who_says_goodbye_is_disconnected_once_it_has_read_e
 
 @pytest_twisted.ensureDeferred
 async def test_behind_haproxy_each_user_counts_under_their_own_address(tmp_path):
-    server = await start_server(tmp_path, doors=(), connections_per_address=1)
-    spec, factory = listen_spec(
-        "haproxy:tcp:0:interface=127.0.0.1", server.service.factories["line"]
-    )
-    listener = await serverFromString(reactor, spec).listen(factory)
-    port = listener.getHost().port
-
-    async def via_proxy(client: str) -> RawClient:
-        raw = await raw_client(port)
-        raw.send(f"PROXY TCP4 {client} 127.0.0.1 40000 6969\r\n".encode())
-        await raw.lines(2)  # who you are, and the welcome
-        return raw
-
+    server = await start_server(tmp_path, ("line",), haproxy=True, connections_per_address=1)
+    port = server.ports["line"]
     try:
-        ann = await via_proxy("192.0.2.1")
-        await via_proxy("192.0.2.2")  # HAProxy's own address would have refused this one
+        ann = await raw_client(port, via_haproxy_from="192.0.2.1")
+        await ann.lines(2)  # who you are, and the welcome
+        bob = await raw_client(port, via_haproxy_from="192.0.2.2")
+        await bob.lines(2)  # HAProxy's own address would have refused this one
         ann.send(b"/status\n")
         line = b""
         while not line.startswith(b"* your sessions"):
             line = await ann.lines(1)
         assert line.startswith(b"* your sessions (1): line from 192.0.2.1 ")
-        again = await raw_client(port)
-        again.send(b"PROXY TCP4 192.0.2.1 127.0.0.1 40001 6969\r\n")
+        again = await raw_client(port, via_haproxy_from="192.0.2.1")
         assert b"too many connections from your address" in await again.lines(1)
     finally:
-        await listener.stopListening()
         await server.stop()

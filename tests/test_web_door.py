@@ -8,10 +8,8 @@ import socket
 
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import globalLogPublisher
 
-from chatd.doors.proxy import listen_spec
 from tests.support import line_client, raw_client, start_server, ws_client
 from tests.test_line_door import deferLater, flood_until_dropped
 
@@ -221,26 +219,15 @@ async def test_one_address_holds_only_so_many_connections_not_upgraded(tmp_path)
 
 @pytest_twisted.ensureDeferred
 async def test_behind_haproxy_the_cap_counts_each_client_address(tmp_path):
-    server = await start_server(tmp_path, doors=(), connections_per_address=1)
-    spec, factory = listen_spec(
-        "haproxy:tcp:0:interface=127.0.0.1", server.service.factories["web"]
-    )
-    listener = await serverFromString(reactor, spec).listen(factory)
-    port = listener.getHost().port
-
-    async def via_proxy(client: str):
-        raw = await raw_client(port)
-        raw.send(f"PROXY TCP4 {client} 127.0.0.1 40000 80\r\n".encode())
-        return raw
-
+    server = await start_server(tmp_path, ("web",), haproxy=True, connections_per_address=1)
+    port = server.ports["web"]
     try:
-        await via_proxy("192.0.2.1")  # holds its one plain connection
-        other = await via_proxy("192.0.2.2")
+        await raw_client(port, via_haproxy_from="192.0.2.1")  # holds its one plain connection
+        other = await raw_client(port, via_haproxy_from="192.0.2.2")
         assert await page_status(other) == b"200"
-        again = await via_proxy("192.0.2.1")
+        again = await raw_client(port, via_haproxy_from="192.0.2.1")
         again.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         await again.closed.addTimeout(5, reactor)
         assert b"HTTP/1.1" not in again.received  # refused, not served
     finally:
-        await listener.stopListening()
         await server.stop()
