@@ -196,10 +196,14 @@ class Room(Service):
             if user.account is not None:
                 self._remember_seen(user.account)
         super().stopService()
-        sessions = tuple(self.sessions)
-        self._deliver(sessions, Notice(SHUTTING_DOWN))  # a telnet user sees no close reason
-        for session in sessions:
-            session.client.close(SHUTTING_DOWN)
+        sessions, listeners = tuple(self.sessions), self.listeners
+
+        def goodbye() -> None:
+            self._deliver(sessions, Notice(SHUTTING_DOWN))  # a telnet user sees no close reason
+            for client in (*(s.client for s in sessions), *listeners):
+                client.close(SHUTTING_DOWN)
+
+        self._in_order(goodbye)  # after the messages still being saved
         return self.store.close()
 
     # -- connections ------------------------------------------------------------------------

@@ -119,12 +119,18 @@ def test_a_crashing_command_gives_a_clear_error_not_a_traceback():
     assert alice.take() == ["! /boom failed on the server; please try again later"]
 
 
-def test_shutting_down_closes_every_connection(room):
+def test_shutting_down_closes_every_connection_after_the_messages_being_saved(room):
+    room.store = store = SlowStore()
     alice, bob = join(room), join(room, "ws")
-    alice.take()
+    listener = FakeClient("minechat-read")
+    room.listen(listener)
+    alice.take(), bob.take()
+    room.receive(alice.session, "last words")
     room.stopService()
-    assert alice.take() == ["* the server is shutting down"]
-    assert alice.closed == bob.closed == "the server is shutting down"
+    assert bob.closed is None  # not before "last words" is saved and sent
+    store.finish()
+    assert bob.take() == ["Guest1: last words", "* the server is shutting down"]
+    assert alice.closed == bob.closed == listener.closed == "the server is shutting down"
 
 
 def test_a_rename_tells_every_device_of_the_user(room):
