@@ -542,7 +542,10 @@ class Room(Service):
             s.deliver(Identity(new, user.account))
         if why is not None:
             self.tell_user(user, Notice(why))
-        self.notice_all(f"{old} is now known as {new}", skip={new.casefold()} if why else set())
+        if why is None:
+            self.notice_all(f"{old} is now known as {new}")
+        else:  # another user, elsewhere, keeps the name
+            self.notice_all(f"the other {old} is now known as {new}", skip={new.casefold()})
         self.presence_changed()
 
     def name_problem(self, name: str, user: User | None = None) -> str | None:

@@ -218,7 +218,7 @@ def test_two_guests_named_alike_on_two_nodes_end_apart_and_the_later_node_says_w
         "* someone on another server already had the name Sam; "
         "you are now Max (/nick picks another)",
     ]
-    assert first.take() == ["* Sam joined", "* Sam is now known as Max"]
+    assert first.take() == ["* Sam joined", "* the other Sam is now known as Max"]
     assert listed(a, first) == listed(b, second) == ["* online (2): Max, Sam"]
 
 
@@ -236,7 +236,7 @@ def test_renames_racing_on_two_nodes_end_with_two_names():
         f"* someone on another server already had the name Kim; "
         f"you are now {new} (/nick picks another)",
     ]
-    assert first.take() == [f"* kim is now known as {new}"]
+    assert first.take() == [f"* the other kim is now known as {new}"]
     assert listed(a, first) == listed(b, second) == [f"* online (2): {new}, Kim"]
 
 
@@ -254,7 +254,7 @@ def test_an_account_keeps_its_name_when_a_guest_on_an_earlier_node_takes_it():
         f"* someone on another server already had the name Ann; "
         f"you are now {new} (/nick picks another)"
     )
-    assert ann.take()[-1] == f"* Ann is now known as {new}"
+    assert ann.take()[-1] == f"* the other Ann is now known as {new}"
     assert listed(a, guest) == listed(b, ann) == [f"* online (2): Ann, {new}"]
 
 
@@ -284,7 +284,7 @@ def test_a_clash_the_bus_lost_is_settled_after_the_gap():
     first.take()
     b.bus._gap()
     clock.advance(0)
-    assert first.take() == ["* Sam is now known as Max"]
+    assert first.take() == ["* the other Sam is now known as Max"]
     assert second.take()[-1] == (
         "* someone on another server already had the name Sam; "
         "you are now Max (/nick picks another)"

@@ -199,7 +199,7 @@ class RedisBus(Bus):
         self._queue.popleft()
         self._sent -= 1
         if isinstance(result, Failure):
-            log.failure("Redis refused a bus event", result)
+            log.warn("Redis refused a bus event: {why}", why=result.getErrorMessage())
 
     def _trim(self, keep: int) -> None:
         """Drop all but the newest C{keep} of the payloads waiting for a connection."""
