@@ -18,7 +18,7 @@ class Turn:
     A burst of messages (a batch the store saved together, a crowd's notices) then reaches
     each client as one C{send()} instead of one per message. The kernel's cost is per send
     and per packet far more than per byte, so under load this is most of the work saved.
-    The wait is not a timer: the flush runs before the reactor next polls.
+    The wait is not a timer: a C{callLater(0)}, run on the reactor's next pass.
     """
 
     def __init__(self, clock: IReactorTime) -> None:
