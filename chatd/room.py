@@ -49,6 +49,15 @@ CLAIM = "claim"  # the bus kind for "my user has this name", when two nodes gave
 ACCOUNT = "account"  # the bus kind for a new account's name: no guest elsewhere may take it
 
 
+
+def _crowd_text(names: list[str], verb: str, count: int | None = None) -> str:
+    """C{"Ann, Bob, Cy and 4 others joined"}: C{count} people in all, the first few named."""
+    count = len(names) if count is None else count
+    shown = ", ".join(names[:3])
+    if count > 3:
+        shown += f" and {count - 3} other{'s' if count > 4 else ''}"
+    return f"{shown} {verb}"
+
 class Client(Protocol):
     """What a door offers the Room for one connection."""
 
@@ -857,13 +866,21 @@ class Room(Service):
             self._crowd_call.cancel()
         self._crowd_call = None
         for verb, names in self._crowd.items():
-            if names:
-                self._crowd[verb] = []
-                shown = ", ".join(names[:3])
-                if len(names) > 3:
-                    shown += f" and {len(names) - 3} others"
-                skip = {n.casefold() for n in names} if verb == "joined" else set()
-                self.notice_all(f"{shown} {verb}", skip=skip)
+            if not names:
+                continue
+            self._crowd[verb] = []
+            if verb != "joined":
+                self.notice_all(_crowd_text(names, verb))
+                continue
+            # Each newcomer hears of the others who came with them, not of themselves.
+            self.notice_all(_crowd_text(names, verb), skip={n.casefold() for n in names})
+            if len(names) > 1:
+                for name in names:
+                    user = self.users.get(name.casefold())
+                    if user is not None:
+                        others = [n for n in names[:4] if n != name][:3]
+                        text = _crowd_text(others, verb, len(names) - 1)
+                        self.tell_user(user, Notice(text))
 
     def notice_all(
         self, text: str, exclude: Session | None = None, skip: set[str] = frozenset()

@@ -256,17 +256,20 @@ async def test_a_slow_reader_who_says_goodbye_is_disconnected_once_it_has_read_e
     try:
         talker = await line_client(server.ports["line"])
         sock = never_reading_socket(server.ports["line"])
-        while len(server.room.sessions) < 2:
+        port = sock.getsockname()[1]
+        while not any(s.client.transport.getPeer().port == port for s in server.room.sessions):
             await deferLater(0.01)
-        slow = server.room.sessions[-1]
-        for i in range(200):  # until Twisted's buffer for it is full, under max_output_bytes
+        (slow,) = (s for s in server.room.sessions if s.client.transport.getPeer().port == port)
+        for i in range(500):  # until Twisted's buffer for it is full, under max_output_bytes
             talker.send(f"{i} " + "z" * 30_000)
             talker.send("/list")
             await talker.expect(r"^\* online \(2\)")
             if slow.client.output.paused:
                 break
         else:
-            raise AssertionError("the reader never fell behind")
+            raise AssertionError(
+                f"the reader never fell behind; still connected: {slow in server.room.sessions}"
+            )
         sock.sendall(b"/exit\n")
         sock.setblocking(False)
         received = b""

@@ -251,7 +251,12 @@ def test_a_crowd_joining_at_once_is_announced_in_one_notice():
     assert alice.take() == []  # announced when the reactor turn ends
     clock.advance(0)
     assert alice.take() == ["* Guest2, Guest3, Guest4 and 2 others joined"]
-    assert not any("joined" in line for line in crowd[0].take())
+    assert [line for line in crowd[0].take() if "joined" in line] == [
+        "* Guest3, Guest4, Guest5 and 1 other joined"  # the others, not themselves
+    ]
+    assert [line for line in crowd[4].take() if "joined" in line] == [
+        "* Guest2, Guest3, Guest4 and 1 other joined"
+    ]
 
 
 def test_a_join_is_announced_before_what_the_newcomer_says():
