@@ -49,7 +49,6 @@ CLAIM = "claim"  # the bus kind for "my user has this name", when two nodes gave
 ACCOUNT = "account"  # the bus kind for a new account's name: no guest elsewhere may take it
 
 
-
 def _crowd_text(names: list[str], verb: str, count: int | None = None) -> str:
     """C{"Ann, Bob, Cy and 4 others joined"}: C{count} people in all, the first few named."""
     count = len(names) if count is None else count
@@ -57,6 +56,7 @@ def _crowd_text(names: list[str], verb: str, count: int | None = None) -> str:
     if count > 3:
         shown += f" and {count - 3} other{'s' if count > 4 else ''}"
     return f"{shown} {verb}"
+
 
 class Client(Protocol):
     """What a door offers the Room for one connection."""
