@@ -162,6 +162,8 @@ class Room(Service):
         # Public message ids already shown here: the bus and recovery may both bring one.
         self._delivered: set[int] = set()
         self._delivered_order: deque[int] = deque()
+        # More than a Redis outage can replay (each node keeps max_pending events for it).
+        self._kept = max(DELIVERED_KEPT, 2 * config.max_pending)
         self.elsewhere: dict[str, str] = {}  # casefolded name -> users on the other nodes
         # The newest public id heard from the other nodes. Ours go out meanwhile, so the
         # bus's own last_id can pass ids it lost; recovery starts from this one too.
@@ -483,7 +485,7 @@ class Room(Service):
                 self.shown_through += 1
         self._delivered.add(id)
         self._delivered_order.append(id)
-        if len(self._delivered_order) > DELIVERED_KEPT:
+        if len(self._delivered_order) > self._kept:
             self._delivered.discard(self._delivered_order.popleft())
         self.last_id = max(self.last_id, id)
         self.newest_id = max(self.newest_id, id)
@@ -1052,6 +1054,9 @@ class Room(Service):
         are announced again: a node whose guest got one of their names meanwhile claims it.
         """
         self.presence_changed()
+        self.store.read_account_names().addCallbacks(
+            self._accounts_known, lambda f: log.failure("reading account names failed", f)
+        )
         after_id = min(last_id, self.heard_id)
         since = self.clock.seconds() - self.config.history_ttl
         d = self.store.messages(after_id, ANY_ID, since, RECOVER_LIMIT)
@@ -1065,6 +1070,10 @@ class Room(Service):
         d.addCallbacks(
             show, lambda f: log.failure("recovering after id {id} failed", f, id=after_id)
         )
+
+    def _accounts_known(self, names: list[str]) -> None:
+        """Accounts made on other nodes while the bus was cut off are reserved here too."""
+        self.account_names.update((name.casefold(), name) for name in names)
 
     def tell(self, session: Session, text: str) -> None:
         self._tell(session, Notice(text))

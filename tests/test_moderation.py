@@ -66,6 +66,9 @@ class Store:
         self.tokens[token_hash] = name
         return defer.succeed(None)
 
+    def read_account_names(self) -> defer.Deferred[list[str]]:
+        return defer.succeed(list(self.accounts))
+
     def account_for_token(self, token_hash: str) -> defer.Deferred[Account | None]:
         name = self.tokens.get(token_hash)
         return defer.succeed(self.accounts[name] if name else None)

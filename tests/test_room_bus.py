@@ -290,3 +290,20 @@ def test_a_clash_the_bus_lost_is_settled_after_the_gap():
         "you are now Max (/nick picks another)"
     )
     assert listed(a, first) == listed(b, second) == ["* online (2): Max, Sam"]
+
+
+def test_an_account_made_while_the_bus_was_cut_off_is_reserved_after_the_gap():
+    (a, b), store, clock = nodes()
+    b.bus.group.remove(b.bus)  # node b hears nothing of what node a does
+    ann = FakeClient()
+    ann.session = a.connect(ann)
+    a.register_account(ann.session, "Ann")
+    a.receive(ann.session, "/exit")
+    clock.advance(0)
+    b.bus.group.append(b.bus)
+    b.bus._gap()
+    guest = join(b, "Guest")
+    b.receive(guest.session, "/nick ann")
+    assert guest.take() == [
+        "! the name Ann belongs to an account; /login Ann <password> if it is yours"
+    ]

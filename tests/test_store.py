@@ -109,6 +109,7 @@ async def test_accounts_tokens_and_cache_survive_reopening(backend):
     await store.cache_put("k", "v2")
     with pytest.raises(NameTaken):
         await store.create_account("ALICE", None, "other", 2.0, 0)
+    assert await store.read_account_names() == ["Alice"]
     await store.close()
     store = backend.opened()
     assert store.account_names == ["Alice"]

@@ -42,8 +42,8 @@ GOODBYE_TIMEOUT = 2.0  # seconds a stopping node waits to delete its presence ke
 PRESENCE_TTL = 30.0  # seconds a node's presence outlives its last refresh
 REPLY_TIMEOUT = 10.0  # seconds; a publisher silent for longer is reconnected
 RETRY = backoffPolicy(initialDelay=0.5, maxDelay=10.0)  # seconds between reconnects
-# Events kept for the other nodes while Redis is away. Below the 4096 ids a Room remembers
-# as shown, so public messages it already read from the store are not shown twice.
+# Events kept for the other nodes while Redis is away. A Room remembers at least twice as
+# many ids as shown, so public messages it already read from the store are not shown twice.
 MAX_PENDING = 2000
 
 

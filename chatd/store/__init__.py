@@ -75,6 +75,9 @@ class Store(Protocol):
     ) -> Deferred[None]:
         """Create an account with its first token; fails with L{NameTaken}."""
 
+    def read_account_names(self) -> Deferred[list[str]]:
+        """Every account's name now (other nodes may have made some since open)."""
+
     def account(self, name: str) -> Deferred[Account | None]:
         """The account called C{name} in any letter case."""
 

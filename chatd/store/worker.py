@@ -121,6 +121,9 @@ class Worker:
     def account(self, name: str) -> Deferred[Account | None]:
         return self._run(queries.account, name)
 
+    def read_account_names(self) -> Deferred[list[str]]:
+        return self._run(queries.account_names)
+
     def account_for_token(self, token_hash: str) -> Deferred[Account | None]:
         return self._run(queries.account_for_token, token_hash)
 
