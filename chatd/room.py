@@ -97,7 +97,9 @@ class Session:
         self.user = user
         self.since = since
         self.lines = 0
-        self.token: str | None = None  # what this session logged in with; /logout revokes it
+        # The token /login made for this device; /logout cancels it. Tokens from /register
+        # and /auth may be shared with other devices (minechat has no other), so they stay.
+        self.token: str | None = None
         self.closing = False  # said goodbye: what it sends after that is ignored
 
     @property
@@ -657,6 +659,8 @@ class Room(Service):
         async def check() -> None:
             account, token = await self.accounts.with_password(name, password, session.client.peer)
             self._login(session, account.name, token, seen=account.last_seen)
+            if session.user.account == account.name:
+                session.token = token  # this device's own: /logout cancels it
 
         return defer.ensureDeferred(check())
 
@@ -684,7 +688,7 @@ class Room(Service):
         old = session.user
         if session not in old.sessions:
             return  # the connection went while the password was checked
-        session.token = token
+        session.token = None
         if old.account == name:
             session.deliver(Identity(name, name, token))
             return
@@ -717,8 +721,8 @@ class Room(Service):
             self._catch_up(session, name, seen)
 
     def logout(self, session: Session) -> None:
-        """This session becomes a guest again, and the token it logged in with stops working;
-        the account's other devices stay logged in (each has its own token)."""
+        """This session becomes a guest again, and the token /login gave it stops working;
+        the account's other devices stay logged in."""
         user = session.user
         account = user.account
         if account is None:

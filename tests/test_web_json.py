@@ -155,5 +155,9 @@ async def test_logout_cancels_the_token_of_that_device_only(server):
     await later.expect(r"^! unknown token; check it, or /login <name> <password>$")
     later.send(f"/auth {first}")  # the first device's own token still works
     await later.expect(r"^\* you are Alice \(logged in\)$")
+    later.send("/logout")  # logged in with a token that may be on other devices: kept
+    await later.expect(r"^\* you are (?!Alice)")
+    later.send(f"/auth {first}")
+    await later.expect(r"^\* you are Alice \(logged in\)$")
     for client in (telnet, page, later):
         client.close()

@@ -61,7 +61,7 @@ def auth(ctx: Context, args: str) -> Deferred[None]:
 
 @command(
     "logout",
-    help="log this connection out and cancel the token it logged in with; "
+    help="log this connection out (and cancel the token /login gave it); "
     "your other devices stay logged in",
 )
 def logout(ctx: Context, args: str) -> None:
