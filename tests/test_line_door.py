@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import datetime
 import socket
 import time
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, ssl
 from twisted.internet.address import IPv4Address
+from twisted.internet.endpoints import SSL4ClientEndpoint, serverFromString
+from twisted.internet.protocol import Factory
 from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 
 from chatd.doors.line import LineFactory
 from tests.fakes import make_room
-from tests.support import line_client, raw_client, start_server
+from tests.support import RawClient, line_client, raw_client, start_server
 
 
 class Telnet:
@@ -308,4 +311,56 @@ async def test_behind_haproxy_each_user_counts_under_their_own_address(tmp_path)
         again = await raw_client(port, via_haproxy_from="192.0.2.1")
         assert b"too many connections from your address" in await again.lines(1)
     finally:
+        await server.stop()
+
+
+def self_signed_pem(directory) -> str:
+    """A throwaway key and certificate for 127.0.0.1, in one PEM file."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )
+    path = directory / "server.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        + cert.public_bytes(serialization.Encoding.PEM)
+    )
+    return str(path)
+
+
+@pytest_twisted.ensureDeferred
+async def test_exit_over_tls_closes_the_connection(tmp_path):
+    server = await start_server(tmp_path, doors=())
+    pem = self_signed_pem(tmp_path)
+    endpoint = serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={pem}")
+    listener = await endpoint.listen(server.service.factories["line"])
+    try:
+        client = RawClient()
+        await SSL4ClientEndpoint(
+            reactor, "127.0.0.1", listener.getHost().port, ssl.CertificateOptions()
+        ).connect(Factory.forProtocol(lambda: client))
+        await client.lines(2)  # who you are, and the welcome
+        client.send(b"/exit\r\n")
+        assert (await client.lines(1)).startswith(b"* Goodbye, ")
+        await client.closed.addTimeout(5, reactor)  # the server closes, not the client
+    finally:
+        await listener.stopListening()
         await server.stop()

@@ -121,7 +121,7 @@ class LineDoor(LineReceiver):
 
     def close(self, reason: str) -> None:
         log.info("closing {peer}: {reason}", peer=self.peer, reason=reason)
-        self.output.flush()
+        self.output.finish()
         self.transport.loseConnection()
 
 

@@ -74,7 +74,7 @@ class MinechatReadDoor(Protocol):
 
     def close(self, reason: str) -> None:
         log.info("closing minechat listener {peer}: {reason}", peer=self.peer, reason=reason)
-        self.output.flush()
+        self.output.finish()
         self.transport.loseConnection()
 
 

@@ -71,6 +71,7 @@ class Output:
         self._held: bytes | list[bytes] | None = None
         self.describe = describe
         self._tripped = False
+        self._finished = False
         # Only a plain TCP connection has a socket we may write to ourselves (TLS wraps it).
         self._socket = transport.socket if isinstance(transport, tcp.Connection) else None
         try:
@@ -125,16 +126,23 @@ class Output:
                 )
                 self.transport.abortConnection()
 
+    def finish(self) -> None:
+        """The door closes the connection: send what is held, and stop being its producer.
+
+        A transport with a producer registered does not close until it is unregistered:
+        over TLS never, over TCP not while it is paused.
+        """
+        self.flush()
+        if not self._finished:
+            self._finished = True
+            self.transport.unregisterProducer()
+
     def pauseProducing(self) -> None:
         self.paused = True
 
     def resumeProducing(self) -> None:
         self.paused = False
         self.pending = 0
-        if getattr(self.transport, "disconnecting", False):
-            # A closing transport resumes its producer instead of closing once its buffer
-            # has drained; a door has nothing more to say then, so let it close.
-            self.transport.unregisterProducer()
 
     def stopProducing(self) -> None:
         self.paused = False

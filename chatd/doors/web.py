@@ -181,6 +181,12 @@ class ChatWebSocket(WebSocketServerProtocol):
             self.output.flush()
         super().sendData(data, sync, chopsize)
 
+    def _closeConnection(self, abort: bool = False) -> None:
+        # Autobahn closes the transport here, whoever started the close.
+        if self.output is not None:
+            self.output.finish()
+        super()._closeConnection(abort)
+
     def close(self, reason: str) -> None:
         self.sendClose(1000, reason)
 
