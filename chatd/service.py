@@ -106,7 +106,8 @@ def build(config: Config, reactor: Any = None) -> ChatService:
     for name, factory in doors.items():
         endpoint = getattr(config, name).strip()
         if endpoint.lower() != "none":
-            door = strports.service(*proxy.listen_spec(endpoint, factory), reactor=reactor)
+            spec = proxy.listen_spec(endpoint, factory, reactor, config.handshake_timeout)
+            door = strports.service(*spec, reactor=reactor)
             door.setName(name)
             door.setServiceParent(top)
     return top

@@ -50,7 +50,9 @@ async def start_server(
     server = Server(service, {})
     for name in doors:
         spec = ("haproxy:" if haproxy else "") + "tcp:0:interface=127.0.0.1"
-        spec, factory = proxy.listen_spec(spec, service.factories[name])
+        spec, factory = proxy.listen_spec(
+            spec, service.factories[name], reactor, config.handshake_timeout
+        )
         port = await serverFromString(reactor, spec).listen(factory)
         server.listeners.append(port)
         server.ports[name] = port.getHost().port

@@ -15,7 +15,9 @@ from twisted.internet.protocol import Factory
 from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 
+from chatd.config import Config, ConfigError
 from chatd.doors.line import LineFactory
+from chatd.service import build
 from tests.fakes import make_room
 from tests.support import RawClient, line_client, raw_client, start_server
 
@@ -364,3 +366,20 @@ async def test_exit_over_tls_closes_the_connection(tmp_path):
     finally:
         await listener.stopListening()
         await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_behind_haproxy_a_connection_without_its_header_is_closed(tmp_path):
+    server = await start_server(tmp_path, ("line",), haproxy=True, handshake_timeout=0.3)
+    try:
+        silent = await raw_client(server.ports["line"])  # never sends the PROXY header
+        await silent.closed.addTimeout(5, reactor)
+        assert not server.room.sessions
+    finally:
+        await server.stop()
+
+
+def test_the_proxy_protocol_inside_tls_is_refused_with_a_clear_error(tmp_path):
+    config = Config(data_dir=str(tmp_path), line="haproxy:ssl:7000:privateKey=key.pem")
+    with pytest.raises(ConfigError, match="end TLS at HAProxy and give chatd haproxy:tcp:"):
+        build(config, reactor)
