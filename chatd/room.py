@@ -45,6 +45,7 @@ ANY_ID = 2**63 - 1  # no upper bound on ids (the largest integer both databases 
 EVENT = "event"  # the bus kind for events shown on every node
 MODERATION = "moderation"  # the bus kind for reports and mutes
 SHUTTING_DOWN = "the server is shutting down"
+GOODBYE_WAIT = 5.0  # seconds a stopping server waits for pending saves before saying goodbye
 CLAIM = "claim"  # the bus kind for "my user has this name", when two nodes gave out one
 ACCOUNT = "account"  # the bus kind for a new account's name: no guest elsewhere may take it
 
@@ -210,13 +211,20 @@ class Room(Service):
                 self._remember_seen(user.account)
         super().stopService()
         sessions, listeners = tuple(self.sessions), self.listeners
+        for session in sessions:
+            session.closing = True  # what they type now would not be saved or audited
+        said: list[bool] = []
 
         def goodbye() -> None:
+            if said:
+                return
+            said.append(True)
             self._deliver(sessions, Notice(SHUTTING_DOWN))  # a telnet user sees no close reason
             for client in (*(s.client for s in sessions), *listeners):
                 client.close(SHUTTING_DOWN)
 
-        self._in_order(goodbye)  # after the messages still being saved
+        self._in_order(goodbye)  # after the messages still being saved...
+        self.clock.callLater(GOODBYE_WAIT, goodbye)  # ...unless the store stopped answering
         return self.store.close()
 
     # -- connections ------------------------------------------------------------------------
@@ -641,8 +649,8 @@ class Room(Service):
 
         def created(token: str) -> str:
             log.info("{session} registered {name}", session=session, name=name)
-            self._tell_nodes(ACCOUNT, {"name": name})
             self._login(session, name, token, seen=None)
+            self._tell_nodes(ACCOUNT, {"name": name})
             return token
 
         def failed(failure: Any) -> Any:
@@ -966,8 +974,14 @@ class Room(Service):
 
     def _registered(self, payload: dict[str, Any]) -> None:
         """Another node made an account: its name is reserved here too, online or not."""
-        name = str(payload["name"])
+        self._reserve(str(payload["name"]))
+
+    def _reserve(self, name: str) -> None:
+        """An account's name: nobody else takes it, and a guest here who has it yields."""
         self.account_names[name.casefold()] = name
+        user = self.users.get(name.casefold())
+        if user is not None and user.account is None:
+            self._claimed({"name": name, "node": "", "account": True})
 
     def _clashes(self, names: list[str]) -> None:
         """Another node's users (its presence): claim the names our guests share with them.
@@ -1077,7 +1091,9 @@ class Room(Service):
 
     def _accounts_known(self, names: list[str]) -> None:
         """Accounts made on other nodes while the bus was cut off are reserved here too."""
-        self.account_names.update((name.casefold(), name) for name in names)
+        for name in names:
+            if name.casefold() not in self.account_names:
+                self._reserve(name)
 
     def tell(self, session: Session, text: str) -> None:
         self._tell(session, Notice(text))

@@ -6,7 +6,7 @@ import pytest
 from twisted.internet import defer
 
 from chatd.events import Message
-from chatd.room import Room, Session
+from chatd.room import GOODBYE_WAIT, Room, Session
 from tests.fakes import FakeClient, MemoryStore, join, make_room
 
 
@@ -131,6 +131,19 @@ def test_shutting_down_closes_every_connection_after_the_messages_being_saved(ro
     store.finish()
     assert bob.take() == ["Guest1: last words", "* the server is shutting down"]
     assert alice.closed == bob.closed == listener.closed == "the server is shutting down"
+
+
+def test_shutting_down_says_goodbye_even_when_the_store_stops_answering(room):
+    room.store = SlowStore()
+    alice, bob = join(room), join(room)
+    alice.take(), bob.take()
+    room.receive(alice.session, "never saved")
+    room.stopService()
+    room.receive(bob.session, "typed while stopping")  # ignored: nothing is saved any more
+    room.clock.advance(GOODBYE_WAIT)
+    assert bob.take() == ["* the server is shutting down"]
+    assert alice.closed == bob.closed == "the server is shutting down"
+    assert len(room.store.pending) == 1
 
 
 def test_a_rename_tells_every_device_of_the_user(room):
