@@ -42,6 +42,7 @@ DEFAULTS = {
     "keepalives_interval": 5,
     "keepalives_count": 3,
 }
+IDLE_IN_TRANSACTION = 30  # seconds; a batch never waits between its statements
 MIGRATION_LOCK = 0x63686174  # advisory lock: nodes starting together migrate one at a time
 
 # Takes the next id (see the module docstring); the row lock is held until commit.
@@ -156,8 +157,15 @@ def _pyformat(query: str) -> str:
 
 
 def _connect(params: dict[str, Any]) -> psycopg.Connection[Any]:
-    """Autocommit mode: the worker says BEGIN and COMMIT itself, one transaction per batch."""
-    return psycopg.connect(**params, autocommit=True, cursor_factory=QmarkCursor)
+    """Autocommit mode: the worker says BEGIN and COMMIT itself, one transaction per batch.
+
+    A node cut off in the middle of a batch holds the id counter's row lock, and every
+    other node's messages wait for it, until PostgreSQL notices the dead connection (hours,
+    by TCP keepalive); its transaction is ended after IDLE_IN_TRANSACTION instead.
+    """
+    conn = psycopg.connect(**params, autocommit=True, cursor_factory=QmarkCursor)
+    conn.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}s'")
+    return conn
 
 
 def _where(params: dict[str, Any]) -> str:
