@@ -279,3 +279,12 @@ async def test_a_valid_token_from_a_refused_address_hangs_up(srv):
     assert client.received == GREETING  # the protocol has no line for "refused"
     assert srv.room.find("newbie") is None and "newbie" not in srv.room.account_names
     guesser.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_exit_a_writer_is_not_told_its_later_lines_were_sent(srv):
+    client, _, _ = await register(srv, "leaver")
+    # While "bye all" is being saved, /exit waits for it, and the line after must not count.
+    client.send(b"bye all\n\n/exit\n\nstill here?\n\n")
+    await client.closed.addTimeout(TIMEOUT, reactor)
+    assert client.received.count(SENT) == 2  # "bye all" and /exit, not the line after it

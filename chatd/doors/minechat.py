@@ -215,6 +215,8 @@ class MinechatWriteDoor(Protocol):
         self._step = self._chat
 
     def _chat(self, line: str) -> None:
+        if self.session.closing:
+            return  # said goodbye (/exit, a shutdown): nothing more is sent, so no "sent"
         if line.strip():
             self._message.append(line)
             return
