@@ -260,7 +260,6 @@ class ChatSite(Site):
         self.clock = clock
         self.per_address = per_address
         self._plain: dict[str, list[tuple[Any, Any]]] = {}  # address -> (channel, transport)
-        self._address: dict[Any, str] = {}  # channel -> the address it is counted under
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
@@ -268,34 +267,27 @@ class ChatSite(Site):
 
         # The channel hides its transport: catch it as the connection is made.
         def made(transport: Any) -> None:
-            self.clock.callLater(self.timeOut, self._deadline, channel, transport)
             make_connection(transport)
-            self._count(channel, transport)
+            host = self._count(channel, transport)
+            self.clock.callLater(self.timeOut, self._deadline, host, channel, transport)
 
         channel.makeConnection = made
         return channel
 
-    def _count(self, channel: Any, transport: Any) -> None:
-        """Count the connection under its client's address, or close it past the cap."""
+    def _count(self, channel: Any, transport: Any) -> str | None:
+        """The address the connection is counted under; None when not counted (no cap, or
+        over it: then it is closed)."""
         if not self.per_address:
-            return
+            return None
         host = getattr(transport.getPeer(), "host", "?")
         plain = [pair for pair in self._plain.get(host, ()) if self._still_plain(*pair)]
         self._plain[host] = plain
         if len(plain) >= self.per_address:
             log.info("refused {peer}: {n} HTTP connections already", peer=host, n=len(plain))
             transport.loseConnection()
-            return
+            return None
         plain.append((channel, transport))
-        self._address[channel] = host
-
-    def _forget(self, channel: Any, transport: Any) -> None:
-        host = self._address.pop(channel, None)
-        plain = self._plain.get(host, []) if host is not None else []
-        if (channel, transport) in plain:
-            plain.remove((channel, transport))
-        if host is not None and not plain:
-            self._plain.pop(host, None)
+        return host
 
     @staticmethod
     def _still_plain(channel: Any, transport: Any) -> bool:
@@ -303,8 +295,12 @@ class ChatSite(Site):
         owner = getattr(transport, "wrappedProtocol", None) or getattr(transport, "protocol", None)
         return bool(transport.connected) and owner is channel
 
-    def _deadline(self, channel: Any, transport: Any) -> None:
-        self._forget(channel, transport)
+    def _deadline(self, host: str | None, channel: Any, transport: Any) -> None:
+        plain = self._plain.get(host, []) if host is not None else []
+        if (channel, transport) in plain:
+            plain.remove((channel, transport))
+            if not plain:
+                del self._plain[host]
         if self._still_plain(channel, transport):
             log.info("closed an HTTP connection not upgraded within {t} s", t=self.timeOut)
             transport.loseConnection()
