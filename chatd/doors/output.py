@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ITransport
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from zope.interface import implementer
 
 log = Logger(namespace="chatd.doors.output")
+
+
+def _tcp_under(transport: Any) -> tcp.Connection | None:
+    """The TCP connection under C{transport} when bytes reach it unchanged: the transport
+    itself, or under wrappers that write through as they are (the PROXY protocol's; TLS's
+    encrypts, so not under it)."""
+    while isinstance(transport, ProtocolWrapper) and type(transport).write is ProtocolWrapper.write:
+        transport = transport.transport
+    return transport if isinstance(transport, tcp.Connection) else None
 
 
 class Turn:
@@ -72,8 +83,9 @@ class Output:
         self.describe = describe
         self._tripped = False
         self._finished = False
-        # Only a plain TCP connection has a socket we may write to ourselves (TLS wraps it).
-        self._socket = transport.socket if isinstance(transport, tcp.Connection) else None
+        # A socket we may write to ourselves: plain TCP, also behind HAProxy (not TLS).
+        self._tcp = _tcp_under(transport)
+        self._socket = self._tcp.socket if self._tcp is not None else None
         try:
             transport.setTcpNoDelay(True)  # TLS and PROXY-protocol wrappers pass it on
         except AttributeError:
@@ -98,7 +110,7 @@ class Output:
             return
         self._held = None
         data = held if type(held) is bytes else b"".join(held)
-        t = self.transport
+        t = self._tcp or self.transport
         sock = self._socket
         if (
             sock is not None
