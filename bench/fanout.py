@@ -84,7 +84,7 @@ def run(args: argparse.Namespace, addr: str, spawned: srv.Spawned | None) -> dic
     start = time.monotonic()
     deadline = start + args.timeout
     pid = args.server_pid
-    target = Target(addr, args.line_port, args.web_port, args.ws_path)
+    target = Target(addr, args.line_port, args.web_port, args.ws_path, args.haproxy)
     fig: dict[str, Any] = {"notes": []}
     if pid:
         srv.settle(pid, min(10.0, args.settle_timeout))

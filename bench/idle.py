@@ -53,7 +53,7 @@ def run(args: argparse.Namespace, addr: str, spawned: srv.Spawned | None) -> dic
         srv.settle(pid, 10.0)
         fig["rss_idle_kb"] = srv.rss_kb(pid)
         fig["cpu0"] = srv.cpu_seconds(pid)
-    target = Target(addr, args.line_port, args.web_port, args.ws_path)
+    target = Target(addr, args.line_port, args.web_port, args.ws_path, args.haproxy)
     parts = split(doors_for(args.door, args.connections), args.procs)
     window = max(1, args.connect_window // len(parts))
     plan = [ReceiverPlan(target, part, 0, window, args.connect_timeout, 0) for part in parts]

@@ -137,6 +137,12 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--line-port", type=int, default=6969, help="line door port")
     g.add_argument("--web-port", type=int, default=8080, help="web/WebSocket door port")
     g.add_argument("--ws-path", default="/", help="WebSocket path (/ or /ws)")
+    g.add_argument(
+        "--haproxy",
+        action="store_true",
+        help="the doors expect HAProxy's PROXY header (haproxy: endpoints); the generator "
+        "sends it first, as HAProxy would",
+    )
     g.add_argument("--server-pid", type=int, help="pid of a running server, for CPU and RSS")
     g.add_argument(
         "--spawn", action="store_true", help="start the server on free ports and stop it after"
@@ -242,13 +248,14 @@ def spawn(args: argparse.Namespace, timeout: float = 30.0) -> Spawned:
     log = data_dir / "server.log"
     args.line_port = free_port(args.host)
     args.web_port = free_port(args.host)
+    proxy = "haproxy:" if args.haproxy else ""
     if args.server_cmd:
         cmd = shlex.split(args.server_cmd)
     else:
         cmd = [_twistd(args.twistd), "-n", "--pidfile=", "chatd"]
     cmd += [
-        "--line", f"tcp:{args.line_port}:interface={args.host}",
-        "--web", f"tcp:{args.web_port}:interface={args.host}",
+        "--line", f"{proxy}tcp:{args.line_port}:interface={args.host}",
+        "--web", f"{proxy}tcp:{args.web_port}:interface={args.host}",
         "--minechat-read", "none",
         "--minechat-write", "none",
         "--data-dir", str(data_dir / "data"),

@@ -46,6 +46,12 @@ def check_loopback(host: str) -> str:
     return addr
 
 
+def proxy_header(sock: socket.socket) -> bytes:
+    """What HAProxy sends first with C{send-proxy}: the client's and the server's address."""
+    (src, sport), (dst, dport) = sock.getsockname()[:2], sock.getpeername()[:2]
+    return f"PROXY TCP4 {src} {dst} {sport} {dport}\r\n".encode()
+
+
 def ws_request(host: str, port: int, path: str = "/") -> bytes:
     """The client half of the opening handshake (RFC 6455 section 4.1), no subprotocol."""
     key = base64.b64encode(os.urandom(16)).decode()

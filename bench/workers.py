@@ -35,6 +35,7 @@ from bench.wire import (
     WireError,
     http_answer,
     open_conn,
+    proxy_header,
     ws_feed,
     ws_frame,
     ws_request,
@@ -53,6 +54,7 @@ class Target:
     line_port: int
     web_port: int
     ws_path: str = "/"
+    haproxy: bool = False  # the doors expect a PROXY header first (haproxy: endpoints)
 
     def port(self, door: str) -> int:
         return self.line_port if door == LINE else self.web_port
@@ -227,8 +229,10 @@ def receiver(ctl: Connection, plan: ReceiverPlan) -> None:
                     continue
                 c.state = HANDSHAKE
                 c.since = mono()
+                req = proxy_header(c.sock) if target.haproxy else b""
                 if c.door == WS:
-                    req = ws_request(target.addr, target.web_port, target.ws_path)
+                    req += ws_request(target.addr, target.web_port, target.ws_path)
+                if req:
                     if c.sock.send(req) != len(req):
                         drop(c, "handshake request not sent at once")
                         continue
@@ -312,6 +316,8 @@ def _connect_blocking(target: Target, door: str, timeout: float) -> Conn:
     sock = socket.create_connection((target.addr, target.port(door)), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     c = Conn(sock, door, time.monotonic_ns())
+    if target.haproxy:
+        sock.sendall(proxy_header(sock))
     if door == WS:
         sock.sendall(ws_request(target.addr, target.web_port, target.ws_path))
         rest = None
