@@ -18,7 +18,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
-from chatd.commands import CommandError
+from chatd.errors import CommandError
 from chatd.store import Account, Store
 
 _N, _R, _P = 2**14, 8, 1  # scrypt cost: about 16 MiB and 50 ms per check

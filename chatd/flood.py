@@ -8,16 +8,13 @@ asks L{Flood.admit} before it lets a connection in and L{Flood.line} for every l
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IReactorTime
 
 from chatd.config import Config
 from chatd.events import Error
+from chatd.people import Client
 from chatd.ratelimit import RateLimiter, duration
-
-if TYPE_CHECKING:
-    from chatd.room import Client
 
 
 class _Bucket:

@@ -16,7 +16,7 @@ from twisted.python import usage
 from chatd import config as configuration
 from chatd import guestnames
 from chatd.audit import AuditLog
-from chatd.bus import Bus, LocalBus
+from chatd.bus import Bus
 from chatd.commands import discover
 from chatd.config import Config, ConfigError
 from chatd.doors import proxy
@@ -69,7 +69,8 @@ class ChatService(MultiService):
         self.room = room
         self.audit = audit
         self.factories = factories  # door name -> protocol factory (tests listen on port 0)
-        room.bus.setServiceParent(self)  # starts before the Room and stops after it
+        if room.bus is not None:
+            room.bus.setServiceParent(self)  # starts before the Room and stops after it
         room.setServiceParent(self)
 
     def startService(self) -> None:
@@ -113,10 +114,10 @@ def build(config: Config, reactor: Any = None) -> ChatService:
     return top
 
 
-def _bus(config: Config, reactor: Any) -> Bus:
-    """The Redis bus when C{redis_url} is set (a cluster), else this node alone."""
+def _bus(config: Config, reactor: Any) -> Bus | None:
+    """The Redis bus when C{redis_url} is set (a cluster); None for a node alone."""
     if not config.redis_url:
-        return LocalBus()
+        return None
     try:
         from chatd.bus.redis import RedisBus
     except ImportError as e:

@@ -73,7 +73,7 @@ async def test_bad_registrations_say_what_is_wrong(srv):
     await bob.expect(r"^! a name has letters, digits")
     bob.send("/register OnlyAName")
     await bob.expect(r"^! usage: /register <name> <password>$")
-    assert srv.room.account_names == {}
+    assert srv.room.names.accounts == {}
 
 
 @pytest_twisted.ensureDeferred
@@ -215,7 +215,7 @@ async def test_register_account_picks_a_free_variant_and_sends_identity(srv):
     name3, _ = await room.register_account(sessions[2], " <b>Ivan  Petrov</b>!")
     name4, _ = await room.register_account(sessions[3], "@@")
     assert (name1, name2, name3) == ("Dmitry", "dmitry2", "bIvanPetrovb")
-    assert name4.casefold() in room.account_names  # nothing usable was left: a guest name
+    assert name4.casefold() in room.names.accounts  # nothing usable was left: a guest name
     assert re.fullmatch(TOKEN, token1) and token1 != token2
     assert first.identities()[-1] == ("Dmitry", "Dmitry", token1)
 

@@ -58,7 +58,7 @@ def test_a_whisper_reaches_only_its_recipient(alias):
     "typed, error",
     [
         ("/w Nobody hi", "! nobody called Nobody is online; /list shows who is"),
-        ("/w Guest1 hi", "! you cannot whisper to yourself"),
+        ("/w Guest1 hi", "! you cannot send a private message to yourself"),
         ("/w Guest2", "! usage: /whisper <name> <text>"),
         ("/w", "! usage: /whisper <name> <text>"),
         ("/w Guest2 \x1b[2J", "! usage: /whisper <name> <text>"),

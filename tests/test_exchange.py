@@ -61,7 +61,7 @@ def chat(bank: Any = None, http: Any = None, **settings: Any) -> Chat:
         timeout=config.exchange_timeout,
         concurrency=config.exchange_concurrency,
     )
-    install(room, client)
+    install(room.services, client)
     room.startService()
     alice, bob = join(room), join(room)
     alice.take(), bob.take()
@@ -280,7 +280,7 @@ def test_setup_builds_a_client_from_the_rooms_settings() -> None:
     store = MemoryStore()
     room = Room(config, Clock(), Registry([exchange]), store, maybeDeferred)
     room.startService()  # runs exchange's setup
-    client = client_for(room)
+    client = client_for(room.services)
     assert (client.base_url, client.timeout, client.cache) == ("http://mirror/rates", 2.5, store)
     assert client._limit is not None and client._limit.limit == 7
-    assert client.clock is room.clock and client_for(room) is client
+    assert client.clock is room.clock and client_for(room.services) is client

@@ -180,7 +180,7 @@ async def test_connections_and_commands_are_logged_and_audited(tmp_path):
             await alice.expect(r"^\* online")
             alice.close()
             await alice.closed
-            while server.room.sessions:
+            while server.room.members.sessions:
                 await deferLater(0.01)
         finally:
             await server.stop()
@@ -214,12 +214,12 @@ def never_reading_socket(port: int) -> socket.socket:
 
 async def flood_until_dropped(server, talker, listener, sock, events) -> None:
     """Chat big lines until the room has dropped the silent client; the others keep up."""
-    slow = server.room.sessions[-1]
+    slow = server.room.members.sessions[-1]
     talker_name = talker.lines[0].split()[-1] if talker.lines else None
     for i in range(400):
         talker.send(f"{i} " + "z" * 30_000)
         await listener.expect(rf": {i} z")
-        if slow not in server.room.sessions:
+        if slow not in server.room.members.sessions:
             break
     else:
         raise AssertionError("the client that never reads was never dropped")
@@ -242,7 +242,7 @@ async def test_a_telnet_client_that_never_reads_is_dropped_others_keep_chatting(
         talker = await line_client(server.ports["line"])
         listener = await line_client(server.ports["line"])
         sock = never_reading_socket(server.ports["line"])
-        while len(server.room.sessions) < 3:
+        while len(server.room.members.sessions) < 3:
             await deferLater(0.01)
         await flood_until_dropped(server, talker, listener, sock, events)
     finally:
@@ -262,9 +262,13 @@ async def test_a_slow_reader_who_says_goodbye_is_disconnected_once_it_has_read_e
         talker = await line_client(server.ports["line"])
         sock = never_reading_socket(server.ports["line"])
         port = sock.getsockname()[1]
-        while not any(s.client.transport.getPeer().port == port for s in server.room.sessions):
+        while not any(
+            s.client.transport.getPeer().port == port for s in server.room.members.sessions
+        ):
             await deferLater(0.01)
-        (slow,) = (s for s in server.room.sessions if s.client.transport.getPeer().port == port)
+        (slow,) = (
+            s for s in server.room.members.sessions if s.client.transport.getPeer().port == port
+        )
         for i in range(500):  # until Twisted's buffer for it is full, under max_output_bytes
             talker.send(f"{i} " + "z" * 30_000)
             talker.send("/list")
@@ -272,9 +276,8 @@ async def test_a_slow_reader_who_says_goodbye_is_disconnected_once_it_has_read_e
             if slow.client.output.paused:
                 break
         else:
-            raise AssertionError(
-                f"the reader never fell behind; still connected: {slow in server.room.sessions}"
-            )
+            connected = slow in server.room.members.sessions
+            raise AssertionError(f"the reader never fell behind; still connected: {connected}")
         sock.sendall(b"/exit\n")
         sock.setblocking(False)
         received = b""
@@ -374,7 +377,7 @@ async def test_behind_haproxy_a_connection_without_its_header_is_closed(tmp_path
     try:
         silent = await raw_client(server.ports["line"])  # never sends the PROXY header
         await silent.closed.addTimeout(5, reactor)
-        assert not server.room.sessions
+        assert not server.room.members.sessions
     finally:
         await server.stop()
 

@@ -37,9 +37,9 @@ async def writer(srv: Any) -> RawClient:
 
 
 async def listener(srv: Any) -> RawClient:
-    before = len(srv.room.listeners)
+    before = len(srv.room.members.listeners)
     client = await raw_client(srv.ports["minechat_read"])
-    await _until(lambda: len(srv.room.listeners) > before)
+    await _until(lambda: len(srv.room.members.listeners) > before)
     return client
 
 
@@ -252,7 +252,7 @@ async def test_flood_caps_apply_to_both_ports(tmp_path):
         refused_reader = await raw_client(srv.ports["minechat_read"])
         await refused_reader.closed
         assert refused_reader.received == b""
-        assert srv.room.listeners == ()
+        assert srv.room.members.listeners == ()
         telnet.close()
     finally:
         await srv.stop()
@@ -277,7 +277,7 @@ async def test_a_valid_token_from_a_refused_address_hangs_up(srv):
     client.send(token.encode() + b"\nnewbie\n")  # a client that took null for "register"
     await client.closed.addTimeout(TIMEOUT, reactor)
     assert client.received == GREETING  # the protocol has no line for "refused"
-    assert srv.room.find("newbie") is None and "newbie" not in srv.room.account_names
+    assert srv.room.find("newbie") is None and "newbie" not in srv.room.names.accounts
     guesser.close()
 
 

@@ -12,7 +12,8 @@ from twisted.internet.task import Clock
 from chatd.commands import CommandError, command, discover
 from chatd.config import Config
 from chatd.events import Message
-from chatd.room import LOGIN_FIRST, Room
+from chatd.gate import LOGIN_FIRST
+from chatd.room import Room
 from chatd.store import Account
 from tests.fakes import FakeClient
 
@@ -108,7 +109,7 @@ class Chat:
         door = Door(self.room, peer)
         door.session = self.room.connect(door)
         if name is not None:
-            self.room.rename(door.session.user, name)
+            self.room.rename(door.session, name)
         self.clock.advance(0)  # the reactor turn ends: the join is announced
         door.take()
         return door
@@ -519,7 +520,7 @@ def test_read_only_listeners_count_against_the_address_too() -> None:
     listener = Door(chat.room, "10.0.0.1", "minechat-read")
     chat.room.listen(listener)
     assert listener.closed is not None
-    assert listener not in chat.room.listeners
+    assert listener not in chat.room.members.listeners
 
 
 # -- nothing outlives its reason -------------------------------------------------------------

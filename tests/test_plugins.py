@@ -22,7 +22,7 @@ SIDES = {"d6": 6, "d20": 20}
 def roll(ctx, args):
     if args not in SIDES:
         raise UsageError()
-    ctx.room.notice_all(f"{ctx.user.name} rolled {args}: {SIDES[args]}")
+    ctx.announce(f"{ctx.name} rolled {args}: {SIDES[args]}")
 
 
 @command("shout", help="the same name as another plugin's command")

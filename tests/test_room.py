@@ -150,7 +150,7 @@ def test_a_rename_tells_every_device_of_the_user(room):
     phone = join(room)
     laptop = FakeClient("ws")
     laptop.session = Session(laptop, phone.session.user, 0)
-    room._add(laptop.session)
+    room.members.add(laptop.session)
     bob = join(room)
     phone.take(), laptop.take(), bob.take()
     room.receive(phone.session, "/rename Alice")

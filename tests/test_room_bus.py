@@ -196,7 +196,7 @@ def test_member_lists_drop_a_node_that_stopped_at_the_next_refresh():
 
 def clashing(room: Room, *names: str) -> None:
     """Guest names for C{room} from C{names}: nodes given the same list clash."""
-    room.namer = iter(names).__next__
+    room.names.namer = iter(names).__next__
 
 
 def listed(room: Room, client: FakeClient) -> list[str]:

@@ -82,7 +82,7 @@ async def test_a_stalled_opening_handshake_is_dropped(tmp_path):
         raw = await raw_client(server.ports["web"])
         raw.transport.write(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websoc")
         await raw.closed.addTimeout(5, reactor)
-        assert not server.room.sessions
+        assert not server.room.members.sessions
     finally:
         await server.stop()
 
@@ -124,7 +124,7 @@ async def test_a_websocket_client_that_never_reads_is_dropped_others_keep_chatti
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
         sock.connect(("127.0.0.1", server.ports["web"]))
         sock.sendall(upgrade_request())
-        while len(server.room.sessions) < 3:
+        while len(server.room.members.sessions) < 3:
             await deferLater(0.01)
         await flood_until_dropped(server, talker, listener, sock, events)
     finally:
@@ -179,7 +179,7 @@ async def test_a_client_dribbling_its_handshake_is_dropped_at_the_deadline(tmp_p
             raw.send(request[i : i + 1])
             await deferLater(0.05)
         assert raw.closed.called
-        assert not server.room.sessions
+        assert not server.room.members.sessions
     finally:
         await server.stop()
 

@@ -15,48 +15,156 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-if TYPE_CHECKING:
-    from chatd.room import Room, Session, User
+from chatd.config import Config
+from chatd.errors import CommandError, UsageError
+from chatd.events import Event, Message
+
+__all__ = [
+    "Command",
+    "CommandError",
+    "Context",
+    "Registry",
+    "Services",
+    "Status",
+    "UsageError",
+    "command",
+    "discover",
+]
 
 GROUP = "chatd.commands"
 log = Logger(namespace="chatd.commands")
 
 
-class UsageError(Exception):
-    """The arguments are wrong: the user is shown the command's usage line (and the reason)."""
+class Cache(Protocol):
+    """A persistent key/value cache (the store's), for what a plugin fetched."""
+
+    def cache_get(self, key: str) -> defer.Deferred[str | None]: ...
+
+    def cache_put(self, key: str, value: str) -> defer.Deferred[None]: ...
 
 
-class CommandError(Exception):
-    """The command cannot be done: the message tells the user why and what to do instead."""
+@dataclass
+class Services:
+    """What every command of one server shares, and what C{setup} is given.
+
+    @ivar state: a place for plugins to keep per-server objects (an HTTP client, say),
+        under a key of their own.
+    """
+
+    clock: IReactorTime
+    config: Config
+    cache: Cache
+    commands: Registry
+    state: dict[str, Any] = field(default_factory=dict)
 
 
-class Context:
-    """What a running command may touch: the room, the caller, and a way to answer."""
+@dataclass(frozen=True)
+class Status:
+    """A snapshot of the chat and of the caller, for C{/status}.
 
-    __slots__ = ("room", "session", "invoked_as")
+    @ivar here: people on this server, when there are others elsewhere (a cluster).
+    @ivar devices: the caller's sessions: (door, address, seconds connected, this one?).
+    @ivar standing: the caller's limits as lines (messages left, a mute).
+    """
 
-    def __init__(self, room: Room, session: Session, invoked_as: str) -> None:
-        self.room = room
-        self.session = session
-        self.invoked_as = invoked_as
+    online: int
+    here: int | None
+    connections: int
+    messages: int
+    uptime: float
+    name: str
+    account: str | None
+    since: float
+    devices: list[tuple[str, str, float, bool]]
+    standing: list[str]
+    scheduled: list[Any]
+
+
+class Context(Protocol):
+    """What a running command may do: everything a command reaches goes through here, for
+    chatd's own commands as for any plugin.
+
+    Methods that act for the caller (say, whisper, rename, report, the account ones) pass
+    the same checks as typing would (limits, mutes, names) and raise L{CommandError} with
+    the reason, which the user is shown.
+    """
+
+    invoked_as: str  # the word the user typed (an alias, maybe)
 
     @property
-    def user(self) -> User:
-        return self.session.user
+    def name(self) -> str:
+        """The caller's name now."""
+
+    @property
+    def account(self) -> str | None:
+        """The caller's account, or None for a guest."""
+
+    @property
+    def services(self) -> Services: ...
 
     def reply(self, text: str) -> None:
-        """A notice to the caller's session only."""
-        self.room.tell(self.session, text)
+        """A notice to the caller's connection only."""
 
     def error(self, text: str) -> None:
-        self.room.tell_error(self.session, text)
+        """An error line to the caller's connection only."""
+
+    def show(self, event: Event) -> None:
+        """Deliver an event (a member list, history) to the caller's connection."""
+
+    def announce(self, text: str, others_only: bool = False) -> None:
+        """A notice to everyone (on every node), or to everyone but the caller."""
+
+    def find(self, name: str) -> str | None:
+        """The person called C{name} (any case) wherever they are: online on any node, or
+        an account that is offline; their own spelling, or None if there is nobody."""
+
+    def say(self, text: str) -> None:
+        """A public message from the caller."""
+
+    def whisper(self, to: str, text: str) -> None:
+        """A private message from the caller (kept for an offline account)."""
+
+    def rename(self, new: str) -> None: ...
+
+    def report(self, name: str) -> None:
+        """Complain about C{name}; the caller (or, on a mute, everyone) is told."""
+
+    def online(self) -> defer.Deferred[list[str]]:
+        """Everyone online, on every node, sorted."""
+
+    def history(self, limit: int) -> defer.Deferred[list[Message]]:
+        """The last C{limit} public messages, oldest first."""
+
+    def status(self) -> Status: ...
+
+    def schedule(self, seconds: int, text: str, to: str | None) -> Any:
+        """Send C{text} (to C{to}, or everyone) in C{seconds}; returns the entry."""
+
+    def cancel(self, number: int | None) -> Any:
+        """Cancel the caller's scheduled message C{number}, or the last one."""
+
+    def scheduled(self) -> list[Any]: ...
+
+    def register(self, name: str, password: str) -> defer.Deferred[str]:
+        """Make an account and log the caller in; fires with its token."""
+
+    def login(self, name: str, password: str) -> defer.Deferred[None]: ...
+
+    def login_with_token(self, token: str) -> defer.Deferred[str | None]:
+        """Fires with the account's name, or None for an unknown token."""
+
+    def logout(self) -> None: ...
+
+    def close(self, reason: str) -> None:
+        """Close the caller's connection after what it has been told."""
 
 
 Runner = Callable[[Context, str], Any]
@@ -69,7 +177,7 @@ class Command:
     @ivar bare: also runs when a line starts with the bare word (C{exchange 2 USD}).
     @ivar counted: counts as a message for rate limits (it sends something to others).
     @ivar audit_args: write the arguments to the audit log (off for passwords).
-    @ivar setup: called once with the Room when the server starts, to build clients etc.
+    @ivar setup: called once with the L{Services} when the server starts, to build clients.
     """
 
     name: str
@@ -80,7 +188,7 @@ class Command:
     bare: bool = False
     counted: bool = False
     audit_args: bool = True
-    setup: Callable[[Room], Any] | None = None
+    setup: Callable[[Services], Any] | None = None
 
     @property
     def usage_line(self) -> str:
@@ -103,7 +211,7 @@ def command(
     bare: bool = False,
     counted: bool = False,
     audit_args: bool = True,
-    setup: Callable[[Room], Any] | None = None,
+    setup: Callable[[Services], Any] | None = None,
 ) -> Callable[[Runner], Command]:
     """Turn C{def run(ctx, args)} into a L{Command}, ready to be named by an entry point."""
 

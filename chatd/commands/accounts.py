@@ -32,7 +32,7 @@ def register(ctx: Context, args: str) -> Deferred[None]:
             f"device, keep it secret): {token}"
         )
 
-    return ctx.room.register(ctx.session, name, password).addCallback(done)
+    return ctx.register(name, password).addCallback(done)
 
 
 @command(
@@ -43,7 +43,7 @@ def register(ctx: Context, args: str) -> Deferred[None]:
 )
 def login(ctx: Context, args: str) -> Deferred[None]:
     name, password = _name_and_password(args)
-    return ctx.room.login(ctx.session, name, password)
+    return ctx.login(name, password)
 
 
 @command("auth", usage="<token>", help="log in with the token /register gave you", audit_args=False)
@@ -56,7 +56,7 @@ def auth(ctx: Context, args: str) -> Deferred[None]:
         if name is None:
             raise CommandError("unknown token; check it, or /login <name> <password>")
 
-    return ctx.room.login_with_token(ctx.session, token).addCallback(done)
+    return ctx.login_with_token(token).addCallback(done)
 
 
 @command(
@@ -65,4 +65,4 @@ def auth(ctx: Context, args: str) -> Deferred[None]:
     "your other devices stay logged in",
 )
 def logout(ctx: Context, args: str) -> None:
-    ctx.room.logout(ctx.session)
+    ctx.logout()

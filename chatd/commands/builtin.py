@@ -20,7 +20,7 @@ def _no_arguments(args: str) -> None:
 
 @command("help", aliases=("rules",), usage="[command]", help="list the commands, or explain one")
 def help_(ctx: Context, args: str) -> None:
-    commands = ctx.room.commands
+    commands = ctx.services.commands
     words = args.lstrip("/").split()
     if words:
         cmd = commands.get(words[0])
@@ -41,7 +41,7 @@ def help_(ctx: Context, args: str) -> None:
 @command("list", aliases=("users",), help="who is online")
 def list_(ctx: Context, args: str) -> Deferred[None]:
     _no_arguments(args)
-    return ctx.room.who().addCallback(lambda names: ctx.session.deliver(Presence(names)))
+    return ctx.online().addCallback(lambda names: ctx.show(Presence(names)))
 
 
 @command(
@@ -55,45 +55,40 @@ def whisper(ctx: Context, args: str) -> None:
     name, _, text = args.partition(" ")
     if not name or not text.strip():
         raise UsageError()
-    ctx.room.whisper(ctx.session, name, text)
+    ctx.whisper(name, text)
 
 
 @command("rename", aliases=("nick",), usage="<new_name>", help="change your name")
 def rename(ctx: Context, args: str) -> None:
     if not args or " " in args:
         raise UsageError("a name has no spaces" if args else "")
-    ctx.room.rename(ctx.user, args)
+    ctx.rename(args)
 
 
 @command("exit", aliases=("quit",), help="leave the chat")
 def exit_(ctx: Context, args: str) -> None:
-    ctx.reply(f"Goodbye, {ctx.user.name}!")
-    ctx.room.close(ctx.session, "said goodbye")
+    ctx.reply(f"Goodbye, {ctx.name}!")
+    ctx.close("said goodbye")
 
 
 @command("status", help="facts about the chat and about you")
 def status(ctx: Context, args: str) -> None:
     _no_arguments(args)
-    room, user = ctx.room, ctx.user
-    now = room.clock.seconds()
+    s = ctx.status()
     devices = ", ".join(
-        f"{s.client.door} from {s.client.peer} for {duration(now - s.since)}"
-        + (" (this one)" if s is ctx.session else "")
-        for s in user.sessions
+        f"{door} from {peer} for {duration(age)}" + (" (this one)" if this else "")
+        for door, peer, age, this in s.devices
     )
-    here = f" ({len(room.users)} on this server)" if room.elsewhere else ""
-    ctx.reply(
-        "\n".join(
-            [
-                f"chat: {room.online_count()} online{here}, "
-                f"{count(len(room.sessions), 'connection')}, "
-                f"{count(room.messages_sent, 'message')} in {duration(now - room.started)}"
-                " of uptime",
-                f"you: {user.name}, "
-                + ("logged in" if user.account else "guest")
-                + f", here for {duration(now - user.since)}",
-                f"your sessions ({len(user.sessions)}): {devices}",
-                *room.moderation.standing(user),
-            ]
-        )
-    )
+    here = f" ({s.here} on this server)" if s.here is not None else ""
+    lines = [
+        f"chat: {s.online} online{here}, {count(s.connections, 'connection')}, "
+        f"{count(s.messages, 'message')} in {duration(s.uptime)} of uptime",
+        f"you: {s.name}, {'logged in' if s.account else 'guest'}, here for {duration(s.since)}",
+        f"your sessions ({len(s.devices)}): {devices}",
+        *s.standing,
+    ]
+    if s.scheduled:
+        lines.append(f"scheduled messages ({len(s.scheduled)}, /cancel cancels the last):")
+        now = ctx.services.clock.seconds()
+        lines += ["  " + p.describe(now) for p in s.scheduled]
+    ctx.reply("\n".join(lines))

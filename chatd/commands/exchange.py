@@ -9,17 +9,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-from weakref import WeakKeyDictionary
 
 import treq
 from twisted.internet.defer import Deferred
 
-from chatd.commands import CommandError, Context, UsageError, command
+from chatd.commands import CommandError, Context, Services, UsageError, command
 from chatd.rates import DayFailed, DayRates, Rate, RatesClient, api_date
-
-if TYPE_CHECKING:
-    from chatd.room import Room
 
 MAX_DAYS = 10
 MAX_CURRENCIES = 10
@@ -27,8 +22,9 @@ DEFAULT_CURRENCIES = ("USD", "EUR")
 NB_NOTE = "NB: PrivatBank has no rate of its own; the National Bank of Ukraine's is shown."
 _CODE = re.compile(r"[A-Z]{3}\Z")
 
-# One client per room, so its cache and in-flight requests are shared by all users.
-_clients: WeakKeyDictionary[Room, RatesClient] = WeakKeyDictionary()
+# One client per server (in its Services' state), so its cache and in-flight requests
+# are shared by all users.
+STATE_KEY = "exchange"
 
 
 @dataclass(frozen=True)
@@ -143,37 +139,37 @@ def answer(ctx: Context, args: str, client: RatesClient) -> Deferred[None]:
     def show(results: list[DayRates | DayFailed]) -> None:
         table = render(results, request.currencies)
         ctx.reply(table)
-        if ctx.room.config.exchange_broadcast:
-            ctx.room.notice_all(f"{ctx.user.name} asked: {request}\n{table}", ctx.session)
+        if ctx.services.config.exchange_broadcast:
+            ctx.announce(f"{ctx.name} asked: {request}\n{table}", others_only=True)
 
     return client.recent(request.days).addCallback(show)
 
 
-def client_for(room: Room) -> RatesClient:
-    """The room's client: real treq, the room's clock and persistent store."""
-    known = _clients.get(room)
+def client_for(services: Services) -> RatesClient:
+    """The server's client: real treq, the server's clock and persistent cache."""
+    known = services.state.get(STATE_KEY)
     if known is not None:
         return known
-    config = room.config
+    config = services.config
     client = RatesClient(
         treq,
         config.exchange_url,
-        room.clock,
-        room.store,
+        services.clock,
+        services.cache,
         timeout=config.exchange_timeout,
         concurrency=config.exchange_concurrency,
     )
-    install(room, client)
+    install(services, client)
     return client
 
 
-def install(room: Room, client: RatesClient) -> None:
-    """Use C{client} for C{room} (tests hand it one built on StubTreq)."""
-    _clients[room] = client
+def install(services: Services, client: RatesClient) -> None:
+    """Use C{client} on this server (tests hand it one built on StubTreq)."""
+    services.state[STATE_KEY] = client
 
 
-def setup(room: Room) -> None:
-    client_for(room)
+def setup(services: Services) -> None:
+    client_for(services)
 
 
 @command(
@@ -185,4 +181,4 @@ def setup(room: Room) -> None:
 )
 def exchange(ctx: Context, args: str) -> Deferred[None]:
     """PrivatBank exchange rates for the last days (USD and EUR unless you name currencies)."""
-    return answer(ctx, args, client_for(ctx.room))
+    return answer(ctx, args, client_for(ctx.services))

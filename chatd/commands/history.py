@@ -13,13 +13,13 @@ MOST = 500  # one answer's limit, so a typo cannot ask for the whole database
 @command("history", usage="[n]", help="the last n public messages (within the history time)")
 def history(ctx: Context, args: str) -> Deferred[None]:
     if not args:
-        n = ctx.room.config.history_default
+        n = ctx.services.config.history_default
     elif args.isdigit() and 0 < int(args) <= MOST:
         n = int(args)
     else:
         raise UsageError(f"n is a whole number from 1 to {MOST}")
 
     def show(messages: list[Message]) -> None:
-        ctx.session.deliver(History(messages, "history"))
+        ctx.show(History(messages, "history"))
 
-    return ctx.room.history(n).addCallback(show)
+    return ctx.history(n).addCallback(show)

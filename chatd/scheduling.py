@@ -1,8 +1,9 @@
-"""Messages people asked to send later (C{/send -t}): kept per owner, on the clock, cancellable.
+"""Messages people asked to send later (C{/send -t}): kept per owner, on the clock,
+cancellable, and an account's kept over restarts.
 
-The schedule only keeps time; what "sending" means is the callable each entry carries, so
-this file knows nothing about rooms or doors. Accounts' entries can be saved as JSON and
-restored after a restart (a guest's cannot: the guest is gone).
+L{Schedule} only keeps time; L{Scheduler} also saves accounts' entries in the store and
+hands each due entry to the C{send} it was built with, so this file knows nothing about
+rooms or doors. A guest's entries cannot outlive the guest: they are dropped when it goes.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ import json
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
-from chatd.commands import CommandError
+from chatd.errors import CommandError
 from chatd.ratelimit import duration
 
+log = Logger(namespace="chatd.scheduling")
+SAVED = "scheduled-messages"  # the store's cache key (a node's own: SAVED:node)
 MAX_DELAY = 24 * 3600  # seconds ahead a message may be scheduled
 MAX_PENDING = 10  # scheduled messages one owner may have waiting
 
@@ -133,3 +138,73 @@ class Schedule:
         mine.remove(entry)
         if not mine:
             del self._pending[entry.owner]
+
+
+def account_of(owner: Hashable) -> str | None:
+    """The account an entry belongs to, or None for a guest's."""
+    if isinstance(owner, tuple) and owner[0] == "account":
+        return str(owner[1])
+    return None
+
+
+class Scheduler:
+    """The node's scheduled messages: a L{Schedule} whose accounts' entries are saved.
+
+    Each node of a cluster keeps (and sends) its own: the store is shared.
+
+    @param send: called with each entry when it falls due (also those that fell due while
+        the server was down, at start-up).
+    """
+
+    def __init__(
+        self, clock: IReactorTime, store: Any, node: str, send: Callable[[Pending], Any]
+    ) -> None:
+        self.clock = clock
+        self.store = store
+        self.key = f"{SAVED}:{node}" if node else SAVED
+        self.send = send
+        self.schedule = Schedule(clock)
+
+    def add(self, owner: Hashable, delay: float, text: str, to: str | None) -> Pending:
+        entry = self.schedule.add(owner, delay, text, to, self._due)
+        self._saved(owner)
+        return entry
+
+    def cancel(self, owner: Hashable, id: int | None = None) -> Pending:
+        entry = self.schedule.cancel(owner, id)
+        self._saved(owner)
+        return entry
+
+    def pending(self, owner: Hashable) -> list[Pending]:
+        return self.schedule.pending(owner)
+
+    def drop_owner(self, owner: Hashable) -> list[Pending]:
+        """Cancel what C{owner} (a guest that went) scheduled: nobody else can send it."""
+        return self.schedule.drop_owner(owner)
+
+    def restore(self) -> defer.Deferred[Any]:
+        """At start-up: schedule again the accounts' messages saved before a restart."""
+
+        def restore(saved: str | None) -> None:
+            if saved:
+                n = self.schedule.restore(saved, lambda account: self._due)
+                log.info("{n} scheduled messages restored", n=n)
+
+        d = self.store.cache_get(self.key).addCallback(restore)
+        return d.addErrback(lambda f: log.failure("restoring the scheduled messages failed", f))
+
+    def _due(self, entry: Pending) -> None:
+        self._saved(entry.owner)  # the entry has left the schedule
+        self.send(entry)
+
+    def _saved(self, owner: Hashable) -> None:
+        if account_of(owner) is None:
+            return
+        d = self.store.cache_put(self.key, self.schedule.saved())
+        d.addErrback(lambda f: log.failure("saving the scheduled messages failed", f))
+
+
+def cancelled_text(dropped: list[Pending]) -> str:
+    """What a guest is told when its scheduled messages can no longer be sent."""
+    ids = ", ".join(f"#{e.id}" for e in dropped)
+    return f"your scheduled messages as a guest ({ids}) were cancelled; schedule them again"

@@ -1,0 +1,92 @@
+"""Arrivals and departures: who joined or left, and the member lists of the doors that
+keep one (the browser page).
+
+Each notice goes to everyone, so a crowd arriving at once would cost one broadcast per
+person: n² deliveries. The joins and leaves of one reactor turn share one notice per kind
+and one member-list update; anything the chat says later announces them first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+
+from chatd.events import Notice, Presence
+from chatd.link import Link
+from chatd.members import Members
+from chatd.voice import Voice
+
+
+def crowd_text(names: list[str], verb: str, count: int | None = None) -> str:
+    """C{"Ann, Bob, Cy and 4 others joined"}: C{count} people in all, the first few named."""
+    count = len(names) if count is None else count
+    shown = ", ".join(names[:3])
+    if count > 3:
+        shown += f" and {count - 3} other{'s' if count > 4 else ''}"
+    return f"{shown} {verb}"
+
+
+class Crowd:
+    """Coalesces the joins, leaves and member-list changes of one reactor turn."""
+
+    def __init__(self, clock: IReactorTime, members: Members, voice: Voice, link: Link) -> None:
+        self.clock = clock
+        self.members = members
+        self.voice = voice
+        self.link = link
+        voice.before_notice = self.announce
+        self._moved: dict[str, list[str]] = {"joined": [], "left": []}  # not yet announced
+        self._moved_call: Any = None
+        self._presence_call: Any = None
+
+    def stop(self) -> None:
+        for call in (self._presence_call, self._moved_call):
+            if call is not None and call.active():
+                call.cancel()
+
+    def moved(self, verb: str, name: str) -> None:
+        """C{name} C{"joined"} or C{"left"}: told at the end of this reactor turn."""
+        self._moved[verb].append(name)
+        if self._moved_call is None:
+            self._moved_call = self.clock.callLater(0, self.announce)
+        self.changed()
+
+    def announce(self) -> None:
+        """Tell everyone of this turn's joins and leaves now (before what is said next)."""
+        if self._moved_call is None:
+            return
+        if self._moved_call.active():
+            self._moved_call.cancel()
+        self._moved_call = None
+        for verb, names in self._moved.items():
+            if not names:
+                continue
+            self._moved[verb] = []
+            if verb != "joined":
+                self.voice.notice_all(crowd_text(names, verb))
+                continue
+            # Each newcomer hears of the others who came with them, not of themselves.
+            self.voice.notice_all(
+                crowd_text(names, verb), skip=frozenset(n.casefold() for n in names)
+            )
+            if len(names) > 1:
+                for name in names:
+                    user = self.members.find(name)
+                    if user is not None:
+                        others = [n for n in names[:4] if n != name][:3]
+                        self.voice.tell_user(user, Notice(crowd_text(others, verb, len(names) - 1)))
+
+    def changed(self) -> None:
+        """Someone came, went or was renamed: one member-list update this turn."""
+        if self._presence_call is None or not self._presence_call.active():
+            self._presence_call = self.clock.callLater(0, self._update)
+
+    def _update(self) -> None:
+        self.link.present([u.name for u in self.members.users.values()])
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Send the member list as it stands to the doors that keep one."""
+        event = Presence(self.members.online(), update=True)
+        self.voice.outbox.later(lambda: self.members.fanout(event))

@@ -1,0 +1,142 @@
+"""The one gate: whether this person may do this action now, and if not, why.
+
+Every action a person takes (a public line, a whisper, a rename, a report, register, login,
+logout, a command) is checked here before it happens; nothing else in chatd refuses an
+action for who is doing it. The rules: login required, muted, out of messages, plus the
+per-connection flood caps of L{chatd.flood}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+
+from chatd.config import Config
+from chatd.flood import Flood
+from chatd.moderation import Moderation, Share
+from chatd.people import Client, Session, User
+from chatd.ratelimit import RateLimiter, duration
+
+LOGIN_FIRST = "log in first: /login <name> <password>, or /register <name> <password>"
+
+
+@dataclass(frozen=True)
+class Action:
+    """A kind of action and the rules it falls under.
+
+    @ivar counted: takes one message from the person's allowance (others receive it).
+    @ivar speaks: others see it, so a mute holds it back.
+    @ivar needs_login: refused to guests where the server requires a login to talk.
+    """
+
+    name: str
+    counted: bool = False
+    speaks: bool = False
+    needs_login: bool = False
+
+
+SAY = Action("say", counted=True, speaks=True, needs_login=True)  # a line, /send, a whisper
+COMMAND = Action("command")  # a command that only answers its caller
+RENAME = Action("rename")
+REPORT = Action("report")
+REGISTER = Action("register")
+LOGIN = Action("login")
+LOGOUT = Action("logout")
+
+
+def sender(user: User) -> Hashable:
+    """Whose allowance a message comes out of: an account's devices share one."""
+    return ("account", user.account) if user.account else user
+
+
+class Gate:
+    """Decides, on a clock, whether a person may act; says why not."""
+
+    def __init__(
+        self,
+        config: Config,
+        clock: IReactorTime,
+        moderation: Moderation,
+        flood: Flood,
+        share: Share,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.moderation = moderation
+        self.flood = flood
+        self.share = share  # an account's devices on other nodes share its allowance
+        self.messages = RateLimiter(clock, config.messages_per_hour, config.rate_period)
+
+    def admit(self, client: Client) -> str | None:
+        """Why a new connection is refused, or None to let it in."""
+        return self.flood.admit(client)
+
+    def closed(self, client: Client) -> None:
+        self.flood.closed(client)
+
+    def line(self, session: Session) -> bool:
+        """Whether to act on a line just received (the flood caps warn and disconnect)."""
+        return self.flood.line(session.client)
+
+    def check(self, session: Session, action: Action) -> str | None:
+        """Why C{session}'s person may not do C{action} now, or None (and it is counted)."""
+        user = session.user
+        if action.needs_login and user.account is None and self.config.login_required:
+            return LOGIN_FIRST
+        if action.speaks:
+            left = self.moderation.mute_left(user)
+            if left:
+                return (
+                    f"you are muted for {duration(left)} more; nobody sees what you send until then"
+                )
+        if action.counted:
+            allowed, at = self.messages.can_do_action(sender(user))
+            if not allowed:
+                return (
+                    f"you have sent {self.messages.limit} messages in the last {self._period()}; "
+                    f"wait {duration(at - self.clock.seconds())} before sending more"
+                )
+            if user.account:
+                self.share({"spent": user.account})
+        return None
+
+    def refund(self, session: Session, action: Action) -> None:
+        """The action just counted did not happen after all (it was refused as wrong)."""
+        if not action.counted:
+            return
+        user = session.user
+        self.messages.undo(sender(user))
+        if user.account:
+            self.share({"unspent": user.account})
+
+    def heard(self, change: dict[str, Any]) -> None:
+        """A mute, or an account's message, on another node."""
+        if "mute" in change:
+            self.moderation.mute([tuple(k) for k in change["mute"]], float(change["seconds"]))
+        elif "spent" in change:
+            self.messages.can_do_action(("account", str(change["spent"])))
+        elif "unspent" in change:
+            self.messages.undo(("account", str(change["unspent"])))
+
+    def standing(self, user: User) -> list[str]:
+        """What /status tells a person about their own limits."""
+        limit = self.messages.limit
+        if limit:
+            left = self.messages.remaining(sender(user))
+            lines = [f"messages left: {left} of {limit} per {self._period()}"]
+            if not left:
+                _, at = self.messages.can_do_action(sender(user), update=False)
+                lines[0] += f" (next in {duration(at - self.clock.seconds())})"
+        else:
+            lines = ["messages: no limit"]
+        muted = self.moderation.mute_left(user)
+        if muted:
+            lines.append(f"muted: {duration(muted)} more")
+        return lines
+
+    def _period(self) -> str:
+        period = self.messages.period
+        return "hour" if period == 3600 else duration(period)

@@ -1,0 +1,78 @@
+"""Who is in the chat: a L{Client} (one connection as a door offers it), a L{User} (a
+person: a guest, or an account on any number of devices) and a L{Session} (one connection
+of one user). Flood control, moderation and the command context type against these.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Protocol
+
+from chatd.events import Event
+
+
+class Client(Protocol):
+    """What a door offers the Room for one connection."""
+
+    door: str  # "line", "ws", "json", ...
+    peer: str  # the remote address, for logs and per-address rules
+
+    def deliver(self, event: Event) -> None: ...
+
+    def close(self, reason: str) -> None: ...
+
+
+class User:
+    """A person: a guest, or an account on any number of sessions (devices).
+
+    Per-person state (name, standing) is keyed from here, so another device cannot bypass it.
+    """
+
+    __slots__ = ("name", "account", "sessions", "since")
+
+    def __init__(self, name: str, since: float, account: str | None = None) -> None:
+        self.name = name
+        self.account = account
+        self.sessions: list[Session] = []
+        self.since = since
+
+    @property
+    def key(self) -> str:
+        """The name as names are compared (case does not make another name)."""
+        return self.name.casefold()
+
+    def __repr__(self) -> str:
+        return f"<User {self.name}{' (account)' if self.account else ''}>"
+
+
+class Session:
+    """One connection of one user."""
+
+    __slots__ = ("id", "client", "user", "since", "lines", "token", "closing")
+
+    _ids = itertools.count(1)
+
+    def __init__(self, client: Client, user: User, since: float) -> None:
+        self.id = next(Session._ids)
+        self.client = client
+        self.user = user
+        self.since = since
+        self.lines = 0
+        # The token /login made for this device; /logout cancels it. Tokens from /register
+        # and /auth may be shared with other devices (minechat has no other), so they stay.
+        self.token: str | None = None
+        self.closing = False  # said goodbye: what it sends after that is ignored
+
+    @property
+    def name(self) -> str:
+        return self.user.name
+
+    @property
+    def peer(self) -> str:
+        return self.client.peer
+
+    def deliver(self, event: Event) -> None:
+        self.client.deliver(event)
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} {self.user.name} {self.client.door} {self.client.peer}>"
