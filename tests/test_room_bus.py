@@ -87,6 +87,17 @@ def test_messages_whispers_and_renames_reach_the_other_node_once():
     assert bob.take() == ["* online (2): Alicia, Bob"]
 
 
+def test_send_to_a_guest_on_another_node_arrives_like_a_whisper():
+    (a, b), _, _ = nodes()
+    alice, guest = join(a, "Alice"), join(b, "Wanderer")  # a guest: no account to keep it for
+    alice.take()
+    a.receive(alice.session, "/send -u wanderer meet at six")
+    assert guest.take() == [">> Alice: meet at six"]
+    assert alice.take() == ["* to Wanderer: meet at six"]
+    a.receive(alice.session, "/send -u Nobody hello?")
+    assert alice.take() == ["! nobody called Nobody is online; /list shows who is"]
+
+
 def test_status_counts_everyone_online_and_says_how_many_are_on_this_server():
     (a, b), _, _ = nodes()
     join(a, "Alice")
