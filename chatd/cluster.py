@@ -30,8 +30,8 @@ from chatd.moderation import Moderation
 from chatd.names import Names
 from chatd.outbox import Outbox
 from chatd.people import User
-from chatd.sequence import Sequence
-from chatd.store import Store
+from chatd.sequence import READ_LIMIT, Sequence
+from chatd.store import ANY_ID, Store
 
 log = Logger(namespace="chatd.cluster")
 
@@ -39,8 +39,6 @@ EVENT = "event"  # the bus kind for events shown on every node
 MODERATION = "moderation"  # the bus kind for reports, mutes and accounts' spent messages
 CLAIM = "claim"  # the bus kind for "my user has this name", when two nodes gave out one
 ACCOUNT = "account"  # the bus kind for a new account's name: no guest elsewhere may take it
-ANY_ID = 2**63 - 1  # no upper bound on ids
-RECOVER_LIMIT = 1000  # messages read from the store after the bus lost some, at most
 
 
 class Node(Protocol):
@@ -244,7 +242,7 @@ class ClusterLink:
         )
         after_id = min(last_id, self.heard_id)
         since = node.clock.seconds() - node.config.history_ttl
-        d = node.store.messages(after_id, ANY_ID, since, RECOVER_LIMIT)
+        d = node.store.messages(after_id, ANY_ID, since, READ_LIMIT)
 
         def show(missed: list[Message]) -> None:
             log.info("recovered {n} messages after id {id}", n=len(missed), id=after_id)

@@ -67,6 +67,9 @@ class Config:
         "moderation", 20, "messages a user may send per period; 0 switches the limit off"
     )
     rate_period: float = _setting("moderation", 3600.0, "length of the rate-limit period, seconds")
+    renames_per_hour: int = _setting(
+        "moderation", 10, "name changes a user may make per period; 0 switches the limit off"
+    )
     reports_to_mute: int = _setting("moderation", 3, "reports from different users that mute")
     mute_seconds: float = _setting("moderation", 600.0, "how long a mute lasts")
 

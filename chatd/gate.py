@@ -2,8 +2,13 @@
 
 Every action a person takes (a public line, a whisper, a rename, a report, register, login,
 logout, a command) is checked here before it happens; nothing else in chatd refuses an
-action for who is doing it. The rules: login required, muted, out of messages, plus the
-per-connection flood caps of L{chatd.flood}.
+action for who is doing it. The rules: login required, muted, out of messages or renames,
+plus the per-connection flood caps of L{chatd.flood}.
+
+Standing belongs to the person, not to the identity of the moment: an account's is kept
+under its name (all its devices share it), a guest's under its address (a reconnect does
+not reset it). When a session changes identity (login, logout, register) L{Gate.carry}
+hands the stricter standing on, so nobody sheds a limit or a mute by changing who they are.
 """
 
 from __future__ import annotations
@@ -23,33 +28,49 @@ from chatd.ratelimit import RateLimiter, duration
 LOGIN_FIRST = "log in first: /login <name> <password>, or /register <name> <password>"
 
 
+MESSAGES = "messages"
+RENAMES = "renames"
+
+
 @dataclass(frozen=True)
 class Action:
     """A kind of action and the rules it falls under.
 
-    @ivar counted: takes one message from the person's allowance (others receive it).
+    @ivar counts: the allowance it takes one from (L{MESSAGES}, L{RENAMES}), if any.
     @ivar speaks: others see it, so a mute holds it back.
     @ivar needs_login: refused to guests where the server requires a login to talk.
     """
 
     name: str
-    counted: bool = False
+    counts: str | None = None
     speaks: bool = False
     needs_login: bool = False
 
 
-SAY = Action("say", counted=True, speaks=True, needs_login=True)  # a line, /send, a whisper
+SAY = Action("say", MESSAGES, speaks=True, needs_login=True)  # a line, /send, a whisper...
 COMMAND = Action("command")  # a command that only answers its caller
-RENAME = Action("rename")
+RENAME = Action("rename", RENAMES, speaks=True)  # everyone is told of a rename
 REPORT = Action("report")
 REGISTER = Action("register")
 LOGIN = Action("login")
 LOGOUT = Action("logout")
 
 
-def sender(user: User) -> Hashable:
-    """Whose allowance a message comes out of: an account's devices share one."""
-    return ("account", user.account) if user.account else user
+def standing_key(user: User) -> Hashable:
+    """Whose allowances an action comes out of: an account's devices share one; a guest's
+    goes with its address, so a reconnect or a new guest name does not reset it."""
+    if user.account:
+        return ("account", user.account)
+    if user.sessions:
+        return ("address", user.sessions[0].client.peer)
+    return ("user", id(user))
+
+
+_REFUSALS = {
+    MESSAGES: "you have sent {n} messages in the last {period}; wait {wait} before sending more",
+    RENAMES: "you have changed your name {n} times in the last {period}; "
+    "wait {wait} before changing it again",
+}
 
 
 class Gate:
@@ -68,7 +89,11 @@ class Gate:
         self.moderation = moderation
         self.flood = flood
         self.share = share  # an account's devices on other nodes share its allowance
-        self.messages = RateLimiter(clock, config.messages_per_hour, config.rate_period)
+        self.limits = {
+            MESSAGES: RateLimiter(clock, config.messages_per_hour, config.rate_period),
+            RENAMES: RateLimiter(clock, config.renames_per_hour, config.rate_period),
+        }
+        self.messages = self.limits[MESSAGES]
 
     def admit(self, client: Client) -> str | None:
         """Why a new connection is refused, or None to let it in."""
@@ -92,25 +117,34 @@ class Gate:
                 return (
                     f"you are muted for {duration(left)} more; nobody sees what you send until then"
                 )
-        if action.counted:
-            allowed, at = self.messages.can_do_action(sender(user))
+        if action.counts is not None:
+            limiter = self.limits[action.counts]
+            allowed, at = limiter.can_do_action(standing_key(user))
             if not allowed:
-                return (
-                    f"you have sent {self.messages.limit} messages in the last {self._period()}; "
-                    f"wait {duration(at - self.clock.seconds())} before sending more"
+                wait = duration(at - self.clock.seconds())
+                return _REFUSALS[action.counts].format(
+                    n=limiter.limit, period=self._period(), wait=wait
                 )
-            if user.account:
+            if user.account and action.counts == MESSAGES:
                 self.share({"spent": user.account})
         return None
 
     def refund(self, session: Session, action: Action) -> None:
         """The action just counted did not happen after all (it was refused as wrong)."""
-        if not action.counted:
+        if action.counts is None:
             return
         user = session.user
-        self.messages.undo(sender(user))
-        if user.account:
+        self.limits[action.counts].undo(standing_key(user))
+        if user.account and action.counts == MESSAGES:
             self.share({"unspent": user.account})
+
+    def carry(self, before: Hashable, session: Session) -> None:
+        """C{session} changed identity (it was L{standing_key} C{before}): the stricter
+        standing of the two goes with it, allowances and mutes alike."""
+        after = standing_key(session.user)
+        for limiter in self.limits.values():
+            limiter.carry(before, after)
+        self.moderation.carry(before, after)
 
     def heard(self, change: dict[str, Any]) -> None:
         """A mute, or an account's message, on another node."""
@@ -125,10 +159,10 @@ class Gate:
         """What /status tells a person about their own limits."""
         limit = self.messages.limit
         if limit:
-            left = self.messages.remaining(sender(user))
+            left = self.messages.remaining(standing_key(user))
             lines = [f"messages left: {left} of {limit} per {self._period()}"]
             if not left:
-                _, at = self.messages.can_do_action(sender(user), update=False)
+                _, at = self.messages.can_do_action(standing_key(user), update=False)
                 lines[0] += f" (next in {duration(at - self.clock.seconds())})"
         else:
             lines = ["messages: no limit"]

@@ -17,6 +17,7 @@ from chatd.config import Config
 from chatd.crowd import Crowd
 from chatd.errors import CommandError
 from chatd.events import History, Identity
+from chatd.gate import Gate, standing_key
 from chatd.link import Link
 from chatd.members import Members
 from chatd.names import Names
@@ -27,7 +28,6 @@ from chatd.store import Account, NameTaken, Store
 from chatd.voice import Voice
 
 log = Logger(namespace="chatd.logins")
-ANY_ID = 2**63 - 1  # no upper bound on ids (the largest integer both databases store)
 
 
 class Logins:
@@ -46,6 +46,7 @@ class Logins:
         sequence: Sequence,
         scheduler: Scheduler,
         link: Link,
+        gate: Gate,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -58,6 +59,7 @@ class Logins:
         self.sequence = sequence
         self.scheduler = scheduler
         self.link = link
+        self.gate = gate
 
     def register(self, session: Session, name: str, password: str) -> defer.Deferred[str]:
         """C{/register}: a new account called exactly C{name}; fires with its token."""
@@ -130,6 +132,7 @@ class Logins:
         old = session.user
         if session not in old.sessions:
             return  # the connection went while the password was checked
+        before = standing_key(old)
         session.token = None
         if old.account == name:
             session.deliver(Identity(name, name, token))
@@ -154,6 +157,7 @@ class Logins:
             self.members.detach(session)
             self.members.attach(session, User(name, self.clock.seconds(), account=name))
             self.voice.notice_all(f"{name} joined", exclude=session)
+        self.gate.carry(before, session)
         session.deliver(Identity(name, name, token))
         self.crowd.changed()
         if seen is not None and not online:
@@ -167,6 +171,7 @@ class Logins:
         if account is None:
             raise CommandError("you are not logged in")
         guest = self.names.guest()
+        before = standing_key(user)
         if len(user.sessions) == 1:
             self.remember_seen(account)
             self.members.rename(user, guest)
@@ -176,6 +181,7 @@ class Logins:
             self.members.detach(session)
             self.members.attach(session, User(guest, self.clock.seconds()))
             self.voice.notice_all(f"{guest} joined", exclude=session)
+        self.gate.carry(before, session)
         session.deliver(Identity(guest))
         self.crowd.changed()
         token, session.token = session.token, None

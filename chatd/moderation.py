@@ -2,8 +2,9 @@
 
 Reports about a person and their mute are kept under the person's keys: an account by its
 name (all its devices share one mute), a guest by its addresses, so a muted guest who comes
-back under a new guest name is still muted. A guest reporter is also its address, so one
-person on several guest connections counts as one reporter.
+back under a new guest name is still muted; a muted account that logs out stays muted as a
+guest (L{Moderation.carry}). A reporter is the address the report came from: several
+guests, or several accounts made in a minute, on one address count as one reporter.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from chatd.config import Config
 from chatd.errors import CommandError
-from chatd.people import User
+from chatd.people import Session, User
 
 Share = Callable[[dict[str, Any]], object]  # tells the other nodes (keys as JSON lists)
 
@@ -27,10 +28,9 @@ def person(user: User) -> list[Hashable]:
     return [("address", s.client.peer) for s in user.sessions]
 
 
-def reporter_key(user: User) -> Hashable:
-    """Who a report is from: one person on several guest connections counts once."""
-    keys = person(user)
-    return keys[0] if keys else ("user", id(user))
+def reporter_key(session: Session) -> Hashable:
+    """Who a report is from: the address it came from, whoever is logged in there."""
+    return ("address", session.client.peer)
 
 
 class Moderation:
@@ -56,9 +56,9 @@ class Moderation:
             self._muted.pop(k, None)  # expired
         return 0.0
 
-    def report(self, reporter: User, target: User) -> float | None:
+    def report(self, reporter: Session, target: User) -> float | None:
         """Count C{reporter}'s complaint; the mute length when it is the one that mutes."""
-        if target is reporter:
+        if target is reporter.user:
             raise CommandError("you cannot report yourself")
         return self.report_by(reporter_key(reporter), target)
 
@@ -89,6 +89,12 @@ class Moderation:
         for k in keys:
             self._reports.pop(k, None)
             self._muted[k] = max(until, self._muted.get(k, 0.0))
+
+    def carry(self, before: Hashable, after: Hashable) -> None:
+        """One person under a new key: a mute under the old one holds under the new."""
+        until = self._muted.get(before, 0.0)
+        if until > self._muted.get(after, 0.0):
+            self._muted[after] = until
 
     def _forget_old(self, reporters: dict[Hashable, float], now: float) -> None:
         since = now - self.config.mute_seconds

@@ -55,6 +55,15 @@ class RateLimiter:
         if times:
             times.pop()
 
+    def carry(self, source: Hashable, into: Hashable) -> None:
+        """One person, a new key: C{into} keeps the stricter of the two windows (the one
+        with less left), so changing key never gives a fresh allowance."""
+        if source == into or not self.limit:
+            return
+        theirs = self._actions.get(source)
+        if theirs and self.remaining(source) < self.remaining(into):
+            self._actions[into] = deque(theirs, maxlen=self.limit)
+
     def _prune(self, now: float) -> None:
         """Forget keys with no action inside the period, at most once per period."""
         self._actions = {

@@ -10,7 +10,7 @@ lists are the L{Crowd}; later messages are the L{Scheduler}; other nodes are the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from twisted.application.service import Service
@@ -29,10 +29,10 @@ from chatd.crowd import Crowd
 from chatd.errors import CommandError, UsageError
 from chatd.events import Error, Event, Identity, Message, Notice
 from chatd.flood import Flood
-from chatd.gate import COMMAND, RENAME, REPORT, SAY, Action, Gate, sender
+from chatd.gate import COMMAND, LOGIN, LOGOUT, REGISTER, RENAME, REPORT, SAY, Action, Gate
 from chatd.guestnames import guest_name
 from chatd.link import Alone, Link
-from chatd.logins import ANY_ID, Logins
+from chatd.logins import Logins
 from chatd.members import Members, deliver
 from chatd.moderation import Moderation, reporter_key
 from chatd.names import Names
@@ -40,8 +40,8 @@ from chatd.outbox import Outbox, Slot
 from chatd.people import Client, Session, User
 from chatd.ratelimit import duration
 from chatd.scheduling import Pending, Scheduler, account_of
-from chatd.sequence import SHOWN_KEPT, Sequence
-from chatd.store import Store
+from chatd.sequence import READ_LIMIT, SHOWN_KEPT, Sequence
+from chatd.store import ANY_ID, Store
 from chatd.voice import Voice
 
 __all__ = ["Client", "Room", "Session", "User"]
@@ -50,10 +50,15 @@ log = Logger(namespace="chatd.room")
 
 NOT_SAVED = "your message could not be saved, so nobody got it; try again"
 PURGE_EVERY = 60.0  # seconds between removals of expired history
-RECOVER_LIMIT = 1000  # messages read from the store to fill a gap in the ids, at most
 SHUTTING_DOWN = "the server is shutting down"
 GOODBYE_WAIT = 5.0  # seconds a stopping server waits for pending saves before saying goodbye
 SCHEDULED = Action("scheduled", speaks=True)  # counted when it was scheduled
+
+
+def owner(user: User) -> Hashable:
+    """Whose scheduled messages these are: an account's (any device may send them, and
+    they outlive a restart), or one guest's (they go when the guest goes)."""
+    return ("account", user.account) if user.account else user
 
 
 class Room(Service):
@@ -109,6 +114,7 @@ class Room(Service):
             self.sequence,
             self.scheduler,
             self.link,
+            self.gate,
         )
         self.services = Services(clock, config, store, commands)
         self.started = clock.seconds()
@@ -346,7 +352,7 @@ class Room(Service):
             return None
         through = self.sequence.shown_through
         since = self.clock.seconds() - self.config.history_ttl
-        d = self.store.messages(through, message.id - 1, since, RECOVER_LIMIT)
+        d = self.store.messages(through, message.id - 1, since, READ_LIMIT)
 
         def fetched(missed: list[Message]) -> None:
             def action() -> None:
@@ -424,9 +430,6 @@ class Room(Service):
 
     def rename(self, session: Session, new: str) -> None:
         """C{/rename}: a guest picks another name (an account's name is its own)."""
-        refusal = self.gate.check(session, RENAME)
-        if refusal is not None:
-            raise CommandError(refusal)
         user = session.user
         if user.account is not None and new.casefold() != user.account.casefold():
             raise CommandError(
@@ -435,6 +438,7 @@ class Room(Service):
         problem = self.names.problem(new, user)
         if problem is not None:
             raise CommandError(problem)
+        self._check(session, RENAME)  # counted only when the name is free
         self.renamed(user, new)
 
     def renamed(self, user: User, new: str, why: str | None = None) -> None:
@@ -464,19 +468,17 @@ class Room(Service):
 
     def report(self, session: Session, name: str) -> str:
         """C{/report NAME}; returns what to tell the reporter (a mute is told to everyone)."""
-        refusal = self.gate.check(session, REPORT)
-        if refusal is not None:
-            raise CommandError(refusal)
+        self._check(session, REPORT)
         target = self.members.find(name)
         if target is None and name.casefold() in self.members.elsewhere:
             if not self.config.reports_to_mute:
                 raise CommandError("reports are switched off on this server")
             name = self.members.elsewhere[name.casefold()]
-            self.link.report(name, reporter_key(session.user))
+            self.link.report(name, reporter_key(session))
             return f"you reported {name}"
         if target is None:
             raise CommandError(f"nobody called {name} is online; /list shows who is")
-        muted_for = self.moderation.report(session.user, target)
+        muted_for = self.moderation.report(session, target)
         log.info("{reporter} reported {target}", reporter=session.user.name, target=target.name)
         if muted_for is None:
             return f"you reported {target.name}"
@@ -490,18 +492,28 @@ class Room(Service):
     # -- scheduled messages -----------------------------------------------------------------
 
     def schedule(self, session: Session, seconds: int, text: str, to: str | None) -> Pending:
-        return self.scheduler.add(sender(session.user), seconds, text, to)
+        return self.scheduler.add(owner(session.user), seconds, text, to)
 
     def _send_scheduled(self, entry: Pending) -> None:
-        """A scheduled message is due: send it, if its author is still here and may speak."""
+        """A scheduled message is due: send it, if its author may still speak.
+
+        An account's goes out whether or not one of its devices is online (also when it
+        fell due while the server was down: then it is shown with its time); a guest's
+        only while that guest is here.
+        """
         account = account_of(entry.owner)
         if account is None:
             user = entry.owner if isinstance(entry.owner, User) else None
         else:
             found = self.members.find(account)
             user = found if found is not None and found.account == account else None
-        if user is None or not user.sessions:
+        if user is None and account is None:
             log.info("scheduled message #{id} dropped: its author left", id=entry.id)
+            return
+        late = entry.late
+        if user is None or not user.sessions:
+            assert account is not None
+            self._send_for_offline(account, entry, late)
             return
         session = user.sessions[0]
         problem = self.gate.check(session, SCHEDULED)
@@ -510,7 +522,7 @@ class Room(Service):
         if problem is None:
             try:
                 if entry.to is None:
-                    self.say(session, entry.text)
+                    self._post(user.name, entry.text, session, late)
                 else:
                     self.whisper(session, entry.to, entry.text)
             except CommandError as e:
@@ -521,24 +533,58 @@ class Room(Service):
             else:
                 self.voice.error(s, f"your scheduled message #{entry.id} was not sent: {problem}")
 
+    def _send_for_offline(self, account: str, entry: Pending, late: bool) -> None:
+        """An account's scheduled message while none of its devices is here."""
+        if self.moderation.mute_left(User(account, 0.0, account)):
+            log.info("scheduled message #{id} of {a} not sent: muted", id=entry.id, a=account)
+            return
+        if entry.to is None:
+            self._post(account, entry.text, None, late)
+            return
+        to = self.recipient(entry.to)
+        if to is None:
+            log.info("scheduled message #{id}: nobody called {to}", id=entry.id, to=entry.to)
+            return
+        message = Message(
+            self.sequence.next_private(), self.clock.seconds(), account, entry.text, to, None, late
+        )
+        self.messages_sent += 1
+        target = self.members.find(to)
+        if target is not None:
+            self.voice.tell_user(target, message)
+        self.link.whispered(message)
+
     # -- accounts ---------------------------------------------------------------------------
 
     def register(self, session: Session, name: str, password: str) -> defer.Deferred[str]:
+        self._check(session, REGISTER)
         return self.logins.register(session, name, password)
 
     def register_account(
         self, session: Session, nickname: str, password: str | None = None
     ) -> defer.Deferred[tuple[str, str]]:
+        """A new account named C{nickname} or a free variant (minechat); (name, token)."""
+        self._check(session, REGISTER)
         return self.logins.register_account(session, nickname, password)
 
     def login(self, session: Session, name: str, password: str) -> defer.Deferred[None]:
+        self._check(session, LOGIN)
         return self.logins.login(session, name, password)
 
     def login_with_token(self, session: Session, token: str) -> defer.Deferred[str | None]:
+        """Log in with a token; fires with the account name, or None when it is unknown."""
+        self._check(session, LOGIN)
         return self.logins.login_with_token(session, token)
 
     def logout(self, session: Session) -> None:
+        self._check(session, LOGOUT)
         self.logins.logout(session)
+
+    def _check(self, session: Session, action: Action) -> None:
+        """Ask the gate; a refusal is raised for the caller to tell."""
+        refusal = self.gate.check(session, action)
+        if refusal is not None:
+            raise CommandError(refusal)
 
     # -- history ----------------------------------------------------------------------------
 
@@ -582,7 +628,7 @@ class Room(Service):
                 (s.client.door, s.client.peer, now - s.since, s is session) for s in user.sessions
             ],
             standing=self.gate.standing(user),
-            scheduled=self.scheduler.pending(sender(user)),
+            scheduled=self.scheduler.pending(owner(user)),
         )
 
 
@@ -651,10 +697,10 @@ class RoomContext:
         return self._room.schedule(self.session, seconds, text, to)
 
     def cancel(self, number: int | None) -> Pending:
-        return self._room.scheduler.cancel(sender(self.session.user), number)
+        return self._room.scheduler.cancel(owner(self.session.user), number)
 
     def scheduled(self) -> list[Pending]:
-        return self._room.scheduler.pending(sender(self.session.user))
+        return self._room.scheduler.pending(owner(self.session.user))
 
     def register(self, name: str, password: str) -> defer.Deferred[str]:
         return self._room.register(self.session, name, password)

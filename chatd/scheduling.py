@@ -32,7 +32,7 @@ class Pending:
     @ivar owner: C{("account", name)} for an account (saved over restarts), else any key.
     """
 
-    __slots__ = ("id", "owner", "due", "text", "to", "call")
+    __slots__ = ("id", "owner", "due", "text", "to", "call", "late")
 
     def __init__(self, id: int, owner: Hashable, due: float, text: str, to: str | None) -> None:
         self.id = id
@@ -41,6 +41,7 @@ class Pending:
         self.text = text
         self.to = to
         self.call: Any = None  # the IDelayedCall that sends it
+        self.late = False  # it fell due while the server was down
 
     def describe(self, now: float) -> str:
         to = f"to {self.to}" if self.to else "to everyone"
@@ -97,9 +98,11 @@ class Schedule:
         Entries already due go at once. Returns how many were restored.
         """
         entries = sorted(json.loads(saved), key=lambda e: e["id"])
+        now = self.clock.seconds()
         for e in entries:
-            owner = ("account", e["account"])
-            self._arm(Pending(e["id"], owner, e["due"], e["text"], e["to"]), send(e["account"]))
+            entry = Pending(e["id"], ("account", e["account"]), e["due"], e["text"], e["to"])
+            entry.late = entry.due < now
+            self._arm(entry, send(e["account"]))
         if entries:
             self._ids = itertools.count(entries[-1]["id"] + 1)
         return len(entries)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import deque
 
 SHOWN_KEPT = 4096  # public message ids remembered, so none is shown twice
+READ_LIMIT = 1000  # messages read from the store to fill a gap in the ids, at most
 
 
 class Sequence:

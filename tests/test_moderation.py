@@ -88,10 +88,12 @@ class Store:
 class Chat:
     """A room on a driven clock, and a way to connect people to it."""
 
-    def __init__(self, store: Store | None = None, **settings: Any) -> None:
+    def __init__(
+        self, store: Store | None = None, start: float = 1_700_000_000, **settings: Any
+    ) -> None:
         self.store = store or Store()
         self.clock = Clock()
-        self.clock.advance(1_700_000_000)
+        self.clock.advance(start)
         names = (f"Guest{i}" for i in itertools.count(1))
         self.room = Room(
             Config(**settings),
@@ -194,13 +196,18 @@ def test_the_limit_holds_across_two_devices_of_one_account() -> None:
     ]
 
 
-def test_a_guest_limit_is_per_connection() -> None:
+def test_a_guests_limit_follows_its_address_not_its_connection() -> None:
     chat = Chat(messages_per_hour=1)
     first, second = chat.join(), chat.join()
+    elsewhere = chat.join("10.0.0.3")
     bob = chat.join("10.0.0.2", name="Bob")
     first.send("one")
-    second.send("two")
-    assert [line.split(": ")[1] for line in bob.take()] == ["one", "two"]
+    assert second.send("two")[-1].startswith("! you have sent 1 messages in the last hour")
+    again = chat.reconnect(first)
+    assert again.send("three")[-1].startswith("! you have sent 1 messages")
+    elsewhere.send("four")
+    said = [line.split(": ")[1] for line in bob.take() if not line.startswith("* ")]
+    assert said == ["one", "four"]
 
 
 def test_zero_messages_per_hour_switches_the_limit_off() -> None:

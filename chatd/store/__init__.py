@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from chatd.events import Message
 
 
+ANY_ID = 2**63 - 1  # no upper bound on ids (the largest integer both databases store)
+
+
 class StoreError(Exception):
     """The store cannot be opened or used; the message says what to do about it."""
 
