@@ -105,19 +105,23 @@ def test_nothing_is_negotiated_unasked(door):
     assert b"\xff" not in carol.transport.value()
 
 
-def test_ctrl_c_in_telnet_is_answered_after_what_was_already_queued(door):
-    """Debian's telnet sends IAC IP IAC DO TIMING-MARK on Ctrl-C, then throws away all it
-    receives until the timing mark is answered: unanswered, the user never sees a line again."""
+@pytest.mark.parametrize(
+    "key, command", [("Ctrl-C", b"\xf4"), ("Ctrl-Z", b"\xed"), ("Ctrl-\\", b"\xf3")]
+)
+def test_ctrl_c_in_telnet_is_answered_after_what_was_already_queued(door, key, command):
+    """Debian's telnet sends IAC IP IAC DO TIMING-MARK on Ctrl-C (SUSP on Ctrl-Z, BRK on
+    Ctrl-\\), then throws away all it receives until the timing mark is answered: unanswered,
+    the user never sees a line again."""
     _, _, alice, bob = door
     bob.protocol.dataReceived(b"before\n")
-    alice.type(b"\xff\xf4\xff\xfd\x06")
+    alice.type(b"\xff" + command + b"\xff\xfd\x06")
     assert alice.transport.value() == b"Guest2: before\r\n\xff\xfb\x06"
     alice.transport.clear()
-    alice.type(b"\xff\xf4\xff\xfd\x06")  # every Ctrl-C, not only the first
+    alice.type(b"\xff" + command + b"\xff\xfd\x06")  # every time, not only the first
     assert alice.transport.value() == b"\xff\xfb\x06"
     alice.transport.clear()
     alice.type(b"/list\r\n")
-    assert alice.read()[0] == "* online (2): Guest1, Guest2"
+    assert alice.read() == ["* online (2): Guest1, Guest2"]
 
 
 def test_options_the_client_offers_or_asks_for_are_refused_once(door):
@@ -141,6 +145,17 @@ def test_sub_negotiations_are_dropped_whole(door):
     alice.type(b"lo" + ttype + b"\r\n")
     assert bob.read() == ["Guest1: hello"]
     assert alice.read() == []
+
+
+def test_a_sub_negotiation_without_end_is_explained_and_closes(door):
+    _, _, alice, bob = door
+    alice.type(b"hi\n\xff\xfa\x1f" + b"\x00" * 5000 + b"more\n")
+    assert alice.read() == [
+        "! your connection sent a telnet sub-negotiation (bytes 0xFF 0xFA) with no end in "
+        "4096 bytes; closing. Send text as UTF-8"
+    ]
+    assert alice.transport.disconnecting
+    assert bob.read() == ["Guest1: hi"]
 
 
 def test_iac_iac_is_a_0xff_byte_and_reported_as_invalid_utf8(door):

@@ -89,8 +89,8 @@ plain = st.sampled_from([b for b in range(256) if b not in b"\x00\n\r\xff"])
 text_piece = st.lists(plain, min_size=1, max_size=10).map(bytes).map(lambda t: Piece(t, text=t))
 ff_piece = st.just(Piece(IAC + IAC, text=IAC))
 end_piece = st.sampled_from([b"\r\n", b"\r\0", b"\n", b"\r"]).map(lambda e: Piece(e, end=e))
-command_piece = st.sampled_from(b"\xef\xf1\xf2\xf3\xf4\xf5\xf6\xf7\xf8\xf9").map(
-    lambda c: Piece(IAC + bytes([c]))
+command_piece = st.integers(0xEC, 0xF9).map(  # EOF SUSP ABORT EOR SE NOP DM BRK IP ... GA
+    lambda code: Piece(IAC + bytes([code]))
 )
 
 
@@ -270,6 +270,7 @@ class Terminals:
 
 @pytest_twisted.ensureDeferred
 async def test_debian_telnet_after_ctrl_c_still_shows_what_the_server_says(tmp_path):
+    """Two people on Debian's telnet in terminals; one presses Ctrl-C and Ctrl-Z, and chats on."""
     needs("telnet", "tmux")
     server = await start_server(tmp_path, ("line",))
     terminals = Terminals(str(tmp_path))
@@ -281,6 +282,7 @@ async def test_debian_telnet_after_ctrl_c_still_shows_what_the_server_says(tmp_p
         await terminals.open("bob", telnet)
         await terminals.shows("bob", r"^\* Welcome to chatd")
         await terminals.run("send-keys", "-t", "ann", "C-c")
+        await terminals.run("send-keys", "-t", "ann", "C-z")  # telnet sends SUSP: not text
         await terminals.type("ann", "/list")
         await terminals.shows("ann", rf"^\* online \(2\): .*{ann}")
         await terminals.type("ann", "still here after Ctrl-C")

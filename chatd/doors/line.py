@@ -67,6 +67,19 @@ class LineDoor(TelnetLines):
             )
         )
 
+    def _subnegotiationLengthExceeded(self) -> None:
+        """Twisted's parser gave up on a sub-negotiation without an end: say so, and close as
+        /exit does (a bare loseConnection would wait for the producer forever over TLS)."""
+        if self.transport.disconnecting:
+            return
+        self.deliver(
+            Error(
+                "your connection sent a telnet sub-negotiation (bytes 0xFF 0xFA) with no end "
+                f"in {self._MAX_SUBNEGOTIATION_LENGTH} bytes; closing. Send text as UTF-8"
+            )
+        )
+        self.close("endless telnet sub-negotiation")
+
     def lineReceived(self, line: bytes) -> None:
         try:
             decoded = line.decode("utf-8")

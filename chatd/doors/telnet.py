@@ -23,8 +23,9 @@ TIMING_MARK = b"\x06"  # RFC 860
 
 # IAC followed by one of these takes an option byte: WILL WONT DO DONT.
 _NEGOTIATION = frozenset(b"\xfb\xfc\xfd\xfe")
-# Commands without an argument: EOR NOP DM BRK IP AO AYT EC EL GA. They change nothing here.
-_COMMANDS = frozenset(b"\xef\xf1\xf2\xf3\xf4\xf5\xf6\xf7\xf8\xf9")
+# Commands without an argument, from EOF SUSP ABORT (RFC 1184: Debian's telnet sends SUSP on
+# Ctrl-Z) through EOR SE NOP DM BRK IP AO AYT EC EL to GA. They change nothing here.
+_COMMANDS = frozenset(range(0xEC, 0xFA))
 _SE = b"\xff\xf0"  # the end of a sub-negotiation (unless its IAC is itself escaped)
 
 # A line ends at CR LF, CR NUL (what telnet sends in character mode), LF, or a lone CR.
@@ -102,7 +103,7 @@ class TelnetLines(Telnet):
         if code == SB[0]:
             Telnet.dataReceived(self, IAC + SB)  # Twisted reads it from here
             return iac + 2
-        # Not a telnet command (a stray SE, or a 0xFF in text that is not UTF-8): text.
+        # Not a telnet command: a 0xFF in text that is not UTF-8.
         self._text(IAC)
         return iac + 1
 
