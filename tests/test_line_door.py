@@ -124,6 +124,12 @@ def test_ctrl_c_in_telnet_is_answered_after_what_was_already_queued(door, key, c
     assert alice.read() == ["* online (2): Guest1, Guest2"]
 
 
+def test_are_you_there_is_answered(door):
+    _, _, alice, _ = door
+    alice.type(b"\xff\xf6")  # telnet's "send ayt"
+    assert alice.read() == ["* yes, chatd is here"]
+
+
 def test_options_the_client_offers_or_asks_for_are_refused_once(door):
     _, _, alice, bob = door
     # PuTTY's opening: WILL NAWS, WILL TTYPE, DO ECHO, WILL SGA, DO SGA, WILL LINEMODE

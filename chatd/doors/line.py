@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from twisted.conch.telnet import AYT
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from chatd import text
 from chatd.doors.output import Output, Turn
 from chatd.doors.telnet import TelnetLines
-from chatd.events import Error, Event, Message
+from chatd.events import Error, Event, Message, Notice
 from chatd.room import Room, Session
 
 log = Logger(namespace="chatd.doors.line")
@@ -48,7 +49,12 @@ class LineDoor(TelnetLines):
             self.factory.room.config.max_output_bytes,
             lambda: self.session,
         )
+        self.commandMap[AYT] = self._are_you_there
         self.session = self.factory.room.connect(self)
+
+    def _are_you_there(self, argument: None) -> None:
+        """Telnet's "send ayt" (RFC 854 asks for visible evidence that the server is alive)."""
+        self.deliver(Notice("yes, chatd is here"))
 
     def connectionLost(self, reason: object = None) -> None:
         TelnetLines.connectionLost(self, reason)
