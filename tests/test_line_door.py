@@ -97,10 +97,93 @@ def test_invalid_utf8_is_reported_and_replaced(door):
     assert bob.read() == ["Guest1: caf\ufffd ok"]
 
 
-def test_telnet_negotiation_is_not_text(door):
+def test_nothing_is_negotiated_unasked(door):
+    """A server that opens with IAC DO ... shows garbage in netcat."""
+    _, factory, _, _ = door
+    carol = Telnet(factory)
+    assert carol.transport.value().startswith(b"* you are Guest3\r\n")
+    assert b"\xff" not in carol.transport.value()
+
+
+@pytest.mark.parametrize(
+    "key, command", [("Ctrl-C", b"\xf4"), ("Ctrl-Z", b"\xed"), ("Ctrl-\\", b"\xf3")]
+)
+def test_ctrl_c_in_telnet_is_answered_after_what_was_already_queued(door, key, command):
+    """Debian's telnet sends IAC IP IAC DO TIMING-MARK on Ctrl-C (SUSP on Ctrl-Z, BRK on
+    Ctrl-\\), then throws away all it receives until the timing mark is answered: unanswered,
+    the user never sees a line again."""
     _, _, alice, bob = door
-    alice.type(b"\xff\xf4\xff\xfd\x06hi\n")  # Ctrl-C as a telnet client sends it
+    bob.protocol.dataReceived(b"before\n")
+    alice.type(b"\xff" + command + b"\xff\xfd\x06")
+    assert alice.transport.value() == b"Guest2: before\r\n\xff\xfb\x06"
+    alice.transport.clear()
+    alice.type(b"\xff" + command + b"\xff\xfd\x06")  # every time, not only the first
+    assert alice.transport.value() == b"\xff\xfb\x06"
+    alice.transport.clear()
+    alice.type(b"/list\r\n")
+    assert alice.read() == ["* online (2): Guest1, Guest2"]
+
+
+def test_are_you_there_is_answered(door):
+    _, _, alice, _ = door
+    alice.type(b"\xff\xf6")  # telnet's "send ayt"
+    assert alice.read() == ["* yes, chatd is here"]
+
+
+def test_options_the_client_offers_or_asks_for_are_refused_once(door):
+    _, _, alice, bob = door
+    # PuTTY's opening: WILL NAWS, WILL TTYPE, DO ECHO, WILL SGA, DO SGA, WILL LINEMODE
+    alice.type(b"\xff\xfb\x1f\xff\xfb\x18\xff\xfd\x01\xff\xfb\x03\xff\xfd\x03\xff\xfb\x22")
+    assert alice.transport.value() == (
+        b"\xff\xfe\x1f\xff\xfe\x18\xff\xfc\x01\xff\xfe\x03\xff\xfc\x03\xff\xfe\x22"
+    )
+    alice.transport.clear()
+    alice.type(b"\xff\xfc\x1f\xff\xfe\x01hi\r\n")  # WONT and DONT confirm: no answer, no loop
+    assert alice.transport.value() == b""
     assert bob.read() == ["Guest1: hi"]
+
+
+def test_sub_negotiations_are_dropped_whole(door):
+    _, _, alice, bob = door
+    naws = b"\xff\xfa\x1f\x00\x0a\x00\x0d\xff\xf0"  # a 10 x 13 window: LF and CR inside
+    ttype = b"\xff\xfa\x18\x00XTERM\xff\xf0"
+    alice.type(b"he" + naws + b"l")
+    alice.type(b"lo" + ttype + b"\r\n")
+    assert bob.read() == ["Guest1: hello"]
+    assert alice.read() == []
+
+
+def test_a_sub_negotiation_without_end_is_explained_and_closes(door):
+    _, _, alice, bob = door
+    alice.type(b"hi\n\xff\xfa\x1f" + b"\x00" * 5000 + b"more\n")
+    assert alice.read() == [
+        "! your connection sent a telnet sub-negotiation (bytes 0xFF 0xFA) with no end in "
+        "4096 bytes; closing. Send text as UTF-8"
+    ]
+    assert alice.transport.disconnecting
+    assert bob.read() == ["Guest1: hi"]
+
+
+def test_iac_iac_is_a_0xff_byte_and_reported_as_invalid_utf8(door):
+    _, _, alice, bob = door
+    alice.type(b"caf\xff\xff\r\n")
+    alice.type(b"\xffes\n")  # a raw 0xFF that starts no telnet command is text too
+    assert (
+        alice.read()
+        == ["! your line was not valid UTF-8; the bad bytes were replaced with \ufffd"] * 2
+    )
+    assert bob.read() == ["Guest1: caf\ufffd", "Guest1: \ufffdes"]
+
+
+def test_every_line_ending_a_client_may_send_ends_a_line(door):
+    _, _, alice, bob = door
+    alice.type(b"character\r\0mode\r")  # telnet in character mode; a bare CR
+    alice.type(b"\0crlf\r")  # the NUL after a CR cut off by the end of a segment
+    alice.type(b"\nlf\nmac\rclassic\r\n")
+    assert bob.read() == [
+        "Guest1: " + line for line in ["character", "mode", "crlf", "lf", "mac", "classic"]
+    ]
+    assert alice.read() == []
 
 
 def test_exit_closes_and_later_lines_are_ignored(door):
@@ -153,7 +236,7 @@ async def test_telnet_users_chat_and_bad_input_is_survived(tmp_path):
         await alice.expect(r"^! your line was longer than 100 bytes")
         alice.send(b"caf\xc3\xa9 \xff\xfe\n")
         await alice.expect(r"^! your line was not valid UTF-8")
-        alice.send("clear\x1b[2J\x1b]0;title\x07\x07 mid\rdle")
+        alice.send("clear\x1b[2J\x1b]0;title\x07\x07 mid\x08dle")
         await bob.expect(rf"^{alice_name}: caf\u00e9 \ufffd\ufffd$")
         await bob.expect(rf"^{alice_name}: clear middle$")
         assert not any("x" * 100 in line for line in bob.lines)

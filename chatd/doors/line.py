@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-import re
-
+from twisted.conch.telnet import AYT
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.protocols.basic import LineReceiver
 
 from chatd import text
 from chatd.doors.output import Output, Turn
-from chatd.events import Error, Event, Message
+from chatd.doors.telnet import TelnetLines
+from chatd.events import Error, Event, Message, Notice
 from chatd.room import Room, Session
 
 log = Logger(namespace="chatd.doors.line")
 
-# Telnet option negotiation (IAC ...) that a telnet client may send, e.g. on Ctrl-C.
-_TELNET = re.compile(rb"\xff(?:[\xfb-\xfe].|[\xf0-\xfa])", re.S)
-
 
 def encode_line(event: Event, viewer: str | None = None) -> bytes:
+    """The event as the line door sends it: UTF-8, each line ended by CR LF.
+
+    Telnet reads a 0xFF byte as IAC, the start of a command, and wants a literal one doubled.
+    UTF-8 never contains 0xFE or 0xFF (its lead bytes stop at 0xF4), so nothing is escaped:
+    the bytes go to every client as they are, and the only IAC the door ever sends is in
+    its own replies to a client's negotiation.
+    """
     rendered = text.line(event, viewer)
     if not rendered:
         return b""
@@ -30,71 +33,60 @@ def _shared(event: Event) -> bytes:
     return encode_line(event)
 
 
-class LineDoor(LineReceiver):
-    """One telnet connection: lines in, lines out.
+class LineDoor(TelnetLines):
+    """One telnet (or netcat) connection: lines in, lines out."""
 
-    LineReceiver drops everything after an over-long line; a chat user would lose the lines
-    they typed next, so C{dataReceived} is our own: an over-long line is reported and skipped
-    up to its end, and every line after it is kept.
-    """
-
-    delimiter = b"\n"
     door = "line"
     factory: LineFactory
     session: Session | None = None
 
     def connectionMade(self) -> None:
         self.peer = getattr(self.transport.getPeer(), "host", "?")
-        self._buffer = b""
-        self._discarding = False
-        self.MAX_LENGTH = self.factory.room.config.max_line_bytes
+        self.max_line_bytes = self.factory.room.config.max_line_bytes
         self.output = Output(
             self.transport,
             self.factory.turn,
             self.factory.room.config.max_output_bytes,
             lambda: self.session,
         )
+        self.commandMap[AYT] = self._are_you_there
         self.session = self.factory.room.connect(self)
 
+    def _are_you_there(self, argument: None) -> None:
+        """Telnet's "send ayt" (RFC 854 asks for visible evidence that the server is alive)."""
+        self.deliver(Notice("yes, chatd is here"))
+
     def connectionLost(self, reason: object = None) -> None:
+        TelnetLines.connectionLost(self, reason)
         if self.session is not None:
             self.factory.room.disconnect(self.session, "connection closed")
 
-    def dataReceived(self, data: bytes) -> None:
-        buffer = self._buffer + data if self._buffer else data
-        start = 0
-        while not self.transport.disconnecting:
-            end = buffer.find(b"\n", start)
-            if end < 0:
-                break
-            # The line's length without its ending, which may be \r\n.
-            length = end - start - (end > start and buffer[end - 1 : end] == b"\r")
-            if self._discarding:
-                self._discarding = False
-            elif length > self.MAX_LENGTH:
-                self.lineLengthExceeded(buffer[start : start + 80])
-            else:
-                self.lineReceived(buffer[start:end])
-            start = end + 1
-        rest = buffer[start:]
-        if len(rest) > self.MAX_LENGTH + 1 and not self._discarding:
-            self.lineLengthExceeded(rest[:80])
-            self._discarding = True
-        self._buffer = b"" if self._discarding else rest
+    def _write(self, data: bytes) -> None:
+        """Telnet's replies queue behind the lines already written (the timing mark must)."""
+        self.output.write(data)
 
-    def lineLengthExceeded(self, line: bytes) -> None:
+    def lineLengthExceeded(self) -> None:
         self.deliver(
             Error(
-                f"your line was longer than {self.MAX_LENGTH} bytes and was not sent; "
+                f"your line was longer than {self.max_line_bytes} bytes and was not sent; "
                 "split it into shorter lines"
             )
         )
 
+    def _subnegotiationLengthExceeded(self) -> None:
+        """Twisted's parser gave up on a sub-negotiation without an end: say so, and close as
+        /exit does (a bare loseConnection would wait for the producer forever over TLS)."""
+        if self.transport.disconnecting:
+            return
+        self.deliver(
+            Error(
+                "your connection sent a telnet sub-negotiation (bytes 0xFF 0xFA) with no end "
+                f"in {self._MAX_SUBNEGOTIATION_LENGTH} bytes; closing. Send text as UTF-8"
+            )
+        )
+        self.close("endless telnet sub-negotiation")
+
     def lineReceived(self, line: bytes) -> None:
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if b"\xff" in line:
-            line = _TELNET.sub(b"", line)
         try:
             decoded = line.decode("utf-8")
         except UnicodeDecodeError:
