@@ -46,6 +46,7 @@ EVENT = "event"  # the bus kind for events shown on every node
 MODERATION = "moderation"  # the bus kind for reports and mutes
 SHUTTING_DOWN = "the server is shutting down"
 GOODBYE_WAIT = 5.0  # seconds a stopping server waits for pending saves before saying goodbye
+REJOIN_GRACE = 10.0  # seconds an account's last connection may be gone before "left" is said
 CLAIM = "claim"  # the bus kind for "my user has this name", when two nodes gave out one
 ACCOUNT = "account"  # the bus kind for a new account's name: no guest elsewhere may take it
 
@@ -160,6 +161,7 @@ class Room(Service):
         self._presence_call: Any = None  # the pending member-list update, if any
         self._crowd: dict[str, list[str]] = {"joined": [], "left": []}  # not yet announced
         self._crowd_call: Any = None
+        self._leaving: dict[str, Any] = {}  # casefolded account -> its delayed "left" (arrive)
         self._purger = task.LoopingCall(self._purge)
         self._purger.clock = clock
         # Public message ids already shown here: the bus and recovery may both bring one.
@@ -271,8 +273,76 @@ class Room(Service):
             # While stopping, nobody is told of each leave: that would be n notices for n.
             if session.user.account is not None:
                 self._remember_seen(session.user.account)
-            self._crowd_moved("left", session.user.name)
+                self._leave_later(session.user.name)
+            else:
+                self._crowd_moved("left", session.user.name)
             self.presence_changed()
+
+    # -- arrivals with a saved login (a reload, a reconnect) -----------------------------------
+
+    def arrive(self, client: Client, token: str | None) -> defer.Deferred[Session]:
+        """Like L{connect}, but the token is checked BEFORE joining: a returning account
+        joins once under its own name, and not at all when it was here a moment ago (its
+        "left" waits L{REJOIN_GRACE} seconds), so a reload shows others nothing.
+
+        An unknown or refused token joins as a guest, told why; the Deferred never fails.
+        """
+        if not token:
+            return defer.succeed(self.connect(client))
+
+        async def check() -> Session:
+            try:
+                account = await self.accounts.with_token(token, client.peer)
+                problem = "your saved login is no longer valid; log in again"
+            except CommandError as e:
+                account, problem = None, str(e)
+            except Exception:
+                log.failure("checking the token of {peer} failed", peer=client.peer)
+                account, problem = None, "your login could not be checked; log in again later"
+            holder = None if account is None else self.users.get(account.name.casefold())
+            if account is None or (holder is not None and holder.account != account.name):
+                session = self.connect(client)
+                if account is None:
+                    self.tell_error(session, problem)
+                else:  # a guest elsewhere kept the name a moment: the long way round
+                    self._login(session, account.name, token, seen=account.last_seen)
+                return session
+            now = self.clock.seconds()
+            refusal = self.flood.admit(client)
+            if refusal is not None:
+                client.deliver(Error(refusal))
+                client.close(refusal)
+                return Session(client, User("", since=now), now)
+            name = account.name
+            back = holder is not None or self._leaving.pop(name.casefold(), None) is not None
+            session = Session(client, holder or User(name, now, account=name), now)
+            self._add(session)
+            log.info("{session} connected with a token", session=session)
+            session.deliver(Identity(name, name, token))
+            self.tell(session, f"Welcome back, {name}! {self.online_count()} online.")
+            if not back:
+                self._crowd_moved("joined", name)
+            self.presence_changed()
+            if holder is None:
+                self._catch_up(session, name, account.last_seen)
+            return session
+
+        return defer.ensureDeferred(check())
+
+    def _leave_later(self, name: str) -> None:
+        """Say an account left only if it is not back within L{REJOIN_GRACE} seconds."""
+        key = name.casefold()
+
+        def left() -> None:
+            if self._leaving.get(key) is call:
+                del self._leaving[key]
+                if self.running and key not in self.users:
+                    self._crowd_moved("left", name)
+
+        old = self._leaving.get(key)
+        if old is not None and old.active():
+            old.cancel()
+        call = self._leaving[key] = self.clock.callLater(REJOIN_GRACE, left)
 
     def _add(self, session: Session) -> None:
         user = session.user
