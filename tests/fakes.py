@@ -12,6 +12,7 @@ from chatd.commands import discover
 from chatd.config import Config
 from chatd.events import Event, Message
 from chatd.room import Room, Session
+from chatd.store import Account, NameTaken
 
 
 class FakeClient:
@@ -57,6 +58,8 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self.saved: list[Message] = []
+        self.accounts: dict[str, Account] = {}  # casefolded name -> account
+        self.tokens: dict[str, str] = {}  # token hash -> casefolded name
 
     def start(self) -> None:
         pass
@@ -74,6 +77,24 @@ class MemoryStore:
 
     def purge_messages(self, before: float) -> defer.Deferred[int]:
         return defer.succeed(0)
+
+    def create_account(self, name, password_hash, token_hash, when, last_seen):
+        if name.casefold() in self.accounts:
+            return defer.fail(NameTaken(name))
+        self.accounts[name.casefold()] = Account(name, password_hash, last_seen)
+        self.tokens[token_hash] = name.casefold()
+        return defer.succeed(None)
+
+    def account_for_token(self, token_hash: str) -> defer.Deferred[Account | None]:
+        return defer.succeed(self.accounts.get(self.tokens.get(token_hash, "")))
+
+    def set_last_seen(self, name: str, message_id: int) -> defer.Deferred[None]:
+        account = self.accounts[name.casefold()]
+        self.accounts[name.casefold()] = Account(account.name, account.password_hash, message_id)
+        return defer.succeed(None)
+
+    def take_whispers(self, account: str) -> defer.Deferred[list[Message]]:
+        return defer.succeed([])
 
     def __getattr__(self, name: str):
         raise AssertionError(f"these tests do not expect store.{name}")

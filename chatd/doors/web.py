@@ -148,10 +148,11 @@ class ChatWebSocket(WebSocketServerProtocol):
             if self.hello_call is not None and self.hello_call.active():
                 self.hello_call.cancel()
                 token = _NOT_HELLO if isBinary else _hello_token(payload)
+                if token is _NOT_HELLO:  # a guest, and this frame is for after it joined
+                    self.early.append((payload, isBinary))
                 self._arrive(token if isinstance(token, str) else None)
-                if token is not _NOT_HELLO:
-                    return
-            self.early.append((payload, isBinary))
+            else:
+                self.early.append((payload, isBinary))
             return
         if self.session is None:
             return
