@@ -17,6 +17,8 @@ from chatd.link import Link
 from chatd.members import Members
 from chatd.voice import Voice
 
+REJOIN_GRACE = 10.0  # seconds an account's last connection may be gone before "left" is said
+
 
 def crowd_text(names: list[str], verb: str, count: int | None = None) -> str:
     """C{"Ann, Bob, Cy and 4 others joined"}: C{count} people in all, the first few named."""
@@ -39,11 +41,35 @@ class Crowd:
         self._moved: dict[str, list[str]] = {"joined": [], "left": []}  # not yet announced
         self._moved_call: Any = None
         self._presence_call: Any = None
+        self._leaving: dict[str, Any] = {}  # casefolded account -> its delayed "left"
 
     def stop(self) -> None:
-        for call in (self._presence_call, self._moved_call):
+        for call in (self._presence_call, self._moved_call, *self._leaving.values()):
             if call is not None and call.active():
                 call.cancel()
+        self._leaving.clear()
+
+    def leave_later(self, name: str) -> None:
+        """An account's last connection went: say it left only if it is not back within
+        L{REJOIN_GRACE} seconds (a reload, a reconnect show others nothing)."""
+        key = name.casefold()
+        old = self._leaving.pop(key, None)
+        if old is not None and old.active():
+            old.cancel()
+        self._leaving[key] = self.clock.callLater(REJOIN_GRACE, self._left, key, name)
+        self.changed()  # it leaves the member lists at once
+
+    def _left(self, key: str, name: str) -> None:
+        del self._leaving[key]
+        if self.members.find(name) is None:
+            self.moved("left", name)
+
+    def returned(self, name: str) -> bool:
+        """Whether C{name} is back before its "left" was said (nobody is told either)."""
+        call = self._leaving.pop(name.casefold(), None)
+        if call is not None and call.active():
+            call.cancel()
+        return call is not None
 
     def moved(self, verb: str, name: str) -> None:
         """C{name} C{"joined"} or C{"left"}: told at the end of this reactor turn."""

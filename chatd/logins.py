@@ -89,7 +89,7 @@ class Logins:
 
         def created(token: str) -> str:
             log.info("{session} registered {name}", session=session, name=name)
-            self._move(session, name, token, seen=None)
+            self.move(session, name, token, seen=None)
             self.link.registered(name)
             return token
 
@@ -105,7 +105,7 @@ class Logins:
 
         async def check() -> None:
             account, token = await self.accounts.with_password(name, password, session.client.peer)
-            self._move(session, account.name, token, seen=account.last_seen)
+            self.move(session, account.name, token, seen=account.last_seen)
             if session.user.account == account.name:
                 session.token = token  # this device's own: /logout cancels it
 
@@ -118,12 +118,12 @@ class Logins:
             account: Account | None = await self.accounts.with_token(token, session.client.peer)
             if account is None:
                 return None
-            self._move(session, account.name, token, seen=account.last_seen)
+            self.move(session, account.name, token, seen=account.last_seen)
             return account.name
 
         return defer.ensureDeferred(check())
 
-    def _move(self, session: Session, name: str, token: str | None, seen: int | None) -> None:
+    def move(self, session: Session, name: str, token: str | None, seen: int | None) -> None:
         """Move C{session} to the account's user (one user, however many devices).
 
         @param seen: the last message id the account saw; what came after it is sent when
@@ -161,7 +161,7 @@ class Logins:
         session.deliver(Identity(name, name, token))
         self.crowd.changed()
         if seen is not None and not online:
-            self._catch_up(session, name, seen)
+            self.catch_up(session, name, seen)
 
     def logout(self, session: Session) -> None:
         """This session becomes a guest again, and the token /login gave it stops working;
@@ -210,7 +210,7 @@ class Logins:
         d = self.store.set_last_seen(account, self.sequence.newest_shown)
         d.addErrback(lambda f: log.failure("saving what {a} saw failed", f, a=account))
 
-    def _catch_up(self, session: Session, account: str, seen: int) -> None:
+    def catch_up(self, session: Session, account: str, seen: int) -> None:
         """Send what the account missed: public messages since C{seen}, kept whispers."""
         since = self.clock.seconds() - self.config.history_ttl
 

@@ -203,10 +203,63 @@ class Room(Service):
         if not gone:
             return
         self.logins.guest_gone(user)
-        if self.running:  # while stopping, n leave notices for n people would be wasted
-            if user.account is not None:
-                self.logins.remember_seen(user.account)
+        if not self.running:  # while stopping, n leave notices for n people would be wasted
+            return
+        if user.account is None:
             self.crowd.moved("left", user.name)
+        else:
+            self.logins.remember_seen(user.account)
+            self.crowd.leave_later(user.name)
+
+    def arrive(self, client: Client, token: str | None) -> defer.Deferred[Session]:
+        """Like L{connect}, but the token is checked I{before} joining: a returning account
+        joins once under its own name, and not at all when it was here a moment ago (its
+        "left" waits), so a reload shows others nothing.
+
+        An unknown or refused token joins as a guest, told why; the Deferred never fails.
+        """
+        if not token:
+            return defer.succeed(self.connect(client))
+
+        async def check() -> Session:
+            try:
+                account = await self.accounts.with_token(token, client.peer)
+                problem = "your saved login is no longer valid; log in again"
+            except CommandError as e:
+                account, problem = None, str(e)
+            except Exception:
+                log.failure("checking the token of {peer} failed", peer=client.peer)
+                account, problem = None, "your login could not be checked; log in again later"
+            holder = None if account is None else self.members.find(account.name)
+            if account is None or (holder is not None and holder.account != account.name):
+                session = self.connect(client)
+                if account is None:
+                    self.voice.error(session, problem)
+                else:  # a guest here holds the name a moment: the long way round
+                    self.logins.move(session, account.name, token, seen=account.last_seen)
+                return session
+            now = self.clock.seconds()
+            refusal = self.gate.admit(client)
+            if refusal is not None:
+                client.deliver(Error(refusal))
+                client.close(refusal)
+                return Session(client, User("", since=now), now)
+            name = account.name
+            back = holder is not None or self.crowd.returned(name)
+            session = Session(client, holder or User(name, now, account=name), now)
+            self.members.add(session)
+            log.info("{session} connected with a token", session=session)
+            session.deliver(Identity(name, name, token))
+            self.voice.tell(session, f"Welcome back, {name}! {self.members.online_count()} online.")
+            if back:
+                self.crowd.changed()
+            else:
+                self.crowd.moved("joined", name)
+            if holder is None:
+                self.logins.catch_up(session, name, account.last_seen)
+            return session
+
+        return defer.ensureDeferred(check())
 
     def listen(self, client: Client) -> None:
         """Hand C{client} every public message; it gets no name, notices or /list entry."""
@@ -579,6 +632,25 @@ class Room(Service):
     def logout(self, session: Session) -> None:
         self._check(session, LOGOUT)
         self.logins.logout(session)
+
+    def account_request(
+        self, session: Session, kind: str, name: str, password: str
+    ) -> defer.Deferred[str | None]:
+        """Register or log in with the name and password as separate fields (the page's
+        form): no command line to split, so "Mary Jane" is a name the rules refuse, not
+        "Mary" with the password "Jane ...". Fires with what to tell the user (None when
+        the request was dropped: the flood rules told them why); fails with L{CommandError}."""
+        if session.closing or not self.gate.line(session):
+            return defer.succeed(None)
+        log.info("{session} asks to {kind}", session=session, kind=kind)
+        if self.audit is not None:
+            self.audit.record(self.clock.seconds(), session, kind, "...")
+        name, password = textrules.clean(name), textrules.clean(password)
+        if kind == "register":
+            d = defer.maybeDeferred(self.register, session, name, password)
+            return d.addCallback(lambda _: f"account {name} created; you are logged in")
+        d = defer.maybeDeferred(self.login, session, name, password)
+        return d.addCallback(lambda _: f"logged in as {name}")
 
     def _check(self, session: Session, action: Action) -> None:
         """Ask the gate; a refusal is raised for the caller to tell."""

@@ -39,6 +39,10 @@ async def test_page_and_its_files_are_served(server):
     css = await treq.get(f"{base}/static/style.css")
     assert css.code == 200
     await css.content()
+    assert '<link rel="icon" href="/static/favicon.svg"' in html
+    icon = await treq.get(f"{base}/static/favicon.svg")
+    assert icon.headers.getRawHeaders("content-type") == ["image/svg+xml"]
+    assert (await icon.text()).startswith("<svg")
 
 
 @pytest_twisted.ensureDeferred
@@ -161,3 +165,91 @@ async def test_logout_cancels_the_token_of_that_device_only(server):
     await later.expect(r"^\* you are Alice \(logged in\)$")
     for client in (telnet, page, later):
         client.close()
+
+
+async def hello_client(port: int, token: str | None, *then: dict):
+    """A page reconnecting: ?hello=1, the saved token in the first frame, then C{then}."""
+    client = await ws_client(port, path="/ws?hello=1", protocols=JSON)
+    client.send(json.dumps({"type": "hello", "token": token}))
+    for request in then:
+        client.send(json.dumps(request))
+    me = json.loads(await client.expect(r'"type": "identity"'))
+    client.name = me["name"]
+    return client
+
+
+@pytest_twisted.ensureDeferred
+async def test_hello_with_a_token_joins_already_logged_in(server):
+    telnet = await line_client(server.ports["line"])
+    telnet.send("/register Zed correct horse")
+    created = await telnet.expect(r"^\* account Zed created")
+    token = re.search(r"[0-9a-f]{8}-[0-9a-f-]{27}", created).group(0)
+    telnet.send("hello before")
+    page = await hello_client(server.ports["web"], token, {"type": "resume", "after": 0})
+    identities = events(page, "identity")
+    assert [(i["name"], i["account"]) for i in identities] == [("Zed", "Zed")]
+    history = json.loads(await page.expect(r'"type": "history"'))
+    assert [m["text"] for m in history["messages"]] == ["hello before"]
+    # Zed was online already (telnet): a second device joins without a word to the others.
+    watcher = await json_client(server.ports["web"])
+    watcher.send(json.dumps({"text": "/list"}))
+    await watcher.expect(r'"type": "presence"')
+    again = await hello_client(server.ports["web"], token)
+    again.send(json.dumps({"text": "said from the second device"}))
+    await watcher.expect(r'"text": "said from the second device"')
+    assert not [n for n in events(watcher, "notice") if "Zed" in n["text"]]
+    for client in (telnet, page, watcher, again):
+        client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_hello_with_a_bad_token_or_none_joins_as_a_guest(server):
+    stale = await hello_client(server.ports["web"], "00000000-dead-beef-0000-000000000000")
+    assert json.loads(stale.lines[0])["account"] is None
+    error = json.loads(await stale.expect(r'"type": "error"'))
+    assert error["text"] == "your saved login is no longer valid; log in again"
+    guest = await hello_client(server.ports["web"], None)
+    assert events(guest, "identity")[0]["account"] is None
+    # A first frame that is not a hello joins as a guest, and is acted on.
+    other = await ws_client(server.ports["web"], path="/ws?hello=1", protocols=JSON)
+    other.send(json.dumps({"text": "/nosuch"}))
+    await other.expect(r'"type": "identity"')
+    got = json.loads(await other.expect(r'"type": "error"'))
+    assert got["text"].startswith("unknown command /nosuch")
+    # Later, a hello is refused clearly.
+    other.send(json.dumps({"type": "hello", "token": None}))
+    got = json.loads(await other.expect(r'"type": "error"'))
+    assert got["text"].startswith("hello is only the first frame")
+    for client in (stale, guest, other):
+        client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_login_and_register_take_the_name_and_password_as_fields(server):
+    page = await json_client(server.ports["web"])
+    page.send(json.dumps({"type": "register", "name": "Mary Jane", "password": "pw with spaces"}))
+    refused = json.loads(await page.expect(r'"type": "error"'))
+    assert refused["request"] == "register"
+    assert refused["text"].startswith("a name has letters, digits")
+    # No account "Mary" with the password "Jane pw with spaces" either.
+    page.send(json.dumps({"type": "login", "name": "Mary", "password": "Jane pw with spaces"}))
+    refused = json.loads(await page.expect(r'"type": "error".*"request": "login"'))
+    assert refused["text"] == "wrong name or password"
+
+    page.send(json.dumps({"type": "register", "name": "MaryJane", "password": "pw with spaces"}))
+    me = json.loads(await page.expect(r'"type": "identity", "name": "MaryJane"'))
+    assert me["account"] == "MaryJane" and me["token"]
+    done = json.loads(await page.expect(r'"type": "notice".*"request": "register"'))
+    assert done["text"] == "account MaryJane created; you are logged in"
+    assert not [n for n in events(page, "notice") if me["token"] in n["text"]]
+
+    other = await json_client(server.ports["web"])
+    other.send(json.dumps({"type": "login", "name": "MaryJane", "password": "pw with spaces"}))
+    await other.expect(r'"type": "identity", "name": "MaryJane"')
+    done = json.loads(await other.expect(r'"type": "notice".*"request": "login"'))
+    assert done["text"] == "logged in as MaryJane"
+    other.send(json.dumps({"type": "login", "name": "MaryJane"}))
+    bad = json.loads(await other.expect(r'"type": "error".*"request": "login"'))
+    assert bad["text"].startswith('send {"type": "login", "name"')
+    page.close()
+    other.close()

@@ -10,7 +10,8 @@ from chatd import text
 from chatd.doors.output import Output, Turn
 from chatd.doors.telnet import TelnetLines
 from chatd.events import Error, Event, Message, Notice
-from chatd.room import Room, Session
+from chatd.people import Session
+from chatd.room import Room
 
 log = Logger(namespace="chatd.doors.line")
 

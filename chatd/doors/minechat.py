@@ -17,10 +17,11 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from chatd.commands import CommandError, UsageError
 from chatd.doors.output import Output, Turn
+from chatd.errors import CommandError, UsageError
 from chatd.events import Error, Event, Message
-from chatd.room import Room, Session
+from chatd.people import Session
+from chatd.room import Room
 
 log = Logger(namespace="chatd.doors.minechat")
 

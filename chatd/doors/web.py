@@ -24,14 +24,18 @@ from twisted.web.static import File
 
 from chatd import text
 from chatd.doors.output import Output, Turn
-from chatd.events import Error, Event, History, Identity, Message, Presence
-from chatd.room import Room, Session
+from chatd.errors import CommandError
+from chatd.events import Error, Event, History, Identity, Message, Notice, Presence
+from chatd.people import Session
+from chatd.room import Room
 
 log = Logger(namespace="chatd.doors.web")
 
 JSON_PROTOCOL = "chatd.json"
 # A resume answers with at most this many of the newest missed messages.
 RESUME_LIMIT = 200
+# Seconds a connection opened with ?hello=1 may take to send its hello before joining as a guest.
+HELLO_WAIT = 5.0
 
 
 def message_json(m: Message) -> dict[str, Any]:
@@ -79,6 +83,10 @@ class ChatWebSocket(WebSocketServerProtocol):
     output: Output | None = None  # from onOpen
     door = "ws"
     peer = "?"
+    hello = False  # opened with ?hello=1: the Room hears of it after its first frame
+    early: list[tuple[bytes, bool]] | None = None  # frames before the Room knew it
+    hello_call: Any = None  # joins as a guest if no hello comes in time
+    gone = False
 
     def onConnect(self, request: Any) -> str | None:
         self.peer = request.peer.split(":")[1] if request.peer.count(":") >= 2 else request.peer
@@ -90,6 +98,7 @@ class ChatWebSocket(WebSocketServerProtocol):
             raise ConnectionDeny(403, f"origin {origin} is not allowed")
         if JSON_PROTOCOL in request.protocols:
             self.door = "json"
+            self.hello = "hello" in request.params
             return JSON_PROTOCOL
         return None
 
@@ -100,14 +109,52 @@ class ChatWebSocket(WebSocketServerProtocol):
         self.output = Output(
             self.transport, self.factory.turn, room.config.max_output_bytes, lambda: self.session
         )
-        self.session = room.connect(self)
+        if self.hello:
+            # The token comes in the first frame, not the URL: URLs end up in logs.
+            self.early = []
+            self.hello_call = room.clock.callLater(HELLO_WAIT, self._arrive, None)
+        else:
+            self.session = room.connect(self)
+
+    def _arrive(self, token: str | None) -> None:
+        """Join the Room, logged in already when the token is good; then act on the frames
+        that came meanwhile."""
+        self.hello_call = None
+
+        def arrived(session: Session) -> None:
+            if self.gone:
+                self.factory.room.disconnect(session, "WebSocket closed while logging in")
+                return
+            self.session = session
+            early, self.early = self.early or [], None
+            for payload, binary in early:
+                self.onMessage(payload, binary)
+
+        def failed(failure: Any) -> None:
+            log.failure("joining {peer} failed", failure, peer=self.peer)
+            self.sendClose(1011, "the server could not let you in; reload to try again")
+
+        self.factory.room.arrive(self, token).addCallbacks(arrived, failed)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.gone = True
+        if self.hello_call is not None and self.hello_call.active():
+            self.hello_call.cancel()
         if self.session is not None:
             self.factory.room.disconnect(self.session, f"WebSocket closed ({code})")
             self.session = None
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.early is not None:
+            if self.hello_call is not None and self.hello_call.active():
+                self.hello_call.cancel()
+                token = _NOT_HELLO if isBinary else _hello_token(payload)
+                if token is _NOT_HELLO:  # a guest, and this frame is for after it joined
+                    self.early.append((payload, isBinary))
+                self._arrive(token if isinstance(token, str) else None)
+            else:
+                self.early.append((payload, isBinary))
+            return
         if self.session is None:
             return
         if isBinary:
@@ -131,6 +178,20 @@ class ChatWebSocket(WebSocketServerProtocol):
             request = None
         if not isinstance(request, dict):
             self._error('send a JSON object such as {"text": "hello"}; see docs/protocol.md')
+        elif request.get("type") in ("register", "login"):
+            name, password = request.get("name"), request.get("password")
+            if isinstance(name, str) and isinstance(password, str):
+                self._account(request["type"], name, password)
+            else:
+                self.deliver_answer(
+                    Error(f'send {{"type": "{request["type"]}", "name": ..., "password": ...}}'),
+                    request["type"],
+                )
+        elif request.get("type") == "hello":
+            self._error(
+                "hello is only the first frame of a connection opened at /ws?hello=1; "
+                "send /auth <token> instead"
+            )
         elif request.get("type") == "resume":
             after = request.get("after")
             if type(after) is not int or after < 0:
@@ -141,6 +202,34 @@ class ChatWebSocket(WebSocketServerProtocol):
             self._lines(request["text"])
         else:
             self._error('send JSON such as {"text": "hello"}; see docs/protocol.md')
+
+    def _account(self, kind: str, name: str, password: str) -> None:
+        """C{register} or C{login} with the name and password as the page's form gave them."""
+        session = self.session
+        if session is None:
+            return
+
+        def done(told: str | None) -> None:
+            if told is not None:
+                self.deliver_answer(Notice(told), kind)
+
+        def failed(failure: Any) -> None:
+            if failure.check(CommandError):
+                why = failure.getErrorMessage()
+            else:
+                log.failure("{kind} for {session} failed", failure, kind=kind, session=session)
+                why = f"{kind} failed on the server; please try again later"
+            self.deliver_answer(Error(why), kind)
+
+        self.factory.room.account_request(session, kind, name, password).addCallbacks(done, failed)
+
+    def deliver_answer(self, event: Event, request: str) -> None:
+        """A notice or error answering one JSON request, naming it: the page shows it in
+        the form that asked."""
+        if self.session is not None and self.state == self.STATE_OPEN:
+            answer = {**event_json(event), "request": request}
+            prepared = self.factory.prepareMessage(json.dumps(answer).encode("utf-8"))
+            self.output.write(prepared.payloadHybi)
 
     def _resume(self, after: int) -> None:
         """Send the public messages stored after id C{after}, as one history event."""
@@ -189,6 +278,20 @@ class ChatWebSocket(WebSocketServerProtocol):
 
     def close(self, reason: str) -> None:
         self.sendClose(1000, reason)
+
+
+_NOT_HELLO: Any = object()
+
+
+def _hello_token(payload: bytes) -> Any:
+    """The token of a hello frame (None: no token), or _NOT_HELLO when it is not one."""
+    try:
+        request = json.loads(payload.decode("utf-8"))
+    except ValueError:
+        return _NOT_HELLO
+    if not isinstance(request, dict) or request.get("type") != "hello":
+        return _NOT_HELLO
+    return request.get("token")
 
 
 class ChatWebSocketFactory(WebSocketServerFactory):
@@ -309,7 +412,11 @@ class ChatSite(Site):
 def make_site(room: Room) -> Site:
     static = File(str(files("chatd") / "static"), defaultType="text/plain; charset=utf-8")
     static.contentTypes.update(
-        {".js": "text/javascript; charset=utf-8", ".html": "text/html; charset=utf-8"}
+        {
+            ".js": "text/javascript; charset=utf-8",
+            ".html": "text/html; charset=utf-8",
+            ".svg": "image/svg+xml",
+        }
     )
     ws = WebSocketResource(ChatWebSocketFactory(room))
     config = room.config
