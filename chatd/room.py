@@ -20,7 +20,7 @@ from twisted.logger import Logger
 
 from chatd import text as textrules
 from chatd.accounts import Accounts
-from chatd.audit import AuditLog
+from chatd.audit import AuditLog, bounded
 from chatd.bus import PRESENCE, Bus, LocalBus
 from chatd.bus.wire import from_wire, to_wire
 from chatd.commands import CommandError, Context, Registry, UsageError
@@ -140,7 +140,7 @@ class Room(Service):
         self.clock = clock
         self.commands = commands
         self.store = store
-        self.accounts = Accounts(store, clock, in_thread)
+        self.accounts = Accounts(store, clock, in_thread, config.accounts_per_address_per_hour)
         # Registered names are reserved: casefolded name -> the account's spelling.
         self.account_names = {name.casefold(): name for name in store.account_names}
         self.last_id = store.last_id  # the newest public message delivered (or in history)
@@ -308,6 +308,10 @@ class Room(Service):
         line = textrules.clean(line)
         if not line:
             return None
+        too_long = textrules.too_long(line, self.config.max_message_bytes)
+        if too_long is not None:
+            self.tell_error(session, too_long)
+            return None
         if line.startswith("/") and not line.startswith("//"):
             word, _, args = line[1:].partition(" ")
             return self.run(session, word, args.strip())
@@ -343,7 +347,7 @@ class Room(Service):
             "{session} runs /{name} {args}",
             session=session,
             name=cmd.name,
-            args=args if cmd.audit_args else "...",
+            args=bounded(args) if cmd.audit_args else "...",
         )
         if self.audit is not None:
             self.audit.record(
@@ -645,7 +649,9 @@ class Room(Service):
     def _create(self, session: Session, name: str, password: str | None) -> defer.Deferred[str]:
         key = name.casefold()
         self.account_names[key] = name  # reserved now: nobody takes it while the hash runs
-        d = defer.ensureDeferred(self.accounts.create(name, password, self.last_id))
+        d = defer.ensureDeferred(
+            self.accounts.create(name, password, self.last_id, session.client.peer)
+        )
 
         def created(token: str) -> str:
             log.info("{session} registered {name}", session=session, name=name)
