@@ -9,6 +9,7 @@ same line the line door sends; with the subprotocol C{chatd.json} events are JSO
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from importlib.resources import files
 from typing import Any
@@ -70,6 +71,25 @@ def event_json(event: Event) -> dict[str, Any]:
             "token": event.token,
         }
     return {"type": event.kind, "text": event.text}  # notice, error
+
+
+# A request is a flat object; this bounds what parsing a stranger's frame may cost (the
+# parser recurses: thousands of levels would end in RecursionError, and the connection).
+MAX_JSON_DEPTH = 16
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _nested_deeper(raw: str, limit: int) -> bool:
+    """Whether the JSON text C{raw} opens more than C{limit} arrays/objects at once."""
+    if raw.count("[") + raw.count("{") <= limit:
+        return False  # the usual request: no need to look closer
+    depth = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub("", raw)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > limit:
+            return True
+    return False
 
 
 def _history_json(event: History, limit: int) -> Iterator[bytes]:
@@ -143,9 +163,12 @@ class ChatWebSocket(WebSocketServerProtocol):
 
     def _json_request(self, raw: str) -> None:
         """One request: typed text, or a resume asking for the messages missed while away."""
+        if _nested_deeper(raw, MAX_JSON_DEPTH):
+            self._error(f"JSON nested deeper than {MAX_JSON_DEPTH} levels; see docs/protocol.md")
+            return
         try:
             request = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             request = None
         if not isinstance(request, dict):
             self._error('send a JSON object such as {"text": "hello"}; see docs/protocol.md')
