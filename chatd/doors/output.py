@@ -174,11 +174,12 @@ class Output:
             if sent == len(data):
                 return
             data = data[sent:]
-        t.write(data)
-        if self.paused:
+        if self.paused:  # not the write that fills the buffer: Twisted holds that one
             self.pending += len(data)
             if self.pending > self.limit:
                 self._trip()
+                return
+        t.write(data)
 
     def _trip(self) -> None:
         if self._tripped:
