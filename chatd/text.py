@@ -60,8 +60,11 @@ def too_long(text: str, limit: int) -> str | None:
     if not limit or len(text) * 4 <= limit:  # a character is at most 4 bytes
         return None
     size = utf8_size(text)
-    if size <= limit:
-        return None
+    return None if size <= limit else over_limit(size, limit)
+
+
+def over_limit(size: int, limit: int) -> str:
+    """What a message of C{size} bytes, over C{limit}, is refused with."""
     return (
         f"your message was {size} bytes, over the limit of {limit}, and was not sent; "
         "split it into shorter messages"

@@ -230,7 +230,7 @@ class MinechatWriteDoor(Protocol):
             log.info(
                 "minechat writer {peer} not shown: {why}",
                 peer=self.peer,
-                why=textrules.too_long("x" * size, limit),
+                why=textrules.over_limit(size, limit),
             )
         else:
             text = LINE_JOINER.join(message)
