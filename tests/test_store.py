@@ -18,7 +18,7 @@ from twisted.internet import defer, reactor
 from chatd.events import Message
 from chatd.store import NameTaken, Scheduled, Store, StoreError, queries
 from chatd.store.postgres import PostgresStore
-from chatd.store.schema import MIGRATIONS, SQLITE
+from chatd.store.schema import MIGRATIONS, POSTGRES, SQLITE
 from chatd.store.sqlite import SQLiteStore
 from tests.postgres import Outage, admin_connection, drop_connections, pg_url  # noqa: F401
 from tests.support import line_client, start_server
@@ -248,6 +248,22 @@ async def test_nodes_writing_at_once_get_unique_ids_in_order(pg_url):  # noqa: F
     for node in nodes:
         await node.close()
     assert PostgresStore.open(pg_url, reactor).last_id == 600
+
+
+def test_scheduled_messages_kept_as_one_blob_become_rows_on_postgres(pg_url):  # noqa: F811
+    conn = psycopg_connect(pg_url)
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement.format(**POSTGRES))
+    conn.execute("INSERT INTO meta VALUES ('schema_version', 1), ('last_id', 0)")
+    blob = [{"id": 4, "account": "Ann", "due": 9.5, "text": "hi, 100%?", "to": None}]
+    conn.execute("INSERT INTO cache VALUES ('scheduled-messages:n1', %s)", (json.dumps(blob),))
+    conn.close()
+    store = PostgresStore.open(pg_url, reactor)
+    try:
+        assert queries.scheduled(store._conn, "n1") == [Scheduled(4, "Ann", 9.5, "hi, 100%?", None)]
+        assert store._conn.execute("SELECT count(*) FROM cache").fetchone() == (0,)
+    finally:
+        store._release()
 
 
 def test_a_postgres_schema_from_a_newer_chatd_is_refused(pg_url):  # noqa: F811
