@@ -131,7 +131,12 @@ def minechat_door(limit: int) -> tuple[MinechatWriteDoor, _Room]:
 
 
 @given(
-    st.lists(st.text(alphabet=st.characters(blacklist_characters="\r\n"), max_size=70)),
+    st.lists(
+        st.text(
+            alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"),
+            max_size=70,
+        )
+    ),
     st.integers(min_value=1, max_value=300),
     st.integers(min_value=1, max_value=50),
 )
