@@ -11,14 +11,14 @@ import hashlib
 import hmac
 import os
 import uuid
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from chatd.errors import CommandError
+from chatd.ratelimit import RateLimiter, duration
 from chatd.store import Account, Store
 
 _N, _R, _P = 2**14, 8, 1  # scrypt cost: about 16 MiB and 50 ms per check
@@ -52,45 +52,68 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.strip().lower().encode("ascii", "replace")).hexdigest()
 
 
-class Throttle:
-    """Refuses a key (a name, an address) after C{limit} failures within C{window} seconds.
+class Backoff:
+    """Slows down repeated failures for one key: after C{free} failures in a row, each next
+    try waits C{first} seconds after the last failure, doubling up to C{cap}.
 
-    The refusal lasts until the oldest of those failures is C{window} seconds old.
+    Keyed by (name, address), it slows a guesser without locking anyone else out: the
+    account's owner elsewhere, and any other name from the same address, are untouched. A
+    key is forgotten on success, or once it has been quiet for C{forget} seconds.
     """
 
-    def __init__(self, clock: IReactorTime, limit: int = 5, window: float = 300.0) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        free: int = 3,
+        first: float = 1.0,
+        cap: float = 300.0,
+        forget: float = 3600.0,
+    ) -> None:
         self.clock = clock
-        self.limit = limit
-        self.window = window
-        self._failures: dict[str, deque[float]] = {}
+        self.free = free
+        self.first = first
+        self.cap = cap
+        self.forget = forget
+        self._failures: dict[Hashable, tuple[int, float]] = {}  # key -> (count, last time)
 
-    def wait(self, key: str) -> float:
+    def wait(self, key: Hashable) -> float:
         """Seconds until C{key} may try again; 0 when it may now."""
-        times = self._failures.get(key)
-        if times is None:
+        entry = self._failures.get(key)
+        if entry is None:
             return 0.0
+        count, last = entry
         now = self.clock.seconds()
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        if not times:
+        if now - last >= self.forget:
             del self._failures[key]
             return 0.0
-        return times[0] + self.window - now if len(times) >= self.limit else 0.0
+        if count < self.free:
+            return 0.0
+        delay = min(self.cap, self.first * 2 ** min(count - self.free, 32))
+        return max(0.0, last + delay - now)
 
-    def failed(self, key: str) -> None:
+    def failed(self, key: Hashable) -> None:
+        now = self.clock.seconds()
         if len(self._failures) > 10000:
-            for stale in [k for k in self._failures if not self.wait(k)]:
-                self._failures.pop(stale, None)
-        self._failures.setdefault(key, deque(maxlen=self.limit)).append(self.clock.seconds())
+            self._failures = {
+                k: (n, t) for k, (n, t) in self._failures.items() if now - t < self.forget
+            }
+        count = self._failures.get(key, (0, now))[0]
+        self._failures[key] = (count + 1, now)
 
-    def succeeded(self, key: str) -> None:
+    def succeeded(self, key: Hashable) -> None:
         self._failures.pop(key, None)
 
 
 class Accounts:
     """Creating accounts and checking secrets; the Room moves sessions once this says yes.
 
+    Wrong passwords are slowed down per (name, address) pair (L{Backoff}), so nobody can
+    lock an account's owner out by failing on purpose. Tokens are not throttled at all:
+    one has 122 random bits, so guessing is hopeless, and a throttle could only ever refuse
+    someone holding a valid one.
+
     @param in_thread: runs a slow function off the reactor thread, returning a Deferred.
+    @param creations_per_hour: accounts one address may create per hour (0: no limit).
     """
 
     def __init__(
@@ -98,58 +121,63 @@ class Accounts:
         store: Store,
         clock: IReactorTime,
         in_thread: Callable[..., Deferred[Any]],
+        creations_per_hour: int = 3,
     ) -> None:
         self.store = store
         self.clock = clock
         self.in_thread = in_thread
-        self.by_name = Throttle(clock)
-        self.by_address = Throttle(clock)
-        # A failure is counted only once its slow check ends, so without these a guesser
-        # could start any number of checks before the throttle knew of one.
-        self._checking_names: set[str] = set()
-        self._checking_addresses: set[str] = set()
+        self.failures = Backoff(clock)
+        self.creations = RateLimiter(clock, creations_per_hour, 3600.0)
+        # A failure is counted only once its slow check ends, so without this a guesser
+        # could start any number of checks before the backoff knew of one. Per address
+        # only: per name, a stranger's endless checks would refuse the owner.
+        self._checking: set[str] = set()
 
-    def refusal(self, name: str | None, address: str) -> str | None:
-        """Why a login attempt is refused before it is checked, or None."""
-        wait = max(self.by_address.wait(address), self.by_name.wait(name.casefold()) if name else 0)
+    def refusal(self, name: str, address: str) -> str | None:
+        """Why a password login attempt is refused before it is checked, or None."""
+        wait = self.failures.wait((name.casefold(), address))
         if not wait:
             return None
-        about = (
-            f"for {name}" if name and self.by_name.wait(name.casefold()) else "from your address"
-        )
-        return f"too many failed logins {about}; try again in {int(wait) + 1} seconds"
+        return f"too many failed logins for {name} from your address; try again in {duration(wait)}"
 
-    async def create(self, name: str, password: str | None, last_seen: int) -> str:
-        """Create the account; returns its first token. Fails with L{NameTaken}."""
-        hashed = None if password is None else await self.in_thread(hash_password, password)
-        token = new_token()
-        await self.store.create_account(
-            name, hashed, token_hash(token), self.clock.seconds(), last_seen
-        )
+    async def create(self, name: str, password: str | None, last_seen: int, address: str) -> str:
+        """Create the account; returns its first token. Fails with L{NameTaken}, or with
+        L{CommandError} when C{address} has created its allowance this hour."""
+        allowed, when = self.creations.can_do_action(address)
+        if not allowed:
+            limit = self.creations.limit
+            raise CommandError(
+                f"your address has created {limit} account{'s' if limit != 1 else ''} this "
+                f"hour; try again in {duration(when - self.clock.seconds())}"
+            )
+        try:
+            hashed = None if password is None else await self.in_thread(hash_password, password)
+            token = new_token()
+            await self.store.create_account(
+                name, hashed, token_hash(token), self.clock.seconds(), last_seen
+            )
+        except BaseException:
+            self.creations.undo(address)  # no account was made
+            raise
         return token
 
     async def with_password(self, name: str, password: str, address: str) -> tuple[Account, str]:
         """The account, and a new token for this device; L{CommandError} when refused.
 
-        One check at a time per name and per address: the others are refused, not queued.
+        One check at a time per address: the others are refused, not queued.
         """
         refused = self.refusal(name, address)
         if refused:
             raise CommandError(refused)
-        key = name.casefold()
-        if key in self._checking_names:
-            raise CommandError(f"a login for {name} is already being checked; wait for its answer")
-        if address in self._checking_addresses:
+        if address in self._checking:
             raise CommandError(
                 "a login from your address is already being checked; wait for its answer"
             )
-        self._checking_names.add(key)
-        self._checking_addresses.add(address)
+        self._checking.add(address)
         try:
             return await self._check_password(name, password, address)
         finally:
-            self._checking_names.discard(key)
-            self._checking_addresses.discard(address)
+            self._checking.discard(address)
 
     async def _check_password(self, name: str, password: str, address: str) -> tuple[Account, str]:
         account = await self.store.account(name)
@@ -157,11 +185,11 @@ class Accounts:
         ok = await self.in_thread(check_password, password, stored or NOBODY)
         if account is not None and stored is None:
             raise CommandError(f"{account.name} has no password; log in with /auth <token>")
+        key = (name.casefold(), address)
         if account is None or not ok:
-            self.by_name.failed(name.casefold())
-            self.by_address.failed(address)
+            self.failures.failed(key)
             raise CommandError("wrong name or password")
-        self.by_name.succeeded(name.casefold())
+        self.failures.succeeded(key)
         token = new_token()
         await self.store.add_token(account.name, token_hash(token), self.clock.seconds())
         return account, token
@@ -171,15 +199,6 @@ class Accounts:
         return self.store.remove_token(token_hash(token))
 
     async def with_token(self, token: str, address: str) -> Account | None:
-        """The account this token belongs to, or None when unknown.
-
-        L{CommandError} when the address is refused: that is not "unknown", which a caller
-        may answer by creating an account.
-        """
-        refused = self.refusal(None, address)
-        if refused:
-            raise CommandError(refused)
-        account = await self.store.account_for_token(token_hash(token))
-        if account is None:
-            self.by_address.failed(address)
-        return account
+        """The account this token belongs to, or None when unknown (never refused: see the
+        class docstring). C{address} is kept for the caller's logs and future rules."""
+        return await self.store.account_for_token(token_hash(token))

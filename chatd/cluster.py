@@ -29,7 +29,7 @@ from chatd.members import Members, deliver
 from chatd.moderation import Moderation
 from chatd.names import Names
 from chatd.outbox import Outbox
-from chatd.people import User
+from chatd.people import User, name_key
 from chatd.sequence import READ_LIMIT, Sequence
 from chatd.store import ANY_ID, Store
 
@@ -195,7 +195,7 @@ class ClusterLink:
             return
         if mine == theirs:
             return  # two nodes with one id: a configuration error, nothing to settle
-        self.node.members.elsewhere[name.casefold()] = name
+        self.node.members.elsewhere[name_key(name)] = name
         new = self.node.names.guest()
         log.info("{old} on node {node} too: renamed {new}", old=user.name, node=node, new=new)
         why = f"someone on another server already had the name {name}; you are now {new}"
@@ -223,7 +223,8 @@ class ClusterLink:
 
     def _heard(self, names: list[str]) -> None:
         members = self.node.members
-        elsewhere = {n.casefold(): n for n in names if n.casefold() not in members.users}
+        keys = {name_key(n): n for n in names}
+        elsewhere = {k: n for k, n in keys.items() if k not in members.users}
         if elsewhere != members.elsewhere:
             members.elsewhere = elsewhere
             self.node.crowd.refresh()

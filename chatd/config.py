@@ -44,6 +44,9 @@ class Config:
 
     # [limits] protect the server from one client.
     max_line_bytes: int = _setting("limits", 4096, "longest line a client may send")
+    max_message_bytes: int = _setting(
+        "limits", 4096, "longest chat message, in UTF-8 bytes, on every door; 0: no limit"
+    )
     max_ws_message_bytes: int = _setting(
         "limits", 65536, "largest WebSocket message (1009 past it)"
     )
@@ -76,6 +79,9 @@ class Config:
     # [accounts]
     login_required: bool = _setting("accounts", False, "guests must log in before speaking")
     min_password_length: int = _setting("accounts", 8, "shortest accepted password")
+    accounts_per_address_per_hour: int = _setting(
+        "accounts", 3, "accounts one address may create per hour; 0: no limit"
+    )
 
     # [history]
     history_ttl: float = _setting("history", 3600.0, "seconds a public message is kept")

@@ -15,6 +15,7 @@ from twisted.internet.interfaces import IReactorTime
 from chatd.events import Notice, Presence
 from chatd.link import Link
 from chatd.members import Members
+from chatd.people import name_key
 from chatd.voice import Voice
 
 REJOIN_GRACE = 10.0  # seconds an account's last connection may be gone before "left" is said
@@ -41,7 +42,7 @@ class Crowd:
         self._moved: dict[str, list[str]] = {"joined": [], "left": []}  # not yet announced
         self._moved_call: Any = None
         self._presence_call: Any = None
-        self._leaving: dict[str, Any] = {}  # casefolded account -> its delayed "left"
+        self._leaving: dict[str, Any] = {}  # account's name key -> its delayed "left"
 
     def stop(self) -> None:
         for call in (self._presence_call, self._moved_call, *self._leaving.values()):
@@ -52,7 +53,7 @@ class Crowd:
     def leave_later(self, name: str) -> None:
         """An account's last connection went: say it left only if it is not back within
         L{REJOIN_GRACE} seconds (a reload, a reconnect show others nothing)."""
-        key = name.casefold()
+        key = name_key(name)
         old = self._leaving.pop(key, None)
         if old is not None and old.active():
             old.cancel()
@@ -66,7 +67,7 @@ class Crowd:
 
     def returned(self, name: str) -> bool:
         """Whether C{name} is back before its "left" was said (nobody is told either)."""
-        call = self._leaving.pop(name.casefold(), None)
+        call = self._leaving.pop(name_key(name), None)
         if call is not None and call.active():
             call.cancel()
         return call is not None
@@ -94,7 +95,7 @@ class Crowd:
                 continue
             # Each newcomer hears of the others who came with them, not of themselves.
             self.voice.notice_all(
-                crowd_text(names, verb), skip=frozenset(n.casefold() for n in names)
+                crowd_text(names, verb), skip=frozenset(name_key(n) for n in names)
             )
             if len(names) > 1:
                 for name in names:

@@ -24,6 +24,7 @@ from chatd.flood import Flood
 from chatd.moderation import Moderation, Share
 from chatd.people import Client, Session, User
 from chatd.ratelimit import RateLimiter, duration
+from chatd.text import too_long
 
 LOGIN_FIRST = "log in first: /login <name> <password>, or /register <name> <password>"
 
@@ -105,6 +106,10 @@ class Gate:
     def line(self, session: Session) -> bool:
         """Whether to act on a line just received (the flood caps warn and disconnect)."""
         return self.flood.line(session.client)
+
+    def size(self, text: str) -> str | None:
+        """Why C{text} is too long for one line or message (C{max_message_bytes}), or None."""
+        return too_long(text, self.config.max_message_bytes)
 
     def check(self, session: Session, action: Action) -> str | None:
         """Why C{session}'s person may not do C{action} now, or None (and it is counted)."""

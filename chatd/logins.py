@@ -85,7 +85,10 @@ class Logins:
 
     def _create(self, session: Session, name: str, password: str | None) -> defer.Deferred[str]:
         self.names.reserve(name)  # nobody takes it while the hash runs
-        d = defer.ensureDeferred(self.accounts.create(name, password, self.sequence.newest_shown))
+        peer = session.client.peer
+        d = defer.ensureDeferred(
+            self.accounts.create(name, password, self.sequence.newest_shown, peer)
+        )
 
         def created(token: str) -> str:
             log.info("{session} registered {name}", session=session, name=name)

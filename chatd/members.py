@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from twisted.logger import Logger
 
 from chatd.events import Event
-from chatd.people import Client, Session, User
+from chatd.people import Client, Session, User, name_key
 
 log = Logger(namespace="chatd.members")
 
@@ -30,17 +30,17 @@ class Members:
     @ivar sessions: replaced, never mutated, so a delivery that disconnects someone cannot
         break the loop that is delivering.
     @ivar listeners: read-only clients (the minechat read port) that hear public messages.
-    @ivar elsewhere: casefolded name -> name, the users of the other nodes as last heard.
+    @ivar elsewhere: name key -> name, the users of the other nodes as last heard.
     """
 
     def __init__(self) -> None:
-        self.users: dict[str, User] = {}  # casefolded name -> user
+        self.users: dict[str, User] = {}  # name key (L{name_key}) -> user
         self.sessions: tuple[Session, ...] = ()
         self.listeners: tuple[Client, ...] = ()
         self.elsewhere: dict[str, str] = {}
 
     def find(self, name: str) -> User | None:
-        return self.users.get(name.casefold())
+        return self.users.get(name_key(name))
 
     def online_count(self) -> int:
         return len(self.users.keys() | self.elsewhere.keys())
@@ -81,6 +81,10 @@ class Members:
             del self.users[user.key]
         user.name = name
         self.users[user.key] = user
+
+    def is_elsewhere(self, name: str) -> str | None:
+        """C{name} as a user of another node spells it, or None."""
+        return self.elsewhere.get(name_key(name))
 
     def listen(self, client: Client) -> None:
         self.listeners = (*self.listeners, client)

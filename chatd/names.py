@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 
 from chatd.members import Members
-from chatd.people import User
+from chatd.people import User, name_key
 
 _NAME = re.compile(r"[^\W][\w.-]*\Z")
 _NOT_NAME = re.compile(r"[^\w.-]+|^[.-]+")
@@ -21,7 +21,8 @@ _NOT_NAME = re.compile(r"[^\w.-]+|^[.-]+")
 class Names:
     """The name rules of one node.
 
-    @ivar accounts: casefolded name -> the account's own spelling, for every account.
+    @ivar accounts: name key -> the account's own spelling, for every account: a name that
+        looks like an account's (C{аlice} for C{alice}) is that account's too.
     """
 
     def __init__(
@@ -34,7 +35,7 @@ class Names:
         self.members = members
         self.max_length = max_length
         self.namer = namer
-        self.accounts = {name.casefold(): name for name in accounts}
+        self.accounts = {name_key(name): name for name in accounts}
 
     def problem(self, name: str, user: User | None = None) -> str | None:
         """Why C{name} cannot be taken (by C{user}), or None when it can."""
@@ -43,29 +44,29 @@ class Names:
             return f"a name has 2 to {limit} characters"
         if not _NAME.match(name):
             return "a name has letters, digits, '.', '-' or '_', and starts with a letter or digit"
-        owner = self.accounts.get(name.casefold())
+        owner = self.accounts.get(name_key(name))
         if owner is not None and (user is None or user.account != owner):
             return (
                 f"the name {owner} belongs to an account; /login {owner} <password> if it is yours"
             )
         holder = self.members.find(name)
         if (holder is not None and holder is not user) or (
-            holder is None and name.casefold() in self.members.elsewhere
+            holder is None and name_key(name) in self.members.elsewhere
         ):
             return f"the name {name} is taken; pick another"
         return None
 
     def owner(self, name: str) -> str | None:
         """The account called C{name} (in its own spelling), online or not."""
-        return self.accounts.get(name.casefold())
+        return self.accounts.get(name_key(name))
 
     def reserve(self, name: str) -> None:
-        self.accounts[name.casefold()] = name
+        self.accounts[name_key(name)] = name
 
     def release(self, name: str) -> None:
         """An account was not made after all: its name is free again."""
-        if self.accounts.get(name.casefold()) == name:
-            del self.accounts[name.casefold()]
+        if self.accounts.get(name_key(name)) == name:
+            del self.accounts[name_key(name)]
 
     def guest(self) -> str:
         """A free guest name."""

@@ -6,9 +6,14 @@ of one user). Flood control, moderation and the command context type against the
 from __future__ import annotations
 
 import itertools
+from functools import lru_cache
 from typing import Protocol
 
 from chatd.events import Event
+from chatd.lookalike import skeleton
+
+# Names are compared by their look-alike skeleton: "аlice" (Cyrillic а) is "alice".
+name_key = lru_cache(maxsize=65536)(skeleton)
 
 
 class Client(Protocol):
@@ -28,7 +33,7 @@ class User:
     Per-person state (name, standing) is keyed from here, so another device cannot bypass it.
     """
 
-    __slots__ = ("name", "account", "sessions", "since")
+    __slots__ = ("_name", "key", "account", "sessions", "since")
 
     def __init__(self, name: str, since: float, account: str | None = None) -> None:
         self.name = name
@@ -37,9 +42,13 @@ class User:
         self.since = since
 
     @property
-    def key(self) -> str:
-        """The name as names are compared (case does not make another name)."""
-        return self.name.casefold()
+    def name(self) -> str:
+        return self._name
+
+    @name.setter
+    def name(self, name: str) -> None:
+        self._name = name
+        self.key = name_key(name)  # the name as names are compared (L{name_key})
 
     def __repr__(self) -> str:
         return f"<User {self.name}{' (account)' if self.account else ''}>"

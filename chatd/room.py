@@ -20,7 +20,7 @@ from twisted.logger import Logger
 
 from chatd import text as textrules
 from chatd.accounts import Accounts
-from chatd.audit import AuditLog
+from chatd.audit import AuditLog, bounded
 from chatd.bus import Bus
 from chatd.cluster import ClusterLink
 from chatd.commands import Command, Registry, Services, Status
@@ -37,7 +37,7 @@ from chatd.members import Members, deliver
 from chatd.moderation import Moderation, reporter_key
 from chatd.names import Names
 from chatd.outbox import Outbox, Slot
-from chatd.people import Client, Session, User
+from chatd.people import Client, Session, User, name_key
 from chatd.ratelimit import duration
 from chatd.scheduling import Pending, Scheduler, account_of
 from chatd.sequence import READ_LIMIT, SHOWN_KEPT, Sequence
@@ -101,7 +101,7 @@ class Room(Service):
         flood = Flood(config, clock, self.outbox.later)
         self.gate = Gate(config, clock, self.moderation, flood, self.link.moderated)
         self.scheduler = Scheduler(clock, store, config.node, self._send_scheduled)
-        self.accounts = Accounts(store, clock, in_thread)
+        self.accounts = Accounts(store, clock, in_thread, config.accounts_per_address_per_hour)
         self.logins = Logins(
             config,
             clock,
@@ -286,6 +286,10 @@ class Room(Service):
         line = textrules.clean(line)
         if not line:
             return None
+        too_long = self.gate.size(line)
+        if too_long is not None:
+            self.voice.error(session, too_long)
+            return None
         if line.startswith("/") and not line.startswith("//"):
             word, _, args = line[1:].partition(" ")
             return self._run(session, word, args.strip())
@@ -314,7 +318,9 @@ class Room(Service):
             self.voice.error(session, f"unknown command /{word}; /help lists the commands")
             return None
         shown = args if cmd.audit_args else "..."
-        log.info("{session} runs /{name} {args}", session=session, name=cmd.name, args=shown)
+        log.info(
+            "{session} runs /{name} {args}", session=session, name=cmd.name, args=bounded(shown)
+        )
         if self.audit is not None:
             self.audit.record(self.clock.seconds(), session, cmd.name, shown)
         action = SAY if cmd.counted else COMMAND
@@ -438,7 +444,7 @@ class Room(Service):
         user = self.members.find(name)
         if user is not None:
             return user.name
-        return self.members.elsewhere.get(name.casefold()) or self.names.owner(name)
+        return self.members.is_elsewhere(name) or self.names.owner(name)
 
     def whisper(self, session: Session, to: str, text: str) -> Message:
         """A private message: every device of the recipient and of the sender sees it."""
@@ -447,7 +453,7 @@ class Room(Service):
         if name is None:
             raise CommandError(f"nobody called {to} is online; /list shows who is")
         user = session.user
-        if name.casefold() == user.key or (user.account and name == user.account):
+        if name_key(name) == user.key or (user.account and name == user.account):
             raise CommandError("you cannot send a private message to yourself")
         text = textrules.clean(text)
         if not text:
@@ -456,7 +462,7 @@ class Room(Service):
         message = Message(id, self.clock.seconds(), user.name, text, name, session)
         self.messages_sent += 1
         target = self.members.find(name)
-        if target is None and name.casefold() not in self.members.elsewhere:
+        if target is None and self.members.is_elsewhere(name) is None:
             self._keep_for_later(session, message)
             return message
         recipients = (*(target.sessions if target else ()), *user.sessions)
@@ -507,7 +513,7 @@ class Room(Service):
         else:
             self.voice.tell_user(user, Notice(why))
             self.voice.notice_all(
-                f"the other {old} is now known as {new}", skip=frozenset({new.casefold()})
+                f"the other {old} is now known as {new}", skip=frozenset({name_key(new)})
             )
         self.crowd.changed()
 
@@ -523,10 +529,11 @@ class Room(Service):
         """C{/report NAME}; returns what to tell the reporter (a mute is told to everyone)."""
         self._check(session, REPORT)
         target = self.members.find(name)
-        if target is None and name.casefold() in self.members.elsewhere:
+        elsewhere = self.members.is_elsewhere(name) if target is None else None
+        if elsewhere is not None:
             if not self.config.reports_to_mute:
                 raise CommandError("reports are switched off on this server")
-            name = self.members.elsewhere[name.casefold()]
+            name = elsewhere
             self.link.report(name, reporter_key(session))
             return f"you reported {name}"
         if target is None:
@@ -646,6 +653,9 @@ class Room(Service):
         if self.audit is not None:
             self.audit.record(self.clock.seconds(), session, kind, "...")
         name, password = textrules.clean(name), textrules.clean(password)
+        too_long = self.gate.size(name + password)
+        if too_long is not None:
+            return defer.fail(CommandError(too_long))
         if kind == "register":
             d = defer.maybeDeferred(self.register, session, name, password)
             return d.addCallback(lambda _: f"account {name} created; you are logged in")

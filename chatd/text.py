@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 import time as _time
+import unicodedata
+from collections.abc import Iterator
 
 from chatd.events import Error, Event, History, Identity, Message, Notice, Presence
 
@@ -21,12 +23,63 @@ _ESCAPES = re.compile(
 _CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
+# Characters that show nothing yet change what readers see or compare: format characters
+# (zero-width space and joiners, direction marks and isolates, BOM, soft hyphen...), lone
+# surrogates (a JSON "\ud800" decodes to one; it cannot be encoded as UTF-8) and controls.
+_INVISIBLE = frozenset(("Cf", "Cs", "Cc"))
+
+
+def _visible(text: str) -> str:
+    category = unicodedata.category
+    return "".join(c for c in text if c.isprintable() or category(c) not in _INVISIBLE)
+
+
 def clean(text: str) -> str:
-    """Drop escape sequences and control characters; tabs become spaces; trim the ends."""
+    """Drop escape sequences, control and invisible format characters; tabs become spaces;
+    trim the ends.
+
+    C{str.isprintable} is False for every control, format (Cf) and surrogate character, so
+    printable text, nearly every line, takes the fast path.
+    """
     if text.isprintable():
         return text.strip()
     text = _ESCAPES.sub("", text).replace("\t", " ")
-    return _CONTROLS.sub("", text).strip()
+    return _visible(_CONTROLS.sub("", text)).strip()
+
+
+def utf8_size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def too_long(text: str, limit: int) -> str | None:
+    """Why C{text} may not be one chat message (over C{limit} UTF-8 bytes), or None.
+
+    The one wording every door uses, whether the Room refuses the message or a door stops
+    reading it early to bound its memory. C{limit} 0 means no limit.
+    """
+    if not limit or len(text) * 4 <= limit:  # a character is at most 4 bytes
+        return None
+    size = utf8_size(text)
+    return None if size <= limit else over_limit(size, limit)
+
+
+def over_limit(size: int, limit: int) -> str:
+    """What a message of C{size} bytes, over C{limit}, is refused with."""
+    return (
+        f"your message was {size} bytes, over the limit of {limit}, and was not sent; "
+        "split it into shorter messages"
+    )
+
+
+def cut(text: str, limit: int) -> str:
+    """C{text} within C{limit} UTF-8 bytes (plus a note of its size), for showing what the
+    store holds from before a lower limit, or from another node's settings."""
+    if not limit or len(text) * 4 <= limit:
+        return text
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode("utf-8", "ignore") + f" … [cut: {len(data)} bytes]"
 
 
 def clock_time(when: float) -> str:
@@ -64,12 +117,40 @@ def line(event: Event, viewer: str | None = None) -> str:
             return ""
         return f"* online ({len(event.names)}): " + ", ".join(event.names)
     if isinstance(event, History):
-        if not event.messages:
-            return f"* {event.reason}: nothing yet"
-        head = f"* {event.reason} ({len(event.messages)}):"
-        return "\n".join([head] + [message_line(m, viewer, stamped=True) for m in event.messages])
+        return "\n".join(history_lines(event, viewer, 0))
     if isinstance(event, Identity):
         if event.account:
             return f"* you are {event.name} (logged in)"
         return f"* you are {event.name}"
     raise TypeError(f"no text form for {event!r}")
+
+
+def history_lines(event: History, viewer: str | None, limit: int) -> Iterator[str]:
+    """A history event's lines, one at a time: a heading, then each message, its text cut
+    to C{limit} bytes (0: whole). Lazy, so a door can send them as its client reads."""
+    if not event.messages:
+        yield f"* {event.reason}: nothing yet"
+        return
+    yield f"* {event.reason} ({len(event.messages)}):"
+    for m in event.messages:
+        yield message_line(cut_message(m, limit), viewer, stamped=True)
+
+
+def cut_message(m: Message, limit: int) -> Message:
+    """C{m}, or a copy with its text L{cut} to C{limit} bytes."""
+    text = cut(m.text, limit)
+    return m if text is m.text else Message(m.id, m.time, m.sender, text, m.to, m.origin, m.late)
+
+
+def chunks(pieces: Iterator[bytes], size: int) -> Iterator[bytes]:
+    """The pieces joined into chunks of about C{size} bytes (one piece may be bigger)."""
+    held: list[bytes] = []
+    held_size = 0
+    for piece in pieces:
+        held.append(piece)
+        held_size += len(piece)
+        if held_size >= size:
+            yield b"".join(held)
+            held, held_size = [], 0
+    if held:
+        yield b"".join(held)

@@ -44,7 +44,10 @@ async def start_server(
 ) -> Server:
     """Build the real service, with the given doors listening on free loopback ports (behind
     HAProxy: expecting the PROXY header, as C{haproxy:} endpoints do)."""
-    config = Config(**{**OFF, "data_dir": str(data_dir), **settings})
+    # Tests register many accounts from one address: the limit is off unless a test sets it.
+    config = Config(
+        **{**OFF, "data_dir": str(data_dir), "accounts_per_address_per_hour": 0, **settings}
+    )
     service = build(config, reactor)
     await defer.maybeDeferred(service.startService)
     server = Server(service, {})

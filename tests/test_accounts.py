@@ -7,7 +7,8 @@ import re
 import pytest_twisted
 from twisted.internet import task
 
-from chatd.accounts import Throttle
+from chatd.accounts import Backoff
+from chatd.commands import CommandError
 from chatd.events import Identity
 from tests.support import line_client, start_server
 
@@ -111,14 +112,19 @@ async def test_wrong_password_unknown_name_and_unknown_token_are_refused(srv):
 
 
 @pytest_twisted.ensureDeferred
-async def test_repeated_failures_are_refused_for_a_while(srv):
+async def test_repeated_failures_are_slowed_down_for_that_address_only(srv):
     await registered(srv)
     eve = await line_client(srv.ports["line"])
-    for _ in range(5):
+    for _ in range(3):
         eve.send("/login Alice wrong password")
         await eve.expect(r"^! wrong name or password$")
     eve.send("/login Alice correct horse")
-    await eve.expect(r"^! too many failed logins for Alice; try again in \d+ seconds$")
+    await eve.expect(r"^! too many failed logins for Alice from your address; try again in 1s$")
+    # The owner on another device and address is not locked out by eve's failures.
+    room = srv.room
+    owner = Device(peer="10.9.9.9")
+    await room.login(room.connect(owner), "Alice", "correct horse")
+    assert owner.identities()[-1][:2] == ("Alice", "Alice")
 
 
 @pytest_twisted.ensureDeferred
@@ -126,28 +132,39 @@ async def test_a_burst_of_logins_is_refused_while_one_is_checked(srv):
     await registered(srv, "Bob")
     eve = await line_client(srv.ports["line"])
     eve.send(b"".join(b"/login Bob wrong%d\n" % i for i in range(10)))
-    await eve.expect(r"^! a login for Bob is already being checked; wait for its answer$")
-    await eve.expect(r"^! wrong name or password$")
-    eve.send("/login Bob wrong again")
+    await eve.expect(r"^! a login from your address is already being checked; wait for its")
     await eve.expect(r"^! wrong name or password$")
     answers = [line for line in eve.lines if line.startswith("! ")]
-    assert len(answers) == 11
-    assert answers.count("! wrong name or password") < 5  # the throttle still has room
-    eve.send("/login Nobody1 whatever1\n/login Nobody2 whatever2")
-    await eve.expect(r"^! a login from your address is already being checked; wait for its")
+    assert len(answers) == 10
+    assert answers.count("! wrong name or password") == 1  # one check ran; nine waited none
 
 
-def test_the_throttle_forgets_failures_as_the_clock_moves():
+def test_the_backoff_doubles_after_the_free_failures_and_forgets():
     clock = task.Clock()
-    throttle = Throttle(clock, limit=3, window=60)
-    for _ in range(3):
-        throttle.failed("alice")
-    assert throttle.wait("alice") == 60
-    assert throttle.wait("bob") == 0
-    clock.advance(59)
-    assert throttle.wait("alice") == 1
-    clock.advance(1)
-    assert throttle.wait("alice") == 0
+    backoff = Backoff(clock, free=3, first=1, cap=8, forget=100)
+    key = ("alice", "10.0.0.1")
+    waits = []
+    for _ in range(7):
+        waits.append(backoff.wait(key))
+        backoff.failed(key)
+    assert waits == [0, 0, 0, 1, 2, 4, 8]
+    assert backoff.wait(key) == 8  # capped
+    assert backoff.wait(("alice", "10.0.0.2")) == 0 and backoff.wait(("bob", "10.0.0.1")) == 0
+    clock.advance(5)
+    assert backoff.wait(key) == 3
+    clock.advance(95)
+    assert backoff.wait(key) == 0  # quiet long enough: forgotten
+    backoff.failed(key)
+    assert backoff.wait(key) == 0
+
+
+def test_a_success_clears_the_backoff():
+    clock = task.Clock()
+    backoff = Backoff(clock, free=1)
+    backoff.failed("k")
+    assert backoff.wait("k") == 1
+    backoff.succeeded("k")
+    assert backoff.wait("k") == 0
 
 
 @pytest_twisted.ensureDeferred
@@ -215,7 +232,7 @@ async def test_register_account_picks_a_free_variant_and_sends_identity(srv):
     name3, _ = await room.register_account(sessions[2], " <b>Ivan  Petrov</b>!")
     name4, _ = await room.register_account(sessions[3], "@@")
     assert (name1, name2, name3) == ("Dmitry", "dmitry2", "bIvanPetrovb")
-    assert name4.casefold() in room.names.accounts  # nothing usable was left: a guest name
+    assert room.names.owner(name4) == name4  # nothing usable was left: a guest name
     assert re.fullmatch(TOKEN, token1) and token1 != token2
     assert first.identities()[-1] == ("Dmitry", "Dmitry", token1)
 
@@ -245,10 +262,35 @@ async def test_login_with_token_fires_with_the_name_or_none(srv):
 
 
 @pytest_twisted.ensureDeferred
-async def test_many_unknown_tokens_from_one_address_are_refused_for_a_while(srv):
+async def test_unknown_tokens_never_lock_out_a_valid_one_from_the_same_address(srv):
+    _, token = await registered(srv)
     guesser = await line_client(srv.ports["line"])
-    for i in range(5):
+    for i in range(10):
         guesser.send(f"/auth 00000000-0000-4000-8000-00000000000{i}")
         await guesser.expect(r"^! unknown token")
-    guesser.send("/auth 00000000-0000-4000-8000-000000000009")
-    await guesser.expect(r"^! too many failed logins from your address; try again in \d+ seconds$")
+    guesser.send(f"/auth {token}")
+    await guesser.expect(r"^\* you are Alice \(logged in\)$")
+
+
+@pytest_twisted.ensureDeferred
+async def test_account_creation_is_limited_per_address(tmp_path):
+    server = await start_server(tmp_path, doors=("line",), accounts_per_address_per_hour=2)
+    try:
+        room = server.room
+        for name in ("First", "Second"):
+            await room.register_account(room.connect(Device("10.1.1.1")), name)
+        third = room.connect(Device("10.1.1.1"))
+        try:
+            await room.register_account(third, "Third")
+        except CommandError as e:
+            assert str(e).startswith("your address has created 2 accounts this hour; try again")
+        else:
+            raise AssertionError("a third account from one address was created")
+        assert room.names.owner("third") is None  # the name is free again
+        name, _ = await room.register_account(room.connect(Device("10.2.2.2")), "Third")
+        assert name == "Third"  # another address is not affected
+        client = await line_client(server.ports["line"])
+        client.send("/register Fourth correct horse")  # the tests' own address: allowed
+        await client.expect(r"^\* you are Fourth \(logged in\)$")
+    finally:
+        await server.stop()

@@ -319,7 +319,7 @@ async def test_a_telnet_client_that_never_reads_is_dropped_others_keep_chatting(
     globalLogPublisher.addObserver(events.append)
     server = await start_server(
         tmp_path, doors=("line",), max_output_bytes=65536, max_line_bytes=40_000,
-        lines_per_second=0, messages_per_hour=0,
+        max_message_bytes=40_000, lines_per_second=0, messages_per_hour=0,
     )  # fmt: skip
     try:
         talker = await line_client(server.ports["line"])
@@ -338,8 +338,8 @@ async def test_a_slow_reader_who_says_goodbye_is_disconnected_once_it_has_read_e
     tmp_path,
 ):
     server = await start_server(
-        tmp_path, doors=("line",), max_line_bytes=40_000, max_output_bytes=2**24,
-        lines_per_second=0, messages_per_hour=0,
+        tmp_path, doors=("line",), max_line_bytes=40_000, max_message_bytes=40_000,
+        max_output_bytes=2**24, lines_per_second=0, messages_per_hour=0,
     )  # fmt: skip
     try:
         talker = await line_client(server.ports["line"])

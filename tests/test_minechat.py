@@ -9,6 +9,7 @@ from typing import Any
 import pytest_twisted
 from twisted.internet import defer, reactor
 
+from chatd.commands import CommandError
 from tests.support import TIMEOUT, RawClient, line_client, raw_client, start_server, ws_client
 
 DOORS = ("line", "web", "minechat_read", "minechat_write")
@@ -267,18 +268,35 @@ async def test_nickname_is_made_a_valid_name(srv):
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_valid_token_from_a_refused_address_hangs_up(srv):
+async def test_wrong_tokens_never_lock_out_a_valid_token_from_the_same_address(srv):
     _, _, token = await register(srv, "nina")
+    for i in range(6):  # a client with a typo, retrying: each gets null and hangs up
+        client = await writer(srv)
+        client.send(f"00000000-0000-4000-8000-00000000000{i}\n".encode())
+        assert await client.lines(2) == b"null\n" + ASK_NICKNAME
+        client.transport.loseConnection()
     guesser = await line_client(srv.ports["line"])
-    for i in range(5):
+    for i in range(6):
         guesser.send(f"/auth 00000000-0000-4000-8000-00000000000{i}")
         await guesser.expect(r"^! unknown token")
     client = await writer(srv)
-    client.send(token.encode() + b"\nnewbie\n")  # a client that took null for "register"
-    await client.closed.addTimeout(TIMEOUT, reactor)
-    assert client.received == GREETING  # the protocol has no line for "refused"
-    assert srv.room.find("newbie") is None and "newbie" not in srv.room.names.accounts
+    client.send(token.encode() + b"\n")
+    assert await client.lines(2) == account_line("nina", token) + WELCOME
     guesser.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_token_is_answered_like_an_unknown_one_not_hung_up_on(srv):
+    def refuse(session, token):
+        return defer.fail(CommandError("not now"))
+
+    srv.room.login_with_token = refuse
+    client = await writer(srv)
+    client.send(b"00000000-0000-4000-8000-000000000000\n")
+    assert await client.lines(2) == b"null\n" + ASK_NICKNAME  # what clients expect
+    client.send(b"fresh\n")  # the client may register instead
+    name, token = json.loads(await client.lines()).values()
+    assert name == "fresh" and await client.lines() == WELCOME
 
 
 @pytest_twisted.ensureDeferred

@@ -47,3 +47,51 @@ def test_flush_sends_what_is_held_now_and_the_turn_then_has_nothing_more():
     assert transport.writes == [b"goodbye\n"]
     clock.advance(0)
     assert transport.writes == [b"goodbye\n"]
+
+
+class SlowClientTransport(CountingTransport):
+    """Pauses its producer past 50 KB unread, as Twisted does past its buffer size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read = 0
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if len(self.value()) - self.read > 50_000 and self.producer is not None:
+            self.producer.pauseProducing()
+
+    def drain(self) -> None:
+        self.read = len(self.value())
+        self.producer.resumeProducing()
+
+
+def test_a_stream_is_sent_only_while_the_client_reads_and_what_follows_waits_for_it():
+    clock = Clock()
+    transport = SlowClientTransport()
+    output = Output(transport, Turn(clock), 1000, lambda: "client")
+    output.stream(iter([b"h" * 20_000 for _ in range(10)]))  # 200 KB, far over the cap
+    output.write(b"live\n")  # written meanwhile: after the stream, in order
+    clock.advance(0)
+    sent = len(transport.value())
+    assert 50_000 < sent < 200_000 and output.paused
+    clock.advance(0)
+    assert len(transport.value()) == sent  # nothing more until the client reads
+    while output.paused:
+        transport.drain()
+        clock.advance(0)
+    assert transport.value() == b"h" * 200_000 + b"live\n"
+    assert not output._tripped and not transport.disconnecting
+
+
+def test_what_waits_behind_a_stream_counts_against_the_cap():
+    clock = Clock()
+    transport = SlowClientTransport()
+    output = Output(transport, Turn(clock), 1000, lambda: "client")
+    output.stream(iter([b"h" * 20_000 for _ in range(10)]))
+    clock.advance(0)
+    assert output.paused and not output._tripped  # the stream itself never counts
+    output.write(b"x" * 600)
+    assert not output._tripped
+    output.write(b"x" * 600)  # 1200 bytes waiting behind it: over the 1000-byte cap
+    assert output._tripped

@@ -6,6 +6,7 @@ The behaviour every backend shares runs against SQLite and against a real Postgr
 
 from __future__ import annotations
 
+import json
 import socket
 import sqlite3
 from collections.abc import Iterator
@@ -15,8 +16,9 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 
 from chatd.events import Message
-from chatd.store import NameTaken, Store, StoreError
+from chatd.store import NameTaken, Scheduled, Store, StoreError, queries
 from chatd.store.postgres import PostgresStore
+from chatd.store.schema import MIGRATIONS, POSTGRES, SQLITE
 from chatd.store.sqlite import SQLiteStore
 from tests.postgres import Outage, admin_connection, drop_connections, pg_url  # noqa: F401
 from tests.support import line_client, start_server
@@ -151,13 +153,56 @@ async def test_whispers_are_kept_until_taken_once(backend):
     assert backend.reopened() == 3
 
 
+@pytest_twisted.ensureDeferred
+async def test_scheduled_messages_are_rows_kept_per_node_over_restarts(backend):
+    store = backend.opened()
+    await store.save_scheduled("a", 2, "Ann", 100.5, "later, 100%?", None)
+    await store.save_scheduled("a", 1, "Bob", 50.0, "psst", "Ann")
+    await store.save_scheduled("b", 1, "Cy", 10.0, "other node", None)
+    await store.save_scheduled("a", 3, "Ann", 200.0, "cancelled", None)
+    await store.drop_scheduled("a", 3)
+    await store.drop_scheduled("a", 99)  # not kept: nothing happens
+    await store.save_scheduled("a", 2, "Ann", 120.0, "later, edited", None)  # replaced
+    await store.close()
+    store = backend.opened()
+    assert await store.scheduled("a") == [
+        Scheduled(1, "Bob", 50.0, "psst", "Ann"),
+        Scheduled(2, "Ann", 120.0, "later, edited", None),
+    ]
+    assert await store.scheduled("b") == [Scheduled(1, "Cy", 10.0, "other node", None)]
+    assert await store.scheduled("") == []
+    await store.close()
+
+
 # -- SQLite -----------------------------------------------------------------------------------
 
 
 def test_a_fresh_database_has_the_current_schema_version(tmp_path):
     SQLiteStore.open(tmp_path / "db", reactor)._conn.close()
     (version,) = sqlite3.connect(tmp_path / "db").execute("PRAGMA user_version").fetchone()
-    assert version == 1
+    assert version == 2
+
+
+def test_scheduled_messages_kept_as_one_blob_become_rows(tmp_path):
+    """A database from before the scheduled table: the JSON each node kept in the cache."""
+    db = tmp_path / "db"
+    conn = sqlite3.connect(db)
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement.format(**SQLITE))
+    blob = [{"id": 4, "account": "Ann", "due": 9.5, "text": "hi", "to": None}]
+    conn.execute("INSERT INTO cache VALUES ('scheduled-messages', ?)", (json.dumps(blob),))
+    blob = [{"id": 7, "account": "Bob", "due": 3.0, "text": "yo", "to": "Ann"}]
+    conn.execute("INSERT INTO cache VALUES ('scheduled-messages:n2', ?)", (json.dumps(blob),))
+    conn.execute("INSERT INTO cache VALUES ('rates', '{}')")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    store = SQLiteStore.open(db, reactor)
+    conn = store._conn
+    assert queries.scheduled(conn, "") == [Scheduled(4, "Ann", 9.5, "hi", None)]
+    assert queries.scheduled(conn, "n2") == [Scheduled(7, "Bob", 3.0, "yo", "Ann")]
+    assert [row[0] for row in conn.execute("SELECT key FROM cache")] == ["rates"]
+    conn.close()
 
 
 def test_a_database_from_a_newer_chatd_is_refused(tmp_path):
@@ -203,6 +248,22 @@ async def test_nodes_writing_at_once_get_unique_ids_in_order(pg_url):  # noqa: F
     for node in nodes:
         await node.close()
     assert PostgresStore.open(pg_url, reactor).last_id == 600
+
+
+def test_scheduled_messages_kept_as_one_blob_become_rows_on_postgres(pg_url):  # noqa: F811
+    conn = psycopg_connect(pg_url)
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement.format(**POSTGRES))
+    conn.execute("INSERT INTO meta VALUES ('schema_version', 1), ('last_id', 0)")
+    blob = [{"id": 4, "account": "Ann", "due": 9.5, "text": "hi, 100%?", "to": None}]
+    conn.execute("INSERT INTO cache VALUES ('scheduled-messages:n1', %s)", (json.dumps(blob),))
+    conn.close()
+    store = PostgresStore.open(pg_url, reactor)
+    try:
+        assert queries.scheduled(store._conn, "n1") == [Scheduled(4, "Ann", 9.5, "hi, 100%?", None)]
+        assert store._conn.execute("SELECT count(*) FROM cache").fetchone() == (0,)
+    finally:
+        store._release()
 
 
 def test_a_postgres_schema_from_a_newer_chatd_is_refused(pg_url):  # noqa: F811

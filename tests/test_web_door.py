@@ -114,7 +114,7 @@ async def test_a_websocket_client_that_never_reads_is_dropped_others_keep_chatti
     events = []
     globalLogPublisher.addObserver(events.append)
     server = await start_server(
-        tmp_path, max_output_bytes=65536, max_line_bytes=40_000,
+        tmp_path, max_output_bytes=65536, max_line_bytes=40_000, max_message_bytes=40_000,
         lines_per_second=0, messages_per_hour=0,
     )  # fmt: skip
     try:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from twisted.conch.telnet import AYT
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from chatd import text
-from chatd.doors.output import Output, Turn
+from chatd.doors.output import STREAM_CHUNK, Output, Turn
 from chatd.doors.telnet import TelnetLines
-from chatd.events import Error, Event, Message, Notice
+from chatd.events import Error, Event, History, Message, Notice
 from chatd.people import Session
 from chatd.room import Room
 
@@ -105,12 +107,21 @@ class LineDoor(TelnetLines):
                 data = encode_line(event, self.session.user.name)
             else:
                 data = event.rendered(b"line", _shared)
-        elif event.kind == "history":
-            data = encode_line(event, self.session.user.name)
+        elif type(event) is History:
+            self.output.stream(self._history(event))
+            return
         else:
             data = event.rendered(b"line", _shared)
         if data:
             self.output.write(data)
+
+    def _history(self, event: History) -> Iterator[bytes]:
+        """History in pieces the client reads one after the other, each message within the
+        message size limit whatever the store holds."""
+        lines = text.history_lines(
+            event, self.session.user.name, self.factory.room.config.max_message_bytes
+        )
+        return text.chunks((line.encode("utf-8") + b"\r\n" for line in lines), STREAM_CHUNK)
 
     def close(self, reason: str) -> None:
         log.info("closing {peer}: {reason}", peer=self.peer, reason=reason)

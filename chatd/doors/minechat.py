@@ -17,6 +17,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from chatd import text as textrules
 from chatd.doors.output import Output, Turn
 from chatd.errors import CommandError, UsageError
 from chatd.events import Error, Event, Message
@@ -102,6 +103,7 @@ class MinechatWriteDoor(Protocol):
         self._step = self._token  # what the next line means
         self._pending: Deferred[Any] | None = None  # a login or registration in flight
         self._message: list[str] = []
+        self._size = 0  # UTF-8 bytes of the message so far, joined
         self._gone = False
         self.transport.write(GREETING)
         self.session = self.factory.room.connect(self)
@@ -170,15 +172,15 @@ class MinechatWriteDoor(Protocol):
         return d
 
     def _token_refused(self, failure: Failure) -> None:
-        """Too many unknown tokens from this address: hang up.
+        """The token was not checked (the Room refused it): answer as for an unknown token.
 
-        The protocol has no error line, and C{null} would make the client register a new
-        account, so the refusal is only logged.
+        The protocol has no error line; C{null} is what minechat clients expect for a token
+        that does not log in (they report it, or register a new account), where a silent
+        hang-up crashes some of them. The reason is logged.
         """
         failure.trap(CommandError)
         log.info("{peer}: minechat token refused: {why}", peer=self.peer, why=failure.value)
-        self._lines.clear()
-        self.transport.loseConnection()
+        self._logged_in(None, "")
 
     def _logged_in(self, name: str | None, token: str) -> None:
         if name is None:
@@ -219,12 +221,34 @@ class MinechatWriteDoor(Protocol):
         if self.session.closing:
             return  # said goodbye (/exit, a shutdown): nothing more is sent, so no "sent"
         if line.strip():
-            self._message.append(line)
+            self._add(line)
             return
-        text, self._message = LINE_JOINER.join(self._message), []
-        if text:
-            self.factory.room.receive(self.session, text)
+        message, self._message = self._message, []
+        size, self._size = self._size, 0
+        limit = self.factory.room.config.max_message_bytes
+        if limit and size > limit:
+            # No line for errors: logged, and the usual answer so the client goes on.
+            log.info(
+                "minechat writer {peer} not shown: {why}",
+                peer=self.peer,
+                why=textrules.over_limit(size, limit),
+            )
+        else:
+            text = LINE_JOINER.join(message)
+            if text:
+                self.factory.room.receive(self.session, text)
         self.transport.write(SENT)
+
+    def _add(self, line: str) -> None:
+        """One more line of the message; past the size limit only its size is counted, so
+        one message of any length costs no more memory than the limit."""
+        joiner = len(LINE_JOINER) if self._size else 0
+        self._size += joiner + textrules.utf8_size(line)
+        limit = self.factory.room.config.max_message_bytes
+        if not limit or self._size <= limit:
+            self._message.append(line)
+        else:
+            self._message.clear()
 
     # -- what the Room sends: the write port has no line for any of it ---------------------
 

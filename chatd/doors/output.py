@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.internet import tcp
@@ -12,6 +13,11 @@ from twisted.protocols.policies import ProtocolWrapper
 from zope.interface import implementer
 
 log = Logger(namespace="chatd.doors.output")
+
+# How much of a stream (L{Output.stream}) is written in one reactor turn at most, and about
+# how big a door makes each of its pieces: a few of them fill the transport's 64 KiB buffer.
+STREAM_CHUNK = 16384
+_STREAM_TURN = 4 * STREAM_CHUNK
 
 
 def _tcp_under(transport: Any) -> tcp.Connection | None:
@@ -69,6 +75,10 @@ class Output:
     stopped reading: Twisted pauses it when the transport's buffer fills (64 KiB) and
     resumes it when the buffer drains. Past C{limit} bytes written while paused the client
     is dropped, and the log says who (C{describe()}) and why.
+
+    Something long by nature (a history of 200 messages) is L{stream}ed: its pieces are
+    written only while the client keeps reading, so whatever its size it never counts
+    against C{limit}; what is written meanwhile waits behind it, in order, and does count.
     """
 
     def __init__(
@@ -83,6 +93,8 @@ class Output:
         self.describe = describe
         self._tripped = False
         self._finished = False
+        self._queue: deque[bytes | Iterator[bytes]] = deque()  # behind a stream
+        self._queued = 0  # bytes in _queue
         # A socket we may write to ourselves: plain TCP, also behind HAProxy (not TLS).
         self._tcp = _tcp_under(transport)
         self._socket = self._tcp.socket if self._tcp is not None else None
@@ -93,6 +105,37 @@ class Output:
         transport.registerProducer(self, True)
 
     def write(self, data: bytes) -> None:
+        if self._queue:
+            self._queue.append(data)
+            self._queued += len(data)
+            if self._queued > self.limit:
+                self._trip()
+            return
+        self._hold(data)
+
+    def stream(self, pieces: Iterator[bytes]) -> None:
+        """Send C{pieces} one after the other, each once the client has read enough."""
+        self._queue.append(pieces)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Hold the next pieces of the queue for this turn while the client is reading."""
+        budget = _STREAM_TURN
+        queue = self._queue
+        while queue and budget > 0 and not self.paused and not self._finished:
+            item = queue[0]
+            if type(item) is bytes:
+                queue.popleft()
+                self._queued -= len(item)
+            else:
+                item = next(item, None)  # type: ignore[call-overload]
+                if item is None:
+                    queue.popleft()
+                    continue
+            self._hold(item)
+            budget -= len(item)
+
+    def _hold(self, data: bytes) -> None:
         held = self._held
         if held is None:
             # One write per turn is the usual case: no list, so no work for the collector.
@@ -104,7 +147,12 @@ class Output:
             held.append(data)
 
     def flush(self) -> None:
-        """Send what this turn wrote (also before a door closes the connection)."""
+        """Send what this turn wrote, then take the next pieces of a stream."""
+        self._send()
+        if self._queue and not self.paused:
+            self._pump()
+
+    def _send(self) -> None:
         held = self._held
         if held is None:
             return
@@ -126,25 +174,37 @@ class Output:
             if sent == len(data):
                 return
             data = data[sent:]
-        t.write(data)
-        if self.paused:
+        if self.paused:  # not the write that fills the buffer: Twisted holds that one
             self.pending += len(data)
-            if self.pending > self.limit and not self._tripped:
-                self._tripped = True
-                log.warn(
-                    "{client} stopped reading; over {limit} bytes queued, disconnected",
-                    client=self.describe(),
-                    limit=self.limit,
-                )
-                self.transport.abortConnection()
+            if self.pending > self.limit:
+                self._trip()
+                return
+        t.write(data)
+
+    def _trip(self) -> None:
+        if self._tripped:
+            return
+        self._tripped = True
+        log.warn(
+            "{client} stopped reading; over {limit} bytes queued, disconnected",
+            client=self.describe(),
+            limit=self.limit,
+        )
+        self._queue.clear()
+        self.transport.abortConnection()
 
     def finish(self) -> None:
         """The door closes the connection: send what is held, and stop being its producer.
 
         A transport with a producer registered does not close until it is unregistered:
-        over TLS never, over TCP not while it is paused.
+        over TLS never, over TCP not while it is paused. A stream not sent yet is dropped;
+        what was written after it (a goodbye) is sent.
         """
-        self.flush()
+        for item in self._queue:
+            if type(item) is bytes:
+                self._hold(item)
+        self._queue.clear()
+        self._send()
         if not self._finished:
             self._finished = True
             self.transport.unregisterProducer()
@@ -155,6 +215,9 @@ class Output:
     def resumeProducing(self) -> None:
         self.paused = False
         self.pending = 0
+        if self._queue:
+            self._pump()
 
     def stopProducing(self) -> None:
         self.paused = False
+        self._queue.clear()

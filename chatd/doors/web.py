@@ -9,6 +9,8 @@ same line the line door sends; with the subprotocol C{chatd.json} events are JSO
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from importlib.resources import files
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,7 +25,7 @@ from twisted.web.server import Site
 from twisted.web.static import File
 
 from chatd import text
-from chatd.doors.output import Output, Turn
+from chatd.doors.output import STREAM_CHUNK, Output, Turn
 from chatd.errors import CommandError
 from chatd.events import Error, Event, History, Identity, Message, Notice, Presence
 from chatd.people import Session
@@ -73,6 +75,42 @@ def event_json(event: Event) -> dict[str, Any]:
             "token": event.token,
         }
     return {"type": event.kind, "text": event.text}  # notice, error
+
+
+# A request is a flat object; this bounds what parsing a stranger's frame may cost (the
+# parser recurses: thousands of levels would end in RecursionError, and the connection).
+MAX_JSON_DEPTH = 16
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _nested_deeper(raw: str, limit: int) -> bool:
+    """Whether the JSON text C{raw} opens more than C{limit} arrays/objects at once."""
+    if raw.count("[") + raw.count("{") <= limit:
+        return False  # the usual request: no need to look closer
+    depth = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub("", raw)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
+def _history_json(event: History, limit: int) -> Iterator[bytes]:
+    """History events of about L{STREAM_CHUNK} bytes each, which together hold C{event}'s
+    messages in order; one empty event when it has none."""
+    head = json.dumps({"type": "history", "reason": event.reason})[:-1].encode()
+    parts: list[bytes] = []
+    size = 0
+    for m in event.messages:
+        part = json.dumps(message_json(text.cut_message(m, limit))).encode()
+        parts.append(part)
+        size += len(part)
+        if size >= STREAM_CHUNK:
+            yield head + b', "messages": [' + b", ".join(parts) + b"]}"
+            parts, size = [], 0
+    if parts or not event.messages:
+        yield head + b', "messages": [' + b", ".join(parts) + b"]}"
 
 
 class ChatWebSocket(WebSocketServerProtocol):
@@ -172,9 +210,12 @@ class ChatWebSocket(WebSocketServerProtocol):
 
     def _json_request(self, raw: str) -> None:
         """One request: typed text, or a resume asking for the messages missed while away."""
+        if _nested_deeper(raw, MAX_JSON_DEPTH):
+            self._error(f"JSON nested deeper than {MAX_JSON_DEPTH} levels; see docs/protocol.md")
+            return
         try:
             request = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             request = None
         if not isinstance(request, dict):
             self._error('send a JSON object such as {"text": "hello"}; see docs/protocol.md')
@@ -251,17 +292,35 @@ class ChatWebSocket(WebSocketServerProtocol):
         self.deliver(Error(message))
 
     def deliver(self, event: Event) -> None:
+        if type(event) is History:
+            if self.state == self.STATE_OPEN:
+                self.output.stream(self._history_frames(event))
+            return
         if self.door == "json":
             prepared = event.rendered("json", self.factory.prepare_json)
         elif type(event) is Message and event.origin is self.session and event.to is None:
             return  # text doors do not echo a public line to its sender
-        elif (type(event) is Message and event.to is not None) or type(event) is History:
+        elif type(event) is Message and event.to is not None:
             rendered = text.line(event, self.session.user.name if self.session else None)
             prepared = self.factory.prepareMessage(rendered.encode("utf-8"))
         else:
             prepared = event.rendered("ws", self.factory.prepare_line)
         if prepared is not None and self.state == self.STATE_OPEN:
             self.output.write(prepared.payloadHybi)
+
+    def _history_frames(self, event: History) -> Iterator[bytes]:
+        """History as several frames the client reads one after the other (one history
+        event of a few messages each in JSON, a few lines each in text), each message within
+        the message size limit whatever the store holds."""
+        limit = self.factory.room.config.max_message_bytes
+        if self.door == "json":
+            pieces: Iterator[bytes] = _history_json(event, limit)
+        else:
+            viewer = self.session.user.name if self.session else None
+            lines = text.history_lines(event, viewer, limit)
+            pieces = text.chunks((line.encode("utf-8") + b"\n" for line in lines), STREAM_CHUNK)
+        for piece in pieces:
+            yield self.factory.prepareMessage(piece.removesuffix(b"\n")).payloadHybi
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # Autobahn writes its own frames (pong, close) straight to the transport: the

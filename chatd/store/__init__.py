@@ -13,7 +13,7 @@ block, and a database that cannot be used stops the server with a clear L{StoreE
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from twisted.internet.defer import Deferred
 
@@ -39,6 +39,16 @@ class Account:
     name: str
     password_hash: str | None  # None: a token-only account (minechat), no /login
     last_seen: int  # id of the last public message delivered while it was online
+
+
+class Scheduled(NamedTuple):
+    """A message an account asked to send later (C{/send -t}), kept over restarts."""
+
+    id: int
+    account: str
+    due: float  # Unix time
+    text: str
+    to: str | None  # None: to everyone
 
 
 class Store(Protocol):
@@ -92,6 +102,19 @@ class Store(Protocol):
         """The token no longer logs in (C{/logout})."""
 
     def set_last_seen(self, name: str, message_id: int) -> Deferred[None]: ...
+
+    # -- scheduled messages: each node keeps its own (it sends them) --------------------------
+
+    def save_scheduled(
+        self, node: str, id: int, account: str, due: float, text: str, to: str | None
+    ) -> Deferred[None]:
+        """Keep (or replace) the node's scheduled message C{id}."""
+
+    def drop_scheduled(self, node: str, id: int) -> Deferred[None]:
+        """Forget it (sent or cancelled); nothing happens when it is not kept."""
+
+    def scheduled(self, node: str) -> Deferred[list[Scheduled]]:
+        """The node's scheduled messages, by id."""
 
     # -- cache (exchange rates) -------------------------------------------------------------
 

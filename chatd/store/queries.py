@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from chatd.events import Message
-from chatd.store import Account, NameTaken
+from chatd.store import Account, NameTaken, Scheduled
 
 
 class Connection(Protocol):
@@ -108,3 +108,27 @@ def cache_put(conn: Connection, key: str, value: str) -> None:
         " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         (key, value),
     )
+
+
+def save_scheduled(
+    conn: Connection, node: str, id: int, account: str, due: float, text: str, to: str | None
+) -> None:
+    conn.execute(
+        "INSERT INTO scheduled (node, id, account, due, text, recipient)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (node, id) DO UPDATE SET"
+        " account = excluded.account, due = excluded.due, text = excluded.text,"
+        " recipient = excluded.recipient",
+        (node, id, account, due, text, to),
+    )
+
+
+def drop_scheduled(conn: Connection, node: str, id: int) -> None:
+    conn.execute("DELETE FROM scheduled WHERE node = ? AND id = ?", (node, id))
+
+
+def scheduled(conn: Connection, node: str) -> list[Scheduled]:
+    rows = conn.execute(
+        "SELECT id, account, due, text, recipient FROM scheduled WHERE node = ? ORDER BY id",
+        (node,),
+    ).fetchall()
+    return [Scheduled(*row) for row in rows]

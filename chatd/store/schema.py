@@ -7,6 +7,8 @@ in its own: PostgreSQL's INTEGER and REAL are too small for them.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from chatd.store import StoreError
@@ -14,8 +16,30 @@ from chatd.store import StoreError
 if TYPE_CHECKING:
     from chatd.store.queries import Connection
 
-# MIGRATIONS[n] takes a database from schema version n to n + 1.
-MIGRATIONS: list[list[str]] = [
+SCHEDULED_KEY = "scheduled-messages"  # where versions 1 kept them: one JSON blob per node
+
+
+def _scheduled_rows(conn: Connection) -> None:
+    """Version 1 kept each node's scheduled messages as one JSON list in the cache (key
+    C{scheduled-messages}, or C{scheduled-messages:<node>}): they become rows."""
+    rows = conn.execute(
+        "SELECT key, value FROM cache WHERE key = ? OR key LIKE ?",
+        (SCHEDULED_KEY, SCHEDULED_KEY + ":%"),
+    ).fetchall()
+    for key, value in rows:
+        node = key.partition(":")[2]
+        for e in json.loads(value):
+            conn.execute(
+                "INSERT INTO scheduled (node, id, account, due, text, recipient)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (node, id) DO NOTHING",
+                (node, e["id"], e["account"], e["due"], e["text"], e["to"]),
+            )
+        conn.execute("DELETE FROM cache WHERE key = ?", (key,))
+
+
+# MIGRATIONS[n] takes a database from schema version n to n + 1: SQL statements, or a
+# function for what SQL alone cannot say the same way on both databases.
+MIGRATIONS: list[list[str | Callable[[Connection], None]]] = [
     [
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value {int} NOT NULL)",
         "CREATE TABLE messages (id {int} PRIMARY KEY, time {real} NOT NULL,"
@@ -30,6 +54,13 @@ MIGRATIONS: list[list[str]] = [
         " text TEXT NOT NULL)",
         "CREATE INDEX whispers_name ON whispers (name_key)",
         "CREATE TABLE cache (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ],
+    [
+        # One row per scheduled message, written and dropped one at a time (/send -t).
+        "CREATE TABLE scheduled (node TEXT NOT NULL, id {int} NOT NULL,"
+        " account TEXT NOT NULL, due {real} NOT NULL, text TEXT NOT NULL, recipient TEXT,"
+        " PRIMARY KEY (node, id))",
+        _scheduled_rows,
     ],
 ]
 
@@ -49,4 +80,7 @@ def migrate(conn: Connection, version: int, types: dict[str, str], where: object
         )
     for step in MIGRATIONS[version:]:
         for statement in step:
-            conn.execute(statement.format(**types))
+            if callable(statement):
+                statement(conn)
+            else:
+                conn.execute(statement.format(**types))

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from chatd.events import Message
-from chatd.store import Account, StoreError, queries
+from chatd.store import Account, Scheduled, StoreError, queries
 
 Op = Callable[..., Any]
 Batch = list[tuple[Op, tuple[Any, ...], Deferred[Any]]]
@@ -135,6 +135,17 @@ class Worker:
 
     def set_last_seen(self, name: str, message_id: int) -> Deferred[None]:
         return self._run(queries.set_last_seen, name, message_id)
+
+    def save_scheduled(
+        self, node: str, id: int, account: str, due: float, text: str, to: str | None
+    ) -> Deferred[None]:
+        return self._run(queries.save_scheduled, node, id, account, due, text, to)
+
+    def drop_scheduled(self, node: str, id: int) -> Deferred[None]:
+        return self._run(queries.drop_scheduled, node, id)
+
+    def scheduled(self, node: str) -> Deferred[list[Scheduled]]:
+        return self._run(queries.scheduled, node)
 
     def cache_get(self, key: str) -> Deferred[str | None]:
         return self._run(queries.cache_get, key)
