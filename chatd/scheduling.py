@@ -1,15 +1,15 @@
 """Messages people asked to send later (C{/send -t}): kept per owner, on the clock,
 cancellable, and an account's kept over restarts.
 
-L{Schedule} only keeps time; L{Scheduler} also saves accounts' entries in the store and
-hands each due entry to the C{send} it was built with, so this file knows nothing about
-rooms or doors. A guest's entries cannot outlive the guest: they are dropped when it goes.
+L{Schedule} only keeps time; L{Scheduler} also keeps accounts' entries in the store, one
+row each (written and dropped one at a time, on the store's thread), and hands each due
+entry to the C{send} it was built with, so this file knows nothing about rooms or doors.
+A guest's entries cannot outlive the guest: they are dropped when it goes.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -21,7 +21,6 @@ from chatd.errors import CommandError
 from chatd.ratelimit import duration
 
 log = Logger(namespace="chatd.scheduling")
-SAVED = "scheduled-messages"  # the store's cache key (a node's own: SAVED:node)
 MAX_DELAY = 24 * 3600  # seconds ahead a message may be scheduled
 MAX_PENDING = 10  # scheduled messages one owner may have waiting
 
@@ -81,31 +80,18 @@ class Schedule:
         entry.call = self.clock.callLater(delay, self._due, entry, send)
         self._pending.setdefault(entry.owner, []).append(entry)
 
-    def saved(self) -> str:
-        """The accounts' pending messages as JSON, for L{restore} after a restart."""
-        return json.dumps(
-            [
-                {"id": e.id, "account": e.owner[1], "due": e.due, "text": e.text, "to": e.to}
-                for entries in self._pending.values()
-                for e in entries
-                if isinstance(e.owner, tuple) and e.owner[0] == "account"
-            ]
-        )
-
-    def restore(self, saved: str, send: Callable[[str], Callable[[Pending], Any]]) -> int:
-        """Schedule again what L{saved} wrote; C{send(account)} sends that account's entries.
-
-        Entries already due go at once. Returns how many were restored.
-        """
-        entries = sorted(json.loads(saved), key=lambda e: e["id"])
+    def restore(self, rows: list[Any], send: Callable[[Pending], Any]) -> int:
+        """Schedule again the saved rows (id, account, due, text, to) of accounts' entries;
+        those already due go at once, marked late. Returns how many were restored."""
         now = self.clock.seconds()
-        for e in entries:
-            entry = Pending(e["id"], ("account", e["account"]), e["due"], e["text"], e["to"])
+        rows = sorted(rows, key=lambda r: r.id)
+        for r in rows:
+            entry = Pending(r.id, ("account", r.account), r.due, r.text, r.to)
             entry.late = entry.due < now
-            self._arm(entry, send(e["account"]))
-        if entries:
-            self._ids = itertools.count(entries[-1]["id"] + 1)
-        return len(entries)
+            self._arm(entry, send)
+        if rows:
+            self._ids = itertools.count(rows[-1].id + 1)
+        return len(rows)
 
     def _due(self, entry: Pending, send: Callable[[Pending], Any]) -> None:
         self._drop(entry)
@@ -164,18 +150,23 @@ class Scheduler:
     ) -> None:
         self.clock = clock
         self.store = store
-        self.key = f"{SAVED}:{node}" if node else SAVED
+        self.node = node
         self.send = send
         self.schedule = Schedule(clock)
 
     def add(self, owner: Hashable, delay: float, text: str, to: str | None) -> Pending:
         entry = self.schedule.add(owner, delay, text, to, self._due)
-        self._saved(owner)
+        account = account_of(owner)
+        if account is not None:
+            d = self.store.save_scheduled(self.node, entry.id, account, entry.due, text, to)
+            d.addErrback(
+                lambda f: log.failure("saving scheduled message #{id} failed", f, id=entry.id)
+            )
         return entry
 
     def cancel(self, owner: Hashable, id: int | None = None) -> Pending:
         entry = self.schedule.cancel(owner, id)
-        self._saved(owner)
+        self._forget(entry)
         return entry
 
     def pending(self, owner: Hashable) -> list[Pending]:
@@ -188,23 +179,25 @@ class Scheduler:
     def restore(self) -> defer.Deferred[Any]:
         """At start-up: schedule again the accounts' messages saved before a restart."""
 
-        def restore(saved: str | None) -> None:
-            if saved:
-                n = self.schedule.restore(saved, lambda account: self._due)
+        def restore(rows: list[Any]) -> None:
+            n = self.schedule.restore(rows, self._due)
+            if n:
                 log.info("{n} scheduled messages restored", n=n)
 
-        d = self.store.cache_get(self.key).addCallback(restore)
+        d = self.store.scheduled(self.node).addCallback(restore)
         return d.addErrback(lambda f: log.failure("restoring the scheduled messages failed", f))
 
     def _due(self, entry: Pending) -> None:
-        self._saved(entry.owner)  # the entry has left the schedule
+        self._forget(entry)  # it has left the schedule
         self.send(entry)
 
-    def _saved(self, owner: Hashable) -> None:
-        if account_of(owner) is None:
+    def _forget(self, entry: Pending) -> None:
+        if account_of(entry.owner) is None:
             return
-        d = self.store.cache_put(self.key, self.schedule.saved())
-        d.addErrback(lambda f: log.failure("saving the scheduled messages failed", f))
+        d = self.store.drop_scheduled(self.node, entry.id)
+        d.addErrback(
+            lambda f: log.failure("dropping scheduled message #{id} failed", f, id=entry.id)
+        )
 
 
 def cancelled_text(dropped: list[Pending]) -> str:

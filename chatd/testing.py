@@ -29,7 +29,7 @@ from chatd.config import Config
 from chatd.events import Event, Message
 from chatd.people import Session
 from chatd.room import Room
-from chatd.store import Account, NameTaken
+from chatd.store import Account, NameTaken, Scheduled
 
 __all__ = ["FakeClient", "MemoryStore", "TestRoom", "make_room"]
 
@@ -87,6 +87,7 @@ class MemoryStore:
         self.tokens: dict[str, str] = {}  # token hash -> account
         self.kept: dict[str, list[Message]] = {}
         self.cache: dict[str, str] = {}
+        self.rows: dict[tuple[str, int], Scheduled] = {}  # scheduled messages
         self.last_id = 0
         self.account_names: list[str] = []
 
@@ -151,6 +152,18 @@ class MemoryStore:
     def cache_put(self, key: str, value: str) -> defer.Deferred[None]:
         self.cache[key] = value
         return defer.succeed(None)
+
+    def save_scheduled(self, node, id, account, due, text, to) -> defer.Deferred[None]:
+        self.rows[(node, id)] = Scheduled(id, account, due, text, to)
+        return defer.succeed(None)
+
+    def drop_scheduled(self, node: str, id: int) -> defer.Deferred[None]:
+        self.rows.pop((node, id), None)
+        return defer.succeed(None)
+
+    def scheduled(self, node: str) -> defer.Deferred[list[Scheduled]]:
+        mine = sorted((id, row) for (n, id), row in self.rows.items() if n == node)
+        return defer.succeed([row for _, row in mine])
 
 
 class TestRoom(Room):

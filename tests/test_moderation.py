@@ -14,7 +14,7 @@ from chatd.config import Config
 from chatd.events import Message
 from chatd.gate import LOGIN_FIRST
 from chatd.room import Room
-from chatd.store import Account
+from chatd.store import Account, Scheduled
 from tests.fakes import FakeClient
 
 
@@ -43,6 +43,7 @@ class Store:
         self.accounts: dict[str, Account] = {}
         self.tokens: dict[str, str] = {}
         self.cache: dict[str, str] = {}
+        self.rows: dict[tuple[str, int], Scheduled] = {}  # scheduled messages
 
     def start(self) -> None:
         pass
@@ -83,6 +84,18 @@ class Store:
     def cache_put(self, key: str, value: str) -> defer.Deferred[None]:
         self.cache[key] = value
         return defer.succeed(None)
+
+    def save_scheduled(self, node, id, account, due, text, to) -> defer.Deferred[None]:
+        self.rows[(node, id)] = Scheduled(id, account, due, text, to)
+        return defer.succeed(None)
+
+    def drop_scheduled(self, node: str, id: int) -> defer.Deferred[None]:
+        self.rows.pop((node, id), None)
+        return defer.succeed(None)
+
+    def scheduled(self, node: str) -> defer.Deferred[list[Scheduled]]:
+        mine = sorted((id, row) for (n, id), row in self.rows.items() if n == node)
+        return defer.succeed([row for _, row in mine])
 
 
 class Chat:
