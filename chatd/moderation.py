@@ -58,6 +58,11 @@ class Moderation:
         # they travel as JSON lists.
         self.share: Callable[[dict[str, Any]], object] = lambda change: None
 
+    def reconfigure(self, config: Config) -> None:
+        """New limits (a reload): allowances already spent count against the new limit."""
+        self.config = config
+        self.limiter.reconfigure(config.messages_per_hour, config.rate_period)
+
     def take(self, user: User) -> str | None:
         """Count one message against C{user}, or say why it may not be sent now."""
         left = self.mute_left(user)

@@ -227,6 +227,15 @@ class Room(Service):
         self.clock.callLater(GOODBYE_WAIT, goodbye)  # ...unless the store stopped answering
         return self.store.close()
 
+    # -- reload -----------------------------------------------------------------------------
+
+    def reconfigure(self, config: Config) -> None:
+        """Settings changed by a reload (SIGHUP): what the Room reads from C{self.config}
+        applies from now on, and the flood and message limits get the new caps."""
+        self.config = config
+        self.flood.reconfigure(config)
+        self.moderation.reconfigure(config)
+
     # -- connections ------------------------------------------------------------------------
 
     def connect(self, client: Client) -> Session:

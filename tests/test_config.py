@@ -25,8 +25,11 @@ def write(tmp_path: Path, text: str) -> str:
 
 def test_defaults_without_a_file():
     c = parse()
-    assert c.line == "tcp:6969:interface=127.0.0.1"
-    assert c.web == "tcp:8080:interface=127.0.0.1"
+    # The backlog holds a reconnect storm (docs/operations.md), not Twisted's 50.
+    assert c.line == "tcp:6969:interface=127.0.0.1:backlog=4096"
+    assert c.web == "tcp:8080:interface=127.0.0.1:backlog=4096"
+    assert c.minechat_read.endswith(":backlog=4096") and c.minechat_write.endswith(":backlog=4096")
+    assert c.metrics == "none"
     assert c.max_line_bytes == 4096
     assert c.max_output_bytes == 1048576
 
@@ -103,8 +106,8 @@ def test_seed_001s_config_ini_is_read_as_the_two_doors(tmp_path):
         "[ws_server]\nhost = localhost\nport = 6968\n",
     )
     c = parse("--config", path)
-    assert c.line == "tcp:6969:interface=localhost"
-    assert c.web == "tcp:6968:interface=localhost"
+    assert c.line == "tcp:6969:interface=localhost:backlog=4096"
+    assert c.web == "tcp:6968:interface=localhost:backlog=4096"
     assert parse("--config", path, "--web", "none").web == "none"
 
 
@@ -112,7 +115,7 @@ def test_seed_001s_config_ini_is_read_as_the_two_doors(tmp_path):
     "text, message",
     [
         ("[tcp_server]\nhost = localhost\n", r"\[tcp_server\] needs a port"),
-        ("[ws_server]\nport = web\n", r"\[ws_server\]: 'tcp:web:interface=127.0.0.1' is not a"),
+        ("[ws_server]\nport = web\n", r"\[ws_server\]: 'tcp:web:interface=127.0.0.1:backlog=4096' is not a"),
         ("[tcp_server]\nport = 1\nhots = x\n", r"\[tcp_server\] has no setting 'hots'"),
         ("[tcp_server]\nport = 1\n[server]\nline = none\n", r"both set the line door; keep one"),
         ("[limit]\nmax_line_bytes = 1\n", r"no section \[limit\]; did you mean \[limits\]\?"),
