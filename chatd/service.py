@@ -168,8 +168,7 @@ class ChatService(MultiService):
             for door in doors:
                 if door.running:
                     door.stopService()
-            log.error("chatd cannot start: {why}", why=str(e))
-            raise SystemExit(f"chatd cannot start: {e}") from None
+            raise SystemExit(f"chatd cannot start: {e}") from None  # one line, exit code 1
         self.audit.open()
         Service.startService(self)
         for child in self:

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
+from chatd.doors.web import ChatRequest
 from chatd.health import Health
 
 log = Logger(namespace="chatd.doors.ops")
@@ -63,10 +64,19 @@ class HealthResource(Resource):
         return NOT_DONE_YET
 
 
-def make_ops_site(registry: CollectorRegistry, health: Health) -> Site:
+class OpsSite(Site):
+    """No access-log line per request: a scraper and a load balancer ask every few seconds."""
+
+    requestFactory = ChatRequest  # no Server header with twisted.web's version
+
+    def log(self, request: Any) -> None:
+        pass
+
+
+def make_ops_site(registry: CollectorRegistry, health: HealthResource) -> Site:
     root = Resource()
     root.putChild(b"metrics", MetricsResource(registry))
-    root.putChild(b"healthz", HealthResource(health))
-    site = Site(root)
+    root.putChild(b"healthz", health)
+    site = OpsSite(root)
     site.displayTracebacks = False
     return site
