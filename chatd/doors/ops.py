@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.resource import Resource
@@ -31,8 +32,11 @@ class MetricsResource(Resource):
         self.registry = registry
 
     def render_GET(self, request: Any) -> bytes:
-        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
-        return generate_latest(self.registry)
+        # The format the scraper asks for: Prometheus' text format, or OpenMetrics.
+        accept = (request.getHeader(b"accept") or b"").decode("latin-1")
+        encode, content_type = choose_encoder(accept)
+        request.setHeader(b"content-type", content_type.encode("ascii"))
+        return encode(self.registry)
 
 
 class HealthResource(Resource):
