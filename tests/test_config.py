@@ -141,3 +141,9 @@ def test_the_cluster_services_are_named_as_operators_write_them(tmp_path):
     assert c.storage_url == "postgresql://postgres@127.0.0.1/test"
     assert c.redis_url == "redis://127.0.0.1:6379"
     assert "[storage]\n# " in config.example_ini() and "\nurl = \n" in config.example_ini()
+
+
+def test_the_readme_lists_every_setting_with_its_default():
+    """The README's settings block is config.example_ini(); regenerate it when this fails."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert f"```ini\n{config.example_ini()}```" in readme
