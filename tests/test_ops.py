@@ -15,6 +15,7 @@ from twisted.web.client import HTTPConnectionPool
 
 from tests.postgres import Outage, pg_url  # noqa: F401 - pg_url is a fixture
 from tests.support import line_client, start_server, ws_client
+from tests.test_cluster import REDIS_URL, redis_prefix  # noqa: F401 - redis_prefix too
 from tests.test_line_door import flood_until_dropped, never_reading_socket
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -239,3 +240,53 @@ def test_every_default_door_endpoint_has_a_large_backlog(door):
     from chatd.config import BACKLOG, Config
 
     assert getattr(Config(), door).endswith(f":backlog={BACKLOG}") and BACKLOG >= 1024
+
+
+async def health_of(port: int, want: int, within: float = 30.0) -> str:
+    """The /healthz answer once it is C{want} (a node finds Redis again after a backoff)."""
+    for _ in range(int(within / 0.2)):
+        code, _, body = await get(f"http://127.0.0.1:{port}/healthz")
+        if code == want:
+            return body
+        await later(0.2)
+    raise AssertionError(f"/healthz stayed {code}: {body}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_in_a_cluster_redis_is_checked_and_its_latency_and_gaps_counted(
+    tmp_path,
+    pg_url,  # noqa: F811
+    redis_prefix,  # noqa: F811
+):
+    proxy = Outage(REDIS_URL)
+    proxy.restore()
+    shared = {"storage_url": pg_url, "redis_prefix": redis_prefix, "presence_ttl": 2.0}
+    a = await start_server(tmp_path / "a", ("line", "metrics"), redis_url=proxy.url, **shared)
+    b = await start_server(tmp_path / "b", ("line",), redis_url=REDIS_URL, **shared)
+    try:
+        port = a.ports["metrics"]
+        assert await health_of(port, 200) == "ok\n"
+        alice, bob = await line_client(a.ports["line"]), await line_client(b.ports["line"])
+        for _ in range(100):  # until both nodes hear each other
+            alice.send("ping")
+            try:
+                await bob.expect(r": ping$", timeout=0.2)
+                break
+            except AssertionError:
+                pass
+        samples = await scrape(port)
+        assert value(samples, "chatd_bus_publish_seconds_count") >= 1
+        assert value(samples, "chatd_bus_gaps_total") == 0
+
+        proxy.cut()  # node a loses Redis; its database is fine
+        body = await health_of(port, 503)
+        assert body.startswith("redis: ") and "database" not in body
+        proxy.restore()
+        assert await health_of(port, 200) == "ok\n"
+        bob.send("after")
+        await alice.expect(r": after$", timeout=30)
+        assert value(await scrape(port), "chatd_bus_gaps_total") >= 1
+    finally:
+        proxy.cut()
+        await a.stop()
+        await b.stop()
