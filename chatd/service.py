@@ -118,7 +118,7 @@ def reach(door: str, spec: str, port: Any) -> str:
         return f"listening on {getattr(address, 'name', address)!r} ({spec})"
     if ":" in host:
         host = f"[{host}]"
-    tls = spec.split(":", 1)[0] in ("ssl", "tls") or spec.startswith("haproxy:ssl")
+    tls = spec.split(":", 1)[0] in ("ssl", "tls")
     behind = " (behind HAProxy: expects the PROXY header)" if spec.startswith("haproxy:") else ""
     s = "s" if tls else ""
     how = {
@@ -152,10 +152,6 @@ class ChatService(MultiService):
         self.registry = registry
         room.bus.setServiceParent(self)  # starts before the Room and stops after it
         room.setServiceParent(self)
-
-    @property
-    def config(self) -> Config:
-        return self.room.config
 
     def startService(self) -> None:
         """Listen on every door first: a port in use stops the start before anything else
@@ -234,8 +230,8 @@ def build(
     parts = {"database": store.ping}
     if config.redis_url:
         parts["redis"] = bus.ping
-    health = HealthResource(Health(reactor, parts, lambda: room.config.health_timeout))
-    site = make_site(room, health)
+    health = Health(reactor, parts, lambda: room.config.health_timeout)
+    site = make_site(room, HealthResource(health, public=True))
     doors = {
         "line": LineFactory(room),
         "web": site,

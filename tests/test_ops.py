@@ -171,6 +171,9 @@ async def test_healthz_says_503_while_the_database_is_unreachable(tmp_path, pg_u
         code, _, body = await get(f"http://127.0.0.1:{server.ports['metrics']}/healthz")
         assert code == 503
         assert body.startswith("database: ") and "unreachable" in body
+        # The public port names the part, not the database's address.
+        code, _, body = await get(f"http://127.0.0.1:{server.ports['web']}/healthz")
+        assert (code, body) == (503, "database: not answering\n")
         outage.restore()
         code, _, body = await get(f"http://127.0.0.1:{server.ports['metrics']}/healthz")
         assert (code, body) == (200, "ok\n")

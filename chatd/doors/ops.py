@@ -40,13 +40,19 @@ class MetricsResource(Resource):
 
 
 class HealthResource(Resource):
-    """200 C{ok}, or 503 with one line per part that did not answer in time."""
+    """200 C{ok}, or 503 with one line per part that did not answer in time.
+
+    @param public: on the web door, which faces the internet, a line names only the part
+        (C{database: not answering}); why, with the database's address, goes to the log
+        and to the operators' endpoint.
+    """
 
     isLeaf = True
 
-    def __init__(self, health: Health) -> None:
+    def __init__(self, health: Health, public: bool = False) -> None:
         super().__init__()
         self.health = health
+        self.public = public
 
     def render_GET(self, request: Any) -> Any:
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
@@ -60,6 +66,8 @@ class HealthResource(Resource):
             if problems:
                 log.warn("health check failed: {why}", why="; ".join(problems))
                 request.setResponseCode(503)
+                if self.public:
+                    problems = [p.split(":", 1)[0] + ": not answering" for p in problems]
             body = "\n".join(problems) if problems else "ok"
             request.write(body.encode("utf-8") + b"\n")
             request.finish()
@@ -77,10 +85,10 @@ class OpsSite(Site):
         pass
 
 
-def make_ops_site(registry: CollectorRegistry, health: HealthResource) -> Site:
+def make_ops_site(registry: CollectorRegistry, health: Health) -> Site:
     root = Resource()
     root.putChild(b"metrics", MetricsResource(registry))
-    root.putChild(b"healthz", health)
+    root.putChild(b"healthz", HealthResource(health))
     site = OpsSite(root)
     site.displayTracebacks = False
     return site

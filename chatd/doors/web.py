@@ -297,6 +297,11 @@ class ChatSite(Site):
         self._plain: dict[str, list[tuple[Any, Any]]] = {}  # address -> (channel, transport)
         self.chat: ChatWebSocketFactory | None = None  # set by make_site
 
+    def log(self, request: Any) -> None:
+        """The access log, without a line per health check (a load balancer asks often)."""
+        if request.path != b"/healthz":
+            super().log(request)
+
     def reconfigure(self, config: Config) -> None:
         """A reload: the cap and the WebSocket settings apply to new connections."""
         self.per_address = config.connections_per_address
