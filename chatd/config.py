@@ -224,6 +224,13 @@ def _check_endpoint(text: str, where: str) -> None:
 
     try:
         serverFromString(None, text)
+    except (IndexError, KeyError):
+        if not text.startswith("systemd:"):
+            raise
+        raise ConfigError(
+            f"{where}: {text!r}: systemd passed no such socket; start chatd through "
+            "its .socket unit (docs/operations.md), or give a tcp: endpoint"
+        ) from None
     except Exception as e:
         raise ConfigError(
             f"{where}: {text!r} is not a Twisted endpoint ({e}); "

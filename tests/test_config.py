@@ -147,3 +147,8 @@ def test_the_readme_lists_every_setting_with_its_default():
     """The README's settings block is config.example_ini(); regenerate it when this fails."""
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     assert f"```ini\n{config.example_ini()}```" in readme
+
+
+def test_a_systemd_socket_that_was_not_passed_is_a_clear_error():
+    with pytest.raises(UsageError, match=r"systemd passed no such socket; start chatd through its"):
+        parse("--line", "systemd:domain=INET:index=0")
