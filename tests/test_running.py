@@ -8,11 +8,14 @@ from __future__ import annotations
 import os
 import resource
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 import pytest_twisted
@@ -207,3 +210,85 @@ def connect_at_once(port: int, count: int) -> int:
         for sock in sockets:
             sock.close()
     return greeted
+
+
+UNITS = Path(__file__).resolve().parent.parent / "docs" / "systemd"
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed (Debian: apt-get install systemd)")
+    return found
+
+
+@pytest_twisted.ensureDeferred
+async def test_doors_from_socket_activation_as_the_systemd_unit_gives_them(tmp_path):
+    """systemd-socket-activate passes sockets as systemd does (LISTEN_FDS, LISTEN_FDNAMES);
+    chatd takes them by index, as docs/systemd/chatd.service tells it to."""
+    activate = tool("systemd-socket-activate")
+    line, web = free_port(), free_port()
+    log = tmp_path / "chatd.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [
+                activate,
+                "--fdname=chatd.socket:chatd.socket",
+                "-l",
+                f"127.0.0.1:{line}",
+                "-l",
+                f"127.0.0.1:{web}",
+                sys.executable,
+                "-m",
+                "chatd",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--line",
+                "systemd:domain=INET:index=0",
+                "--web",
+                "systemd:domain=INET:index=1",
+                "--minechat-read",
+                "none",
+                "--minechat-write",
+                "none",
+            ],  # fmt: skip
+            stdout=output,
+            stderr=output,
+        )
+    try:
+        await wait_for(log, f"Listening on 127.0.0.1:{web}", process)
+        alice = await line_client(line)  # the first connection starts chatd
+        alice.send("hello")
+        started = await wait_for(log, "web: http://", process)
+        assert f"line: telnet 127.0.0.1 {line}" in started
+        from tests.test_ops import get
+
+        assert await get(f"http://127.0.0.1:{web}/healthz") == (200, ANY, "ok\n")
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+def test_the_systemd_units_verify(tmp_path):
+    """systemd-analyze checks the units' syntax and directives (ExecStart pointed at this
+    environment's chatd, which must exist; the user at one that exists here)."""
+    analyze = tool("systemd-analyze")
+    chatd = Path(sys.executable).parent / "chatd"
+    if not chatd.exists():
+        pytest.skip("the chatd console script is not installed in this environment")
+    service = (UNITS / "chatd.service").read_text()
+    service = service.replace("/opt/chatd/bin/chatd", str(chatd))
+    service = service.replace("User=chatd", "User=root").replace("Group=chatd", "Group=root")
+    (tmp_path / "chatd.service").write_text(service)
+    shutil.copy(UNITS / "chatd.socket", tmp_path / "chatd.socket")
+    done = subprocess.run(
+        [analyze, "verify", tmp_path / "chatd.socket", tmp_path / "chatd.service"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # An unknown key or a bad value is only a warning, exit code 0 nonetheless.
+    assert "chatd." not in done.stdout + done.stderr, done.stdout + done.stderr
+    assert "index=0" in service and "index=3" in service
+    assert (UNITS / "chatd.socket").read_text().count("ListenStream=") == 4
