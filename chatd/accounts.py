@@ -1,8 +1,10 @@
 """Account secrets and login rules: password hashes, tokens, and slowing down guessers.
 
-Passwords are kept as salted scrypt hashes; checking one takes tens of milliseconds on
-purpose, so it runs in a thread pool, never on the reactor thread. Tokens are random UUIDs;
-only their SHA-256 is stored, so a copy of the database does not log anyone in.
+Passwords are kept as salted scrypt hashes at OWASP's minimum cost (N=2^17, r=8, p=1: 128 MiB
+and about half a second per check, on purpose), so a check runs in a thread pool, never on
+the reactor thread. A hash made at a lower cost is replaced at the next successful login.
+Tokens are random UUIDs; only their SHA-256 is stored, so a copy of the database does not
+log anyone in.
 """
 
 from __future__ import annotations
@@ -16,31 +18,46 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from chatd.errors import CommandError
 from chatd.ratelimit import RateLimiter, duration
 from chatd.store import Account, Store
 
-_N, _R, _P = 2**14, 8, 1  # scrypt cost: about 16 MiB and 50 ms per check
+log = Logger(namespace="chatd.accounts")
+
+# OWASP's Password Storage Cheat Sheet: scrypt with N >= 2^17, r = 8, p = 1.
+_N, _R, _P = 2**17, 8, 1
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    # OpenSSL refuses past maxmem, 32 MiB by default; N=2^17 needs 128 * r * (N + p + 2)
+    # bytes (128 MiB), and the limit is raised for that and no more, plus a margin.
+    maxmem = 128 * r * (n + p + 2) + 2**20
+    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=maxmem)
 
 
 def hash_password(password: str) -> str:
     """A self-describing salted hash: C{scrypt$n$r$p$salt$hash}."""
     salt = os.urandom(16)
-    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=_N, r=_R, p=_P)
+    digest = _scrypt(password, salt, _N, _R, _P)
     return f"scrypt${_N}${_R}${_P}${salt.hex()}${digest.hex()}"
 
 
 def check_password(password: str, stored: str) -> bool:
     _, n, r, p, salt, digest = stored.split("$")
-    got = hashlib.scrypt(
-        password.encode("utf-8"), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p)
-    )
+    got = _scrypt(password, bytes.fromhex(salt), int(n), int(r), int(p))
     return hmac.compare_digest(got, bytes.fromhex(digest))
 
 
+def needs_rehash(stored: str) -> bool:
+    """Whether C{stored} was made at a lower cost than today's (an older chatd's N=2^14)."""
+    _, n, r, p, *_ = stored.split("$")
+    return (int(n), int(r), int(p)) < (_N, _R, _P)
+
+
 # Checked when the name is unknown, so a wrong name costs as long as a wrong password.
-NOBODY = "scrypt$16384$8$1$" + "00" * 16 + "$" + "00" * 64
+NOBODY = f"scrypt${_N}${_R}${_P}$" + "00" * 16 + "$" + "00" * 64
 
 
 def new_token() -> str:
@@ -140,6 +157,10 @@ class Accounts:
             return None
         return f"too many failed logins for {name} from your address; try again in {duration(wait)}"
 
+    def reconfigure(self, creations_per_hour: int) -> None:
+        """A reload: accounts made this hour count against the new allowance."""
+        self.creations.reconfigure(creations_per_hour, 3600.0)
+
     async def create(self, name: str, password: str | None, last_seen: int, address: str) -> str:
         """Create the account; returns its first token. Fails with L{NameTaken}, or with
         L{CommandError} when C{address} has created its allowance this hour."""
@@ -190,9 +211,21 @@ class Accounts:
             self.failures.failed(key)
             raise CommandError("wrong name or password")
         self.failures.succeeded(key)
+        if needs_rehash(stored):
+            await self._rehash(account.name, password)
         token = new_token()
         await self.store.add_token(account.name, token_hash(token), self.clock.seconds())
         return account, token
+
+    async def _rehash(self, name: str, password: str) -> None:
+        """Store C{password} hashed at today's cost; the login goes on if this fails."""
+        try:
+            hashed = await self.in_thread(hash_password, password)
+            await self.store.set_password_hash(name, hashed)
+        except Exception:
+            log.failure("could not store a stronger password hash for {name}", name=name)
+        else:
+            log.info("the password hash of {name} was upgraded to scrypt N={n}", name=name, n=_N)
 
     def revoke(self, token: str) -> Deferred[None]:
         """C{token} logs nobody in any more."""

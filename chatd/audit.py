@@ -43,6 +43,12 @@ class AuditLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", encoding="utf-8", buffering=1)
 
+    def reopen(self) -> None:
+        """Close and open the file again: after logrotate renamed it, a new one is begun."""
+        if self._file is not None:
+            self.close()
+            self.open()
+
     def close(self) -> None:
         if self._file is not None:
             try:

@@ -29,16 +29,33 @@ def ini_key(f: dataclasses.Field) -> str:
     return f.metadata.get("key") or f.name
 
 
+# Pending connections the kernel keeps for each door until chatd accepts them: after a
+# restart every client reconnects at once, and past Twisted's default of 50 the rest would
+# wait for SYN retries (1 s, 3 s, 7 s...). Linux caps it at net.core.somaxconn (4096).
+BACKLOG = 4096
+
+
 @dataclass(frozen=True)
 class Config:
     # [server] doors, as Twisted endpoint strings; "none" switches a door off.
-    line: str = _setting("server", "tcp:6969:interface=127.0.0.1", "line door (telnet)")
-    web: str = _setting("server", "tcp:8080:interface=127.0.0.1", "web page and WebSocket door")
+    line: str = _setting(
+        "server", f"tcp:6969:interface=127.0.0.1:backlog={BACKLOG}", "line door (telnet)"
+    )
+    web: str = _setting(
+        "server", f"tcp:8080:interface=127.0.0.1:backlog={BACKLOG}", "web page and WebSocket door"
+    )
     minechat_read: str = _setting(
-        "server", "tcp:5000:interface=127.0.0.1", "minechat read-only stream door"
+        "server",
+        f"tcp:5000:interface=127.0.0.1:backlog={BACKLOG}",
+        "minechat read-only stream door",
     )
     minechat_write: str = _setting(
-        "server", "tcp:5050:interface=127.0.0.1", "minechat token-login write door"
+        "server",
+        f"tcp:5050:interface=127.0.0.1:backlog={BACKLOG}",
+        "minechat token-login write door",
+    )
+    metrics: str = _setting(
+        "server", "none", "/metrics and /healthz for operators, e.g. tcp:9102:interface=127.0.0.1"
     )
     data_dir: str = _setting("server", "chatd-data", "database and audit log folder")
 
@@ -57,6 +74,9 @@ class Config:
         "limits", 10.0, "seconds a WebSocket/HTTP client may take to finish its handshake"
     )
     max_name_length: int = _setting("limits", 24, "longest user name")
+    health_timeout: float = _setting(
+        "limits", 2.0, "seconds the database (and Redis) have to answer /healthz"
+    )
 
     # [flood] per connection and per address; 0 switches a rule off.
     lines_per_second: float = _setting("flood", 20.0, "input lines per second per connection")
@@ -136,6 +156,17 @@ class Config:
 
 # The settings that are Twisted endpoint strings (or "none").
 DOORS = ("line", "web", "minechat_read", "minechat_write")
+ENDPOINTS = (*DOORS, "metrics")
+
+
+def needs_restart(name: str) -> bool:
+    """Whether a change of this setting takes a restart; the others apply on SIGHUP.
+
+    Listening ports, the data dir, the database and the cluster are opened once; the
+    handshake timeout is built into the doors' wrappers.
+    """
+    section = next(f.metadata["section"] for f in settings() if f.name == name)
+    return section in ("server", "storage", "cluster") or name == "handshake_timeout"
 
 
 def settings() -> list[dataclasses.Field]:
@@ -163,7 +194,7 @@ def _convert(f: dataclasses.Field, raw: str, where: str) -> Any:
         raise ConfigError(f"{where}: {text!r} is not a valid {kind.__name__}") from None
     if kind in (int, float) and value < 0:
         raise ConfigError(f"{where}: must not be negative, got {text}")
-    if f.name in DOORS and text.lower() != "none":
+    if f.name in ENDPOINTS and text.lower() != "none":
         _check_endpoint(text, where)
     if f.name == "redis_url" and text:
         redis_endpoint(text, where)
@@ -202,6 +233,13 @@ def _check_endpoint(text: str, where: str) -> None:
 
     try:
         serverFromString(None, text)
+    except (IndexError, KeyError):
+        if not text.startswith("systemd:"):
+            raise
+        raise ConfigError(
+            f"{where}: {text!r}: systemd passed no such socket; start chatd through "
+            "its .socket unit (docs/operations.md), or give a tcp: endpoint"
+        ) from None
     except Exception as e:
         raise ConfigError(
             f"{where}: {text!r} is not a Twisted endpoint ({e}); "
@@ -220,7 +258,7 @@ def _seed_endpoint(section: configparser.SectionProxy, where: str) -> str:
     if "port" not in section:
         raise ConfigError(f"{where} needs a port")
     host = section.get("host", "127.0.0.1").strip()
-    return f"tcp:{section['port'].strip()}:interface={host}"
+    return f"tcp:{section['port'].strip()}:interface={host}:backlog={BACKLOG}"
 
 
 def load(path: str | None = None, overrides: dict[str, str] | None = None) -> Config:

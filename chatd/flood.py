@@ -40,24 +40,33 @@ class Flood:
         """@param in_order: runs a warning or a close after what the client was told before."""
         self.clock = clock
         self._in_order = in_order
-        self.rate = config.lines_per_second
-        self.per_address = config.connections_per_address
-        self.new_per_minute = config.new_connections_per_minute
         self._new = RateLimiter(clock, config.new_connections_per_minute, 60.0)
+        self.reconfigure(config)
+        self.refused = 0  # connections refused over a cap (read by the metrics)
+        self.disconnected = 0  # connections closed for sending too fast
         self._open: dict[str, int] = {}  # address -> connections now
         # Admitted connections; None once one is being disconnected for flooding.
         self._clients: dict[Client, _Bucket | None] = {}
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply new caps (a reload); counts so far are kept, and judged by the new caps."""
+        self.rate = config.lines_per_second
+        self.per_address = config.connections_per_address
+        self.new_per_minute = config.new_connections_per_minute
+        self._new.reconfigure(config.new_connections_per_minute, 60.0)
 
     def admit(self, client: Client) -> str | None:
         """Let a new connection in and start counting it, or say why it is refused."""
         peer = client.peer
         if self.per_address and self._open.get(peer, 0) >= self.per_address:
+            self.refused += 1
             return (
                 f"too many connections from your address (at most {self.per_address} at once); "
                 "close one and try again"
             )
         allowed, at = self._new.can_do_action(peer)
         if not allowed:
+            self.refused += 1
             return (
                 f"too many new connections from your address (at most {self.new_per_minute} "
                 f"a minute); try again in {duration(at - self.clock.seconds())}"
@@ -108,6 +117,7 @@ class Flood:
             self._in_order(lambda: client.deliver(warning))
         elif bucket.refused > rate:
             self._clients[client] = None
+            self.disconnected += 1
 
             def disconnect() -> None:
                 client.deliver(Error("disconnected for sending too many lines too fast"))

@@ -96,6 +96,14 @@ class Gate:
         }
         self.messages = self.limits[MESSAGES]
 
+    def reconfigure(self, config: Config) -> None:
+        """New limits (a reload): what was spent already counts against the new ones."""
+        self.config = config
+        self.flood.reconfigure(config)
+        self.moderation.reconfigure(config)
+        self.limits[MESSAGES].reconfigure(config.messages_per_hour, config.rate_period)
+        self.limits[RENAMES].reconfigure(config.renames_per_hour, config.rate_period)
+
     def admit(self, client: Client) -> str | None:
         """Why a new connection is refused, or None to let it in."""
         return self.flood.admit(client)

@@ -44,6 +44,10 @@ class Moderation:
         self._reports: dict[Hashable, dict[Hashable, float]] = {}
         self._muted: dict[Hashable, float] = {}  # person or address -> muted until
 
+    def reconfigure(self, config: Config) -> None:
+        """New settings (a reload): reports and mutes from now on follow them."""
+        self.config = config
+
     def mute_left(self, user: User) -> float:
         """Seconds C{user} stays muted; 0 when they may speak."""
         if not self._muted:

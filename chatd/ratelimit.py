@@ -24,6 +24,13 @@ class RateLimiter:
         self._actions: dict[Hashable, deque[float]] = {}
         self._next_prune = clock.seconds() + period
 
+    def reconfigure(self, limit: int, period: float) -> None:
+        """New limit and period (a reload); each key keeps its newest actions that fit."""
+        self.limit, self.period = limit, period
+        self._actions = {
+            key: deque(times, maxlen=limit) for key, times in self._actions.items() if limit
+        }
+
     def can_do_action(self, key: Hashable, update: bool = True) -> tuple[bool, float]:
         """Whether C{key} may act now, and the time from which it may act (now when allowed).
 

@@ -221,6 +221,12 @@ class RatesClient:
         self._inflight: dict[date, list[Deferred[DayRates]]] = {}
         self._fresh: dict[date, tuple[float, DayRates]] = {}
 
+    def reconfigure(self, base_url: str, timeout: float, concurrency: int) -> None:
+        """New settings (a reload); requests already waiting or in flight finish as they are."""
+        self.base_url = base_url
+        self.timeout = timeout
+        self._limit = DeferredSemaphore(concurrency) if concurrency > 0 else None
+
     def today(self) -> date:
         """The UTC date of the clock: days are counted back from it."""
         return datetime.fromtimestamp(self.clock.seconds(), tz=UTC).date()

@@ -162,6 +162,17 @@ class Room(Service):
         self.clock.callLater(GOODBYE_WAIT, goodbye)  # ...unless the store stopped answering
         return self.store.close()
 
+    # -- reload -----------------------------------------------------------------------------
+
+    def reconfigure(self, config: Config) -> None:
+        """Settings changed by a reload (SIGHUP): limits, flood and moderation rules and
+        whatever else is read from the config apply from now on."""
+        self.config = config
+        self.gate.reconfigure(config)
+        self.logins.config = config
+        self.names.max_length = config.max_name_length
+        self.accounts.reconfigure(config.accounts_per_address_per_hour)
+
     # -- connections ------------------------------------------------------------------------
 
     def connect(self, client: Client) -> Session:

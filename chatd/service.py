@@ -5,26 +5,33 @@ from __future__ import annotations
 import functools
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
-from twisted.application import strports
-from twisted.application.service import IService, MultiService
-from twisted.internet.endpoints import clientFromString
+from prometheus_client import CollectorRegistry
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from chatd import config as configuration
-from chatd import guestnames
+from chatd import guestnames, metrics
 from chatd.audit import AuditLog
 from chatd.bus import Bus
-from chatd.commands import discover
+from chatd.commands import discover, exchange
 from chatd.config import Config, ConfigError
 from chatd.doors import proxy
 from chatd.doors.line import LineFactory
 from chatd.doors.minechat import MinechatReadFactory, MinechatWriteFactory
+from chatd.doors.ops import HealthResource, make_ops_site
 from chatd.doors.web import make_site
+from chatd.health import Health
 from chatd.room import Room
 from chatd.store import StoreError, open_store
+
+log = Logger(namespace="chatd.service")
 
 # Settings that are also command-line options: the doors, the store, the cluster.
 OPTION_SECTIONS = ("server", "storage", "cluster")
@@ -46,47 +53,172 @@ class Options(usage.Options):
         ["config", "c", None, "INI file with settings (see README); options given here win"],
         *_door_options(),
     ]
-    longdesc = "Doors take Twisted endpoint strings such as tcp:6969:interface=127.0.0.1."
+    longdesc = (
+        "Doors take Twisted endpoint strings such as tcp:6969:interface=127.0.0.1. "
+        "SIGHUP reloads the settings that can change while running (see docs/operations.md)."
+    )
 
     def postOptions(self) -> None:
-        overrides = {
+        self.overrides = {
             f.name: self[f.name.replace("_", "-")]
             for f in configuration.settings()
             if f.metadata["section"] in OPTION_SECTIONS
             and self[f.name.replace("_", "-")] is not None
         }
         try:
-            self.config = configuration.load(self["config"], overrides)
+            self.config = self.load()
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
 
+    def load(self) -> Config:
+        """The settings from the same file and options again (a reload reads the file anew)."""
+        return configuration.load(self["config"], self.overrides)
+
+
+class CannotListen(Exception):
+    """A door's endpoint cannot be listened on; the message names the door and why."""
+
+
+class Door(Service):
+    """One door listening on its endpoint; the log says how to reach it.
+
+    Unlike C{strports.service}, a failure to listen is one line naming the door, not a
+    traceback from inside twistd.
+    """
+
+    def __init__(self, name: str, spec: str, endpoint: Any, factory: Any) -> None:
+        self.setName(name)
+        self.spec = spec
+        self.endpoint = endpoint
+        self.factory = factory
+        self.port: Any = None
+
+    def startService(self) -> None:
+        outcome: list[Any] = []
+        self.endpoint.listen(self.factory).addBoth(outcome.append)
+        # TCP, UNIX, TLS and systemd endpoints listen at once; the Deferred has fired.
+        if not outcome or isinstance(outcome[0], Failure):
+            why = outcome[0].getErrorMessage() if outcome else "it did not listen at once"
+            raise CannotListen(f"the {self.name} door cannot listen on {self.spec}: {why}")
+        super().startService()
+        self.port = outcome[0]
+        log.info("{door}: {how}", door=self.name, how=reach(self.name, self.spec, self.port))
+
+    def stopService(self) -> Any:
+        super().stopService()
+        port, self.port = self.port, None
+        return port.stopListening() if port is not None else None
+
+
+def reach(door: str, spec: str, port: Any) -> str:
+    """How a user reaches C{door}, from the address it listens on."""
+    address = port.getHost()
+    host, number = getattr(address, "host", None), getattr(address, "port", None)
+    if host is None:  # a Unix socket
+        return f"listening on {getattr(address, 'name', address)!r} ({spec})"
+    if ":" in host:
+        host = f"[{host}]"
+    tls = spec.split(":", 1)[0] in ("ssl", "tls")
+    behind = " (behind HAProxy: expects the PROXY header)" if spec.startswith("haproxy:") else ""
+    s = "s" if tls else ""
+    how = {
+        "line": f"telnet {host} {number}",
+        "web": f"http{s}://{host}:{number}/ (page), ws{s}://{host}:{number}/ws (WebSocket)",
+        "minechat_read": f"minechat read stream at {host}:{number} (nc {host} {number})",
+        "minechat_write": f"minechat write door at {host}:{number} (nc {host} {number})",
+        "metrics": f"http{s}://{host}:{number}/metrics and /healthz",
+    }
+    return how.get(door, f"{host}:{number}") + behind
+
 
 class ChatService(MultiService):
-    """The Room and its doors; opens the audit log on start."""
+    """The Room and its doors; opens the audit log on start.
 
-    def __init__(self, room: Room, audit: AuditLog, factories: dict[str, Any]) -> None:
+    @ivar registry: this service's Prometheus metrics (a registry of its own: several
+        services may share a process).
+    """
+
+    def __init__(
+        self,
+        room: Room,
+        audit: AuditLog,
+        factories: dict[str, Any],
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         super().__init__()
         self.room = room
         self.audit = audit
         self.factories = factories  # door name -> protocol factory (tests listen on port 0)
+        self.registry = registry
         if room.bus is not None:
             room.bus.setServiceParent(self)  # starts before the Room and stops after it
         room.setServiceParent(self)
 
     def startService(self) -> None:
+        """Listen on every door first: a port in use stops the start before anything else
+        (the database's worker thread, the bus) has started, with one line saying which."""
+        doors = [child for child in self if isinstance(child, Door)]
+        try:
+            for door in doors:
+                door.startService()
+        except CannotListen as e:
+            for door in doors:
+                if door.running:
+                    door.stopService()
+            raise SystemExit(f"chatd cannot start: {e}") from None  # one line, exit code 1
         self.audit.open()
-        super().startService()
+        Service.startService(self)
+        for child in self:
+            if not child.running:
+                child.startService()
 
     def stopService(self) -> Any:
         d = super().stopService()
         self.audit.close()
         return d
 
+    def reload(self, new: Config) -> tuple[list[str], list[str]]:
+        """Apply the settings that can change while running; reopen the audit log.
 
-def build(config: Config, reactor: Any = None) -> ChatService:
+        Returns the names of the settings applied and of those that need a restart (they
+        keep their old values until then); the log says both.
+        """
+        old = self.room.config
+        changed = [
+            f.name for f in configuration.settings() if getattr(old, f.name) != getattr(new, f.name)
+        ]
+        later = [name for name in changed if configuration.needs_restart(name)]
+        applied = [name for name in changed if name not in later]
+        config = new.replace(**{name: getattr(old, name) for name in later})
+        self.room.reconfigure(config)
+        web = self.factories.get("web")
+        if web is not None:
+            web.reconfigure(config)
+        if {"exchange_url", "exchange_timeout", "exchange_concurrency"} & set(applied):
+            exchange.client_for(self.room.services).reconfigure(
+                config.exchange_url, config.exchange_timeout, config.exchange_concurrency
+            )
+        self.audit.reopen()
+        log.info(
+            "reloaded the configuration: {applied}; the audit log was reopened",
+            applied=_changes(old, config, applied) if applied else "no setting changed",
+        )
+        if later:
+            log.warn("not applied until a restart: {later}", later=_changes(old, new, later))
+        return applied, later
+
+
+def _changes(old: Config, new: Config, names: list[str]) -> str:
+    return ", ".join(f"{name} {getattr(old, name)!r} -> {getattr(new, name)!r}" for name in names)
+
+
+def build(
+    config: Config, reactor: Any = None, registry: CollectorRegistry | None = None
+) -> ChatService:
     """The whole server for C{config}: a Room with one service per door that is switched on.
 
     Opens the store (blocking: the reactor is not running yet); raises L{StoreError}.
+    The metrics go to C{registry}, a new one by default.
     """
     if reactor is None:
         from twisted.internet import reactor  # the process's reactor, chosen by twistd
@@ -94,23 +226,36 @@ def build(config: Config, reactor: Any = None) -> ChatService:
     audit = AuditLog(config.data_path / "chat_log.txt")
     store = open_store(config, reactor)
     in_thread = functools.partial(deferToThreadPool, reactor, reactor.getThreadPool())
-    room = Room(
-        config, reactor, discover(), store, in_thread, audit=audit, bus=_bus(config, reactor)
-    )
+    bus = _bus(config, reactor)
+    room = Room(config, reactor, discover(), store, in_thread, audit=audit, bus=bus)
+    parts = {"database": store.ping}
+    if config.redis_url:
+        parts["redis"] = bus.ping
+    health = Health(reactor, parts, lambda: room.config.health_timeout)
+    site = make_site(room, HealthResource(health, public=True))
     doors = {
         "line": LineFactory(room),
-        "web": make_site(room),
+        "web": site,
         "minechat_read": MinechatReadFactory(room),
         "minechat_write": MinechatWriteFactory(room),
     }
-    top = ChatService(room, audit, doors)
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics.registry_for(
+        room,
+        {
+            "line": doors["line"].turn,
+            "web": site.chat.turn,
+            "minechat_read": doors["minechat_read"].turn,
+        },
+        registry,
+    )
+    doors["metrics"] = make_ops_site(registry, health)
+    top = ChatService(room, audit, doors, registry)
     for name, factory in doors.items():
-        endpoint = getattr(config, name).strip()
-        if endpoint.lower() != "none":
-            spec = proxy.listen_spec(endpoint, factory, reactor, config.handshake_timeout)
-            door = strports.service(*spec, reactor=reactor)
-            door.setName(name)
-            door.setServiceParent(top)
+        spec = getattr(config, name).strip()
+        if spec.lower() != "none":
+            inner, wrapped = proxy.listen_spec(spec, factory, reactor, config.handshake_timeout)
+            Door(name, spec, serverFromString(reactor, inner), wrapped).setServiceParent(top)
     return top
 
 
@@ -145,7 +290,29 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor  # the process's reactor, chosen by twistd
 
     reactor.callWhenRunning(stop_signals_on_reactor_thread, reactor)
+    reactor.callWhenRunning(reload_on_sighup, reactor, service, options.load)
     return service
+
+
+def reload_on_sighup(reactor: Any, service: ChatService, load: Callable[[], Config]) -> None:
+    """SIGHUP reads the configuration again and applies it (L{ChatService.reload}).
+
+    As with L{stop_signals_on_reactor_thread}, the handler only queues the work for the
+    reactor thread. A file that no longer parses is reported and changes nothing.
+    """
+
+    def reload() -> None:
+        try:
+            config = load()
+        except ConfigError as e:
+            log.error("SIGHUP: the configuration was not reloaded: {why}", why=str(e))
+            return
+        try:
+            service.reload(config)
+        except Exception:
+            log.failure("SIGHUP: reloading the configuration failed")
+
+    signal.signal(signal.SIGHUP, lambda number, frame: reactor.callFromThread(reload))
 
 
 def stop_signals_on_reactor_thread(reactor: Any) -> None:

@@ -25,8 +25,11 @@ def write(tmp_path: Path, text: str) -> str:
 
 def test_defaults_without_a_file():
     c = parse()
-    assert c.line == "tcp:6969:interface=127.0.0.1"
-    assert c.web == "tcp:8080:interface=127.0.0.1"
+    # The backlog holds a reconnect storm (docs/operations.md), not Twisted's 50.
+    assert c.line == "tcp:6969:interface=127.0.0.1:backlog=4096"
+    assert c.web == "tcp:8080:interface=127.0.0.1:backlog=4096"
+    assert c.minechat_read.endswith(":backlog=4096") and c.minechat_write.endswith(":backlog=4096")
+    assert c.metrics == "none"
     assert c.max_line_bytes == 4096
     assert c.max_output_bytes == 1048576
 
@@ -103,8 +106,8 @@ def test_seed_001s_config_ini_is_read_as_the_two_doors(tmp_path):
         "[ws_server]\nhost = localhost\nport = 6968\n",
     )
     c = parse("--config", path)
-    assert c.line == "tcp:6969:interface=localhost"
-    assert c.web == "tcp:6968:interface=localhost"
+    assert c.line == "tcp:6969:interface=localhost:backlog=4096"
+    assert c.web == "tcp:6968:interface=localhost:backlog=4096"
     assert parse("--config", path, "--web", "none").web == "none"
 
 
@@ -112,7 +115,7 @@ def test_seed_001s_config_ini_is_read_as_the_two_doors(tmp_path):
     "text, message",
     [
         ("[tcp_server]\nhost = localhost\n", r"\[tcp_server\] needs a port"),
-        ("[ws_server]\nport = web\n", r"\[ws_server\]: 'tcp:web:interface=127.0.0.1' is not a"),
+        ("[ws_server]\nport = web\n", r"\[ws_server\]: 'tcp:web:interface=[^']*' is not a"),
         ("[tcp_server]\nport = 1\nhots = x\n", r"\[tcp_server\] has no setting 'hots'"),
         ("[tcp_server]\nport = 1\n[server]\nline = none\n", r"both set the line door; keep one"),
         ("[limit]\nmax_line_bytes = 1\n", r"no section \[limit\]; did you mean \[limits\]\?"),
@@ -138,3 +141,14 @@ def test_the_cluster_services_are_named_as_operators_write_them(tmp_path):
     assert c.storage_url == "postgresql://postgres@127.0.0.1/test"
     assert c.redis_url == "redis://127.0.0.1:6379"
     assert "[storage]\n# " in config.example_ini() and "\nurl = \n" in config.example_ini()
+
+
+def test_the_readme_lists_every_setting_with_its_default():
+    """The README's settings block is config.example_ini(); regenerate it when this fails."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert f"```ini\n{config.example_ini()}```" in readme
+
+
+def test_a_systemd_socket_that_was_not_passed_is_a_clear_error():
+    with pytest.raises(UsageError, match=r"systemd passed no such socket; start chatd through its"):
+        parse("--line", "systemd:domain=INET:index=0")

@@ -1,4 +1,4 @@
-"""A plain (non-editable) install makes `twistd chatd` available.
+"""A plain (non-editable) install makes `twistd chatd`, `python -m chatd` and `chatd` available.
 
 The new virtualenv sees the outer environment's already-installed dependencies through a
 .pth file, so the test needs no network; it runs from tmp_path, so the source tree is not on
@@ -54,6 +54,35 @@ def test_twistd_lists_chatd_after_a_plain_install(tmp_path: Path) -> None:
     assert "chatd" in run(twistd, "--help", cwd=tmp_path).split()
     options = run(twistd, "chatd", "--help", cwd=tmp_path)
     assert "--line=" in options and "--config=" in options
+
+    # python -m chatd and the chatd command pip wrote run the same service, same options.
+    for command in ([python, "-m", "chatd"], [venv / "bin" / "chatd"]):
+        usage = run(*command, "--help", cwd=tmp_path)
+        assert usage.startswith("Usage: chatd ")
+        assert "--line=" in usage and "--metrics=" in usage and "--config=" in usage
+    wrong = subprocess.run(
+        [venv / "bin" / "chatd", "--lines", "x"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert wrong.returncode == 1
+    assert wrong.stderr.startswith("chatd: option --lines not recognized")
+
+    server = subprocess.Popen(
+        [venv / "bin" / "chatd", "--data-dir", tmp_path / "data", "--web", "none",
+         "--line", "tcp:0:interface=127.0.0.1", "--minechat-read", "none",
+         "--minechat-write", "none"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        seen = []
+        for line in server.stdout:
+            seen.append(line)
+            if "line: telnet 127.0.0.1 " in line or len(seen) > 50:
+                break
+        assert "line: telnet 127.0.0.1 " in seen[-1], "".join(seen)
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert not (tmp_path / "twistd.pid").exists()  # no pid file: a supervisor knows the pid
 
 
 def console_script(venv: Path, name: str) -> Path:

@@ -180,14 +180,14 @@ class RedisBus(Bus):
         while self._sent < len(self._queue) and redis.connected:
             d = redis.publish(self.channel, self._queue[self._sent])
             self._sent += 1
-            d.addBoth(self._answered)
+            d.addBoth(self._answered, self._clock.seconds())
 
     def _not_sent(self, failure: Failure) -> None:
         """Stopped while waiting for a connection; what waits stays queued (bounded)."""
         self._waiting = False
         failure.trap(defer.CancelledError)
 
-    def _answered(self, result: Any) -> None:
+    def _answered(self, result: Any, sent_at: float) -> None:
         """Redis answered the oldest payload on the connection, or the connection died."""
         if isinstance(result, Failure) and result.check(txredisapi.ConnectionError):
             if self._sent:  # the first of this connection's failures: all of them wait again
@@ -198,7 +198,9 @@ class RedisBus(Bus):
             return
         self._queue.popleft()
         self._sent -= 1
+        self.observe_latency(self._clock.seconds() - sent_at)
         if isinstance(result, Failure):
+            self.errors += 1
             log.warn("Redis refused a bus event: {why}", why=result.getErrorMessage())
 
     def _trim(self, keep: int) -> None:
@@ -229,6 +231,12 @@ class RedisBus(Bus):
             return
         if node != self.node:
             self._deliver(kind, payload)
+
+    def ping(self) -> defer.Deferred[None]:
+        """Fires once Redis has answered a PING on the publishing connection."""
+        d = self._pub.whenConnected(failAfterFailures=1)
+        d.addCallback(lambda redis: redis.ping())
+        return d.addCallback(lambda _: None)
 
     # -- presence ---------------------------------------------------------------------------
 

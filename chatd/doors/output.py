@@ -42,6 +42,10 @@ class Turn:
         self.clock = clock
         self._held: list[Output] = []
         self._call: IDelayedCall | None = None
+        # Counted here for the metrics (chatd.metrics reads them at scrape time).
+        self.writes = 0  # events written to this door's clients
+        self.slow_readers = 0  # clients dropped for not reading
+        self.errors = 0  # writes that failed
 
     def hold(self, output: Output) -> None:
         self._held.append(output)
@@ -55,6 +59,7 @@ class Turn:
             try:
                 output.flush()
             except Exception:  # one broken client must not hold up everyone else's bytes
+                self.errors += 1
                 log.failure("writing to {client} failed", client=output.describe())
 
 
@@ -105,6 +110,7 @@ class Output:
         transport.registerProducer(self, True)
 
     def write(self, data: bytes) -> None:
+        self.turn.writes += 1
         if self._queue:
             self._queue.append(data)
             self._queued += len(data)
@@ -185,6 +191,7 @@ class Output:
         if self._tripped:
             return
         self._tripped = True
+        self.turn.slow_readers += 1
         log.warn(
             "{client} stopped reading; over {limit} bytes queued, disconnected",
             client=self.describe(),

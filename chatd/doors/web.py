@@ -21,10 +21,11 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 from twisted.web.static import File
 
 from chatd import text
+from chatd.config import Config
 from chatd.doors.output import STREAM_CHUNK, Output, Turn
 from chatd.errors import CommandError
 from chatd.events import Error, Event, History, Identity, Message, Notice, Presence
@@ -357,10 +358,13 @@ class ChatWebSocketFactory(WebSocketServerFactory):
     protocol = ChatWebSocket
 
     def __init__(self, room: Room) -> None:
-        super().__init__()
+        super().__init__(server=None)  # no "Server: AutobahnPython/<version>" header
         self.room = room
         self.turn = Turn(room.clock)
-        config = room.config
+        self.reconfigure(room.config)
+
+    def reconfigure(self, config: Config) -> None:
+        """Origins and sizes from C{config}; a reload changes them for new connections."""
         self.allowed_origins = set(config.allowed_origins.split())
         self.setProtocolOptions(
             maxFramePayloadSize=config.max_ws_message_bytes,
@@ -388,12 +392,16 @@ class ChatWebSocketFactory(WebSocketServerFactory):
 class Root(Resource):
     """C{/}: the page for a browser, the chat for a WebSocket client."""
 
-    def __init__(self, websocket: WebSocketResource, static: Resource) -> None:
+    def __init__(
+        self, websocket: WebSocketResource, static: Resource, health: Resource | None = None
+    ) -> None:
         super().__init__()
         self.websocket = websocket
         self.static = static
         self.putChild(b"ws", websocket)
         self.putChild(b"static", static)
+        if health is not None:
+            self.putChild(b"healthz", health)  # for a load balancer checking this port
 
     def getChild(self, path: bytes, request: Any) -> Resource:
         if path == b"":
@@ -407,6 +415,31 @@ class Root(Resource):
         return self.static.getChild(b"index.html", request).render(request)
 
 
+# The page loads only chatd's own files and talks only to its own WebSocket; nothing may
+# frame it (clickjacking). connect-src 'self' covers ws:// and wss:// to the same host.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    b"content-security-policy": CONTENT_SECURITY_POLICY.encode("ascii"),
+    b"x-content-type-options": b"nosniff",
+    b"x-frame-options": b"DENY",  # frame-ancestors, for browsers without CSP level 2
+    b"referrer-policy": b"no-referrer",
+}
+
+
+class ChatRequest(Request):
+    """A request answered with the security headers, and no C{Server} header: twisted.web
+    would name itself and its version, which tells an attacker what to try."""
+
+    def render(self, resrc: Any) -> None:
+        self.responseHeaders.removeHeader(b"server")
+        for name, value in SECURITY_HEADERS.items():
+            self.setHeader(name, value)
+        super().render(resrc)
+
+
 class ChatSite(Site):
     """twisted.web's Site, with bounds on the plain-HTTP part of a connection.
 
@@ -417,11 +450,24 @@ class ChatSite(Site):
     flood rules cap the chat connections themselves.
     """
 
+    requestFactory = ChatRequest
+
     def __init__(self, resource: Resource, clock: Any, timeout: float, per_address: int):
         super().__init__(resource, timeout=timeout)
         self.clock = clock
         self.per_address = per_address
         self._plain: dict[str, list[tuple[Any, Any]]] = {}  # address -> (channel, transport)
+        self.chat: ChatWebSocketFactory | None = None  # set by make_site
+
+    def log(self, request: Any) -> None:
+        """The access log, without a line per health check (a load balancer asks often)."""
+        if request.path != b"/healthz":
+            super().log(request)
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload: the cap and the WebSocket settings apply to new connections."""
+        self.per_address = config.connections_per_address
+        self.chat.reconfigure(config)
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
@@ -468,7 +514,8 @@ class ChatSite(Site):
             transport.loseConnection()
 
 
-def make_site(room: Room) -> Site:
+def make_site(room: Room, health: Resource | None = None) -> ChatSite:
+    """The web door's site; C{health} is served at C{/healthz} when given."""
     static = File(str(files("chatd") / "static"), defaultType="text/plain; charset=utf-8")
     static.contentTypes.update(
         {
@@ -477,10 +524,14 @@ def make_site(room: Room) -> Site:
             ".svg": "image/svg+xml",
         }
     )
-    ws = WebSocketResource(ChatWebSocketFactory(room))
+    chat = ChatWebSocketFactory(room)
     config = room.config
     site = ChatSite(
-        Root(ws, static), room.clock, config.handshake_timeout, config.connections_per_address
+        Root(WebSocketResource(chat), static, health),
+        room.clock,
+        config.handshake_timeout,
+        config.connections_per_address,
     )
+    site.chat = chat
     site.displayTracebacks = False
     return site

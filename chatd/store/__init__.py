@@ -96,6 +96,12 @@ class Store(Protocol):
 
     def account_for_token(self, token_hash: str) -> Deferred[Account | None]: ...
 
+    def set_password_hash(self, name: str, password_hash: str) -> Deferred[None]:
+        """Replace the account's password hash (a stronger one, at a successful login)."""
+
+    def ping(self) -> Deferred[None]:
+        """Fires once the database has answered a trivial query (the health check)."""
+
     def add_token(self, name: str, token_hash: str, when: float) -> Deferred[None]: ...
 
     def remove_token(self, token_hash: str) -> Deferred[None]:

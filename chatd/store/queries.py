@@ -69,6 +69,17 @@ def account(conn: Connection, name: str) -> Account | None:
     return Account(*row) if row else None
 
 
+def set_password_hash(conn: Connection, name: str, password_hash: str) -> None:
+    conn.execute(
+        "UPDATE accounts SET password_hash = ? WHERE name_key = ?", (password_hash, name_key(name))
+    )
+
+
+def ping(conn: Connection) -> None:
+    """A round trip to the database: the health check's question."""
+    conn.execute("SELECT 1").fetchone()
+
+
 def account_for_token(conn: Connection, token_hash: str) -> Account | None:
     row = conn.execute(
         "SELECT a.name, a.password_hash, a.last_seen FROM tokens t"

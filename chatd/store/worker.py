@@ -41,6 +41,10 @@ class Worker:
         self._queue: Batch = []
         self._busy = False
         self._closed = False
+        self._started_at = 0.0  # when the running batch went to the worker thread
+        # For the metrics (chatd.metrics sets and reads these; the store imports none of it).
+        self.errors = 0  # queries that failed (a refusal such as NameTaken counts too)
+        self.observe_latency: Callable[[float], object] = lambda seconds: None
 
     def _transaction(self, batch: Batch) -> list[Any]:
         """On the worker thread: run every op of C{batch} in one transaction; one result
@@ -79,17 +83,22 @@ class Worker:
     def _next(self) -> None:
         batch, self._queue = self._queue, []
         self._busy = True
+        self._started_at = self._reactor.seconds()
         work = deferToThreadPool(self._reactor, self._pool, self._transaction, batch)
         work.addBoth(self._done, batch)
 
     def _done(self, results: Any, batch: Batch) -> None:
+        """Deliver a batch's results; its time, from the thread taking it to now, is observed
+        once per batch (a commit is what a message waits for, however many share it)."""
         self._busy = False
+        self.observe_latency(self._reactor.seconds() - self._started_at)
         if self._queue:
             self._next()  # the worker starts on the next batch while this one is delivered
         if isinstance(results, Failure):
             results = [results] * len(batch)
         for (_, _, d), result in zip(batch, results, strict=True):
             if isinstance(result, Failure):
+                self.errors += 1
                 d.errback(result)
             else:
                 d.callback(result)
@@ -123,6 +132,12 @@ class Worker:
 
     def read_account_names(self) -> Deferred[list[str]]:
         return self._run(queries.account_names)
+
+    def set_password_hash(self, name: str, password_hash: str) -> Deferred[None]:
+        return self._run(queries.set_password_hash, name, password_hash)
+
+    def ping(self) -> Deferred[None]:
+        return self._run(queries.ping)
 
     def account_for_token(self, token_hash: str) -> Deferred[Account | None]:
         return self._run(queries.account_for_token, token_hash)
