@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatd import text as textrules
+from chatd.doors.lines import LineSplitter
 from chatd.doors.output import Output, Turn
 from chatd.errors import CommandError, UsageError
 from chatd.events import Error, Event, Message
@@ -97,8 +98,11 @@ class MinechatWriteDoor(Protocol):
     def connectionMade(self) -> None:
         self.peer = _peer(self.transport)
         self.max_line = self.factory.room.config.max_line_bytes
-        self._buffer = b""
-        self._discarding = False
+        self._splitter = LineSplitter(
+            self.max_line,
+            lambda line: self._lines.append(self._decode(line)),
+            self._too_long,
+        )
         self._lines: deque[str] = deque()
         self._step = self._token  # what the next line means
         self._pending: Deferred[Any] | None = None  # a login or registration in flight
@@ -113,21 +117,7 @@ class MinechatWriteDoor(Protocol):
         self._advance()
 
     def dataReceived(self, data: bytes) -> None:
-        buffer = self._buffer + data if self._buffer else data
-        start = 0
-        while (end := buffer.find(b"\n", start)) >= 0:
-            if self._discarding:
-                self._discarding = False
-            elif end - start - (buffer[end - 1 : end] == b"\r") > self.max_line:
-                self._too_long()
-            else:
-                self._lines.append(self._decode(buffer[start:end]))
-            start = end + 1
-        rest = buffer[start:]
-        if len(rest) > self.max_line + 1 and not self._discarding:
-            self._too_long()
-            self._discarding = True
-        self._buffer = b"" if self._discarding else rest
+        self._splitter.feed(data)
         self._advance()
 
     def _too_long(self) -> None:
@@ -136,7 +126,6 @@ class MinechatWriteDoor(Protocol):
         )
 
     def _decode(self, line: bytes) -> str:
-        line = line.removesuffix(b"\r")
         try:
             return line.decode("utf-8")
         except UnicodeDecodeError:

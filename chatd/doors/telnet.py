@@ -15,9 +15,9 @@ Twisted.
 
 from __future__ import annotations
 
-import re
-
 from twisted.conch.telnet import IAC, SB, Telnet
+
+from chatd.doors.lines import LineSplitter
 
 TIMING_MARK = b"\x06"  # RFC 860
 
@@ -28,12 +28,10 @@ _NEGOTIATION = frozenset(b"\xfb\xfc\xfd\xfe")
 _COMMANDS = frozenset(range(0xEC, 0xFA))
 _SE = b"\xff\xf0"  # the end of a sub-negotiation (unless its IAC is itself escaped)
 
-# A line ends at CR LF, CR NUL (what telnet sends in character mode), LF, or a lone CR.
-_LINE_END = re.compile(rb"\r[\n\0]?|\n")
-
 
 class TelnetLines(Telnet):
-    """Telnet's commands answered or dropped; the text between them split into lines.
+    """Telnet's commands answered or dropped; the text between them split into lines
+    (L{LineSplitter}).
 
     A subclass sets C{max_line_bytes} and implements L{lineReceived} (a line without its
     ending; it may hold any byte, C{IAC IAC} having become one 0xFF) and
@@ -45,9 +43,12 @@ class TelnetLines(Telnet):
 
     def __init__(self) -> None:
         super().__init__()
-        self._line = b""  # the start of a line whose end has not arrived
-        self._skipping = False  # the rest of an over-long line is being skipped
-        self._after_cr = False  # a CR ended the last line: an LF or NUL next belongs to it
+        self._splitter = LineSplitter(
+            self.max_line_bytes,
+            lambda line: self.lineReceived(line),
+            lambda: self.lineLengthExceeded(),
+            lambda: self.transport.disconnecting,
+        )
         self._cut = b""  # a command cut off by the end of a segment
 
     def dataReceived(self, data: bytes) -> None:
@@ -109,29 +110,8 @@ class TelnetLines(Telnet):
 
     def _text(self, data: bytes) -> None:
         """Text between commands: split into lines."""
-        if self._after_cr:
-            self._after_cr = False
-            if data[0] in (0x0A, 0x00):
-                data = data[1:]
-        buffer = self._line + data if self._line else data
-        start = 0
-        while not self.transport.disconnecting:
-            end = _LINE_END.search(buffer, start)
-            if end is None:
-                break
-            if self._skipping:
-                self._skipping = False
-            elif end.start() - start > self.max_line_bytes:
-                self.lineLengthExceeded()
-            else:
-                self.lineReceived(buffer[start : end.start()])
-            start = end.end()
-        self._after_cr = start == len(buffer) and buffer[-1:] == b"\r"
-        rest = buffer[start:]
-        if len(rest) > self.max_line_bytes and not self._skipping:
-            self.lineLengthExceeded()
-            self._skipping = True
-        self._line = b"" if self._skipping else rest
+        self._splitter.max_bytes = self.max_line_bytes
+        self._splitter.feed(data)
 
     def telnet_DO(self, option: bytes) -> None:
         if option == TIMING_MARK:
