@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from chatd import text as textrules
 from chatd.accounts import Accounts
 from chatd.audit import AuditLog
-from chatd.bus import PRESENCE, Bus, LocalBus
+from chatd.bus import PRESENCE, Bus, LocalBus, Undelivered
 from chatd.bus.wire import from_wire, to_wire
 from chatd.commands import CommandError, Context, Registry, UsageError
 from chatd.config import Config
@@ -30,7 +30,7 @@ from chatd.flood import Flood
 from chatd.guestnames import guest_name
 from chatd.moderation import Moderation, reporter_key
 from chatd.ratelimit import duration
-from chatd.store import Account, NameTaken, Store
+from chatd.store import Account, NameTaken, Store, StoreUnavailable
 
 log = Logger(namespace="chatd.room")
 
@@ -401,7 +401,8 @@ class Room(Service):
         self._outbox.append(entry)
 
         def failed(failure: Any) -> None:
-            log.failure("saving a message from {session} failed", failure, session=session)
+            if not failure.check(StoreUnavailable):  # an outage: the store logs it once
+                log.failure("saving a message from {session} failed", failure, session=session)
             entry[1] = lambda: self._deliver((session,), Error(NOT_SAVED))
 
         def saved(stored: Message) -> defer.Deferred[None] | None:
@@ -1050,6 +1051,7 @@ class Room(Service):
 
     def _tell_nodes(self, kind: str, payload: dict[str, Any]) -> None:
         d = self.bus.publish(kind, payload)
+        d.addErrback(lambda f: f.trap(Undelivered))  # an outage: the bus logs it once
         d.addErrback(lambda f: log.failure("publishing a {kind} failed", f, kind=kind))
 
     def _refresh_presence(self) -> defer.Deferred[None]:
