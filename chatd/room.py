@@ -165,8 +165,9 @@ class Room(Service):
         # Public message ids already shown here: the bus and recovery may both bring one.
         self._delivered: set[int] = set()
         self._delivered_order: deque[int] = deque()
-        # More than a Redis outage can replay (each node keeps max_pending events for it).
-        self._kept = max(DELIVERED_KEPT, 2 * config.max_pending)
+        # More than a Redis outage can replay: what a node kept for the others (max_pending),
+        # and what the stream kept for this node (backlog).
+        self._kept = max(DELIVERED_KEPT, 2 * config.max_pending + config.backlog)
         self.elsewhere: dict[str, str] = {}  # casefolded name -> users on the other nodes
         # The newest public id heard from the other nodes. Ours go out meanwhile, so the
         # bus's own last_id can pass ids it lost; recovery starts from this one too.

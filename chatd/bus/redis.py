@@ -273,9 +273,6 @@ class RedisBus(Bus):
         self._seen[run] = seq
         if len(self._seen) > RUNS_KEPT:
             del self._seen[next(iter(self._seen))]
-        if payload.get("kind") == "message" and "to" not in payload:
-            if int(payload["id"]) <= self.last_id:
-                return  # the Room showed it already, read from the store during the outage
         self._deliver(kind, payload)
 
     # -- publishing -------------------------------------------------------------------------
