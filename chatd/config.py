@@ -185,6 +185,7 @@ class RedisTarget(NamedTuple):
     username: str | None  # an ACL user (Redis 6+); None: the default user
     password: str | None  # None: no AUTH
     db: int  # the database number, SELECTed on every connection
+    where: str  # the URL without its password, for log lines
 
 
 def redis_target(url: str, where: str = "redis_url") -> RedisTarget:
@@ -221,6 +222,7 @@ def redis_target(url: str, where: str = "redis_url") -> RedisTarget:
         unquote(parts.username) if parts.username else None,
         unquote(parts.password) if parts.password is not None else None,
         int(db),
+        _hidden(parts).strip("'"),
     )
 
 

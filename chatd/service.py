@@ -136,6 +136,7 @@ def _bus(config: Config, reactor: Any) -> Bus:
         username=target.username,
         password=target.password,
         db=target.db,
+        where=target.where,
     )
 
 

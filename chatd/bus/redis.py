@@ -62,6 +62,12 @@ BACKLOG = 10000  # entries the stream keeps, about (MAXLEN ~)
 RUNS_KEPT = 1000  # other nodes' runs remembered for skipping copies
 
 
+class _ClientService(ClientService):
+    """Without a log line per reconnection attempt: the bus logs an outage once."""
+
+    _log = Logger(observer=lambda event: None)
+
+
 class RedisLoginError(Exception):
     """Redis refused chatd's credentials or database number."""
 
@@ -76,6 +82,7 @@ class RedisBus(Bus):
     @param username: @param password: @param db: how every connection logs in.
     @param block: @param reply_timeout: seconds an XREAD waits for entries, and a
         connection for an answer before it is made again.
+    @param where: Redis's address (without a password), for log lines.
     """
 
     def __init__(
@@ -93,8 +100,12 @@ class RedisBus(Bus):
         db: int = 0,
         block: float = BLOCK,
         reply_timeout: float = REPLY_TIMEOUT,
+        where: str = "Redis",
     ) -> None:
         super().__init__()
+        self.where = where
+        self._backoff = retry
+        self._down = False  # an outage is being logged
         self.node = node or uuid.uuid4().hex
         if not self.node.isprintable() or " " in self.node:
             raise ValueError(f"a node name has no spaces or control characters: {self.node!r}")
@@ -134,13 +145,13 @@ class RedisBus(Bus):
         # Not a "Starting/Stopping factory" log line per reconnect attempt while Redis is
         # away: besides the noise, a SIGTERM landing in Twisted's log lock deadlocks twistd.
         reader.noisy = publisher.noisy = False
-        self._sub = ClientService(
-            endpoint, reader, retry, clock=clock, prepareConnection=self._start_reading
+        self._sub = _ClientService(
+            endpoint, reader, self._retry, clock=clock, prepareConnection=self._start_reading
         )
-        self._pub = ClientService(
+        self._pub = _ClientService(
             endpoint,
             publisher,
-            retry,
+            self._retry,
             clock=clock,
             prepareConnection=lambda p: defer.ensureDeferred(self._login(p, "pub")),
         )
@@ -174,6 +185,23 @@ class RedisBus(Bus):
             goodbye = self._pub.stopService()
         return defer.gatherResults([goodbye, self._sub.stopService()])
 
+    def _retry(self, attempt: int) -> float:
+        """A connection failed (or was lost): log the outage once; wait before the next."""
+        if not self._down and self.running:
+            self._down = True
+            log.warn(
+                "lost Redis at {where}; retrying. Meanwhile this node keeps its events for the"
+                " others (the newest {kept}), and Redis keeps theirs for it",
+                where=self.where,
+                kept=self.max_pending,
+            )
+        return self._backoff(attempt)
+
+    def _up(self) -> None:
+        if self._down:
+            self._down = False
+            log.info("Redis at {where} answers again", where=self.where)
+
     async def _login(self, redis: Any, role: str) -> None:
         """Make a new connection ready: AUTH, SELECT, and a name (C{CLIENT LIST} shows which
         node and role it is). A refusal is logged once, in one line, until a login works."""
@@ -197,13 +225,18 @@ class RedisBus(Bus):
         if self._refused is not None:
             log.info("Redis accepts this node again")
             self._refused = None
+        self._up()
 
     # -- reading ----------------------------------------------------------------------------
 
     def _start_reading(self, redis: Any) -> defer.Deferred[None]:
         async def ready() -> None:
             await self._login(redis, "sub")
-            await self._find_place(redis)
+            try:
+                await self._find_place(redis)
+            except Exception:
+                redis.transport.abortConnection()  # the ClientService tries again
+                raise
             self.subscriptions += 1
             defer.ensureDeferred(self._read(redis)).addErrback(
                 lambda f: log.failure("reading the bus failed", f)
@@ -214,8 +247,10 @@ class RedisBus(Bus):
     async def _find_place(self, redis: Any) -> None:
         """Where to read from: the stream's end on the first connection; after that, the
         last entry read, checking that the stream still holds what came after it."""
-        info = await redis.execute_command("INFO", "server")
-        redis_run = _field(info, "run_id")
+        try:
+            redis_run = _field(await redis.execute_command("INFO", "server"), "run_id")
+        except txredisapi.ResponseError:
+            redis_run = None  # an ACL user without INFO: a restart shows as a trimmed stream
         stream = await _stream_info(redis, self.stream)
         if self._cursor is None:
             self._cursor = stream.get("last-generated-id", "0-0") if stream else "0-0"
@@ -308,9 +343,12 @@ class RedisBus(Bus):
             d.addBoth(self._answered)
 
     def _not_sent(self, failure: Failure) -> None:
-        """Stopped while waiting for a connection; what waits stays queued (bounded)."""
+        """Stopped while waiting for a connection: what waits will never be sent."""
         self._waiting = False
         failure.trap(defer.CancelledError)
+        if not self.running:
+            self._trim(0)
+            self._warn_dropped()
 
     def _answered(self, result: Any) -> None:
         """Redis answered the oldest payload on the connection, or the connection died."""
@@ -364,9 +402,11 @@ class RedisBus(Bus):
         d = self._pub.whenConnected(failAfterFailures=1)
         d.addCallback(lambda p: p.set(self.presence_key, data, pexpire=ttl))
         d.addCallback(lambda _: None)
-        return d.addErrback(
-            lambda f: log.warn("presence not refreshed: {e}", e=f.getErrorMessage())
-        )
+        return d.addErrback(self._not_refreshed)
+
+    def _not_refreshed(self, failure: Failure) -> None:
+        if not self._down:  # else the outage is logged already
+            log.warn("presence not refreshed: {e}", e=failure.getErrorMessage())
 
     def online(self) -> defer.Deferred[list[str]]:
         async def collect() -> list[str]:
