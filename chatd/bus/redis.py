@@ -190,8 +190,8 @@ class RedisBus(Bus):
         if not self._down and self.running:
             self._down = True
             log.warn(
-                "lost Redis at {where}; retrying. Meanwhile this node keeps its events for the"
-                " others (the newest {kept}), and Redis keeps theirs for it",
+                "Redis at {where} is unreachable; retrying. Meanwhile this node keeps its"
+                " events for the other nodes (the newest {kept}), and Redis keeps theirs",
                 where=self.where,
                 kept=self.max_pending,
             )

@@ -144,9 +144,14 @@ class PostgresStore(Worker):
             try:
                 # The descriptor may have been closed and reused in between: only a
                 # connection to the database's port is ours to cut.
-                if sock.getpeername()[1] == conn.info.port:
+                peer = sock.getpeername()
+                if isinstance(peer, tuple):  # TCP: (address, port, ...)
+                    ours = peer[1] == conn.info.port
+                else:  # a Unix socket: its path is in the directory libpq was given
+                    ours = str(peer).startswith(str(conn.info.host))
+                if ours:
                     sock.shutdown(socket.SHUT_RDWR)
-            except (OSError, IndexError, psycopg.Error):
+            except (OSError, psycopg.Error):
                 pass
 
     def _release(self) -> None:
