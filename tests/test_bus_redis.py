@@ -315,6 +315,26 @@ async def test_whispers_of_an_outage_reach_a_node_that_reconnects_later(buses, p
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_node_catching_up_hears_only_the_newest_presence_of_each_node(buses, proxies):
+    """Presence replaces presence: replaying a long outage's worth of them would only make
+    the Room ask who is online again and again."""
+    proxy = await proxies()
+    a = buses("a")
+    b = buses("b", endpoint=TCP4ClientEndpoint(reactor, HOST, proxy.port), retry=lambda n: 0.1)
+    got = collect(b)
+    await until(lambda: a.subscriptions == b.subscriptions == 1, "both to read")
+
+    await proxy.cut()
+    for i in range(30):
+        await a.set_present([f"user{j}" for j in range(i + 1)])
+    await a.publish("event", to_wire(Notice("still here")))
+    await proxy.heal()
+    await until(lambda: any(kind == "event" for kind, _ in got), "the notice")
+    assert [kind for kind, _ in got] == ["presence", "event"]
+    assert len(got[0][1]["names"]) == 30  # the newest
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_frozen_redis_delivers_everything_once_after_it_thaws(buses, proxies):
     """Redis stops answering (connections open, no replies): both nodes drop their silent
     connections and make new ones, which hang too; when Redis answers again, everything

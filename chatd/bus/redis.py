@@ -290,17 +290,21 @@ class RedisBus(Bus):
                 redis.transport.abortConnection()
                 return
             for _stream, entries in reply or ():
-                for entry_id, fields in entries:
+                envelopes = [(entry_id, _envelope(fields)) for entry_id, fields in entries]
+                # A node's presence replaces its last: of a batch (a node catching up after
+                # an outage reads hundreds at once), only each node's newest counts.
+                newest = {e["node"]: i for i, (_, e) in enumerate(envelopes) if _presence(e)}
+                for i, (entry_id, envelope) in enumerate(envelopes):
                     self._cursor = entry_id
-                    self._received(dict(zip(fields[::2], fields[1::2], strict=True)))
+                    if not _presence(envelope) or newest.get(envelope["node"]) == i:
+                        self._received(envelope)
 
-    def _received(self, fields: dict[str, Any]) -> None:
+    def _received(self, envelope: dict[str, Any] | None) -> None:
         try:
-            envelope = json.loads(fields["event"])
-            node, kind, payload = envelope["node"], envelope["kind"], envelope["payload"]
-            run, seq = str(envelope["run"]), int(envelope["seq"])
-        except (TypeError, ValueError, KeyError):
-            log.warn("dropped a malformed bus entry: {fields!r}", fields=fields)
+            node, kind, payload = envelope["node"], envelope["kind"], envelope["payload"]  # type: ignore[index]
+            run, seq = str(envelope["run"]), int(envelope["seq"])  # type: ignore[index]
+        except (TypeError, ValueError, KeyError):  # None, or not an event of ours
+            log.warn("dropped a malformed bus entry: {envelope!r}", envelope=envelope)
             return
         if node == self.node or seq <= self._seen.get(run, 0):
             return  # our own, or a copy sent again after a lost answer
@@ -427,6 +431,19 @@ class RedisBus(Bus):
             return sorted(names, key=str.casefold)
 
         return defer.ensureDeferred(collect())
+
+
+def _envelope(fields: list[Any]) -> dict[str, Any] | None:
+    """The event of a stream entry (C{[field, value, ...]}), None if it is not one of ours."""
+    try:
+        envelope = json.loads(dict(zip(fields[::2], fields[1::2], strict=True))["event"])
+    except (TypeError, ValueError, KeyError):
+        return None
+    return envelope if isinstance(envelope, dict) else None
+
+
+def _presence(envelope: dict[str, Any] | None) -> bool:
+    return envelope is not None and envelope.get("kind") == PRESENCE and "node" in envelope
 
 
 def _login_advice(error: str) -> str:
