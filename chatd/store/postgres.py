@@ -106,9 +106,11 @@ class PostgresStore(Worker):
         except psycopg.ProgrammingError as e:
             raise StoreError(f"storage_url is not a PostgreSQL URL: {_first_line(e)}") from None
         params = {**_defaults(timeout), **params}
-        params.setdefault("options", "")
-        # PostgreSQL ends a statement that runs (or waits for a lock) past the deadline.
-        params["options"] += f" -c statement_timeout={int(timeout * 1000)}"
+        if "statement_timeout" not in params.get("options", ""):  # the URL's wins
+            # PostgreSQL ends a statement that runs (or waits for a lock) past the deadline.
+            params["options"] = (
+                f"{params.get('options', '')} -c statement_timeout={int(timeout * 1000)}"
+            )
         conn = None
         try:
             conn = _connect(params)
