@@ -335,6 +335,33 @@ async def test_a_node_catching_up_hears_only_the_newest_presence_of_each_node(bu
 
 
 @pytest_twisted.ensureDeferred
+async def test_joins_and_leaves_in_an_outage_do_not_push_whispers_out(buses, proxies):
+    """Only the newest presence waits for Redis: it replaces the ones before it."""
+    proxy = await proxies()
+    endpoint = TCP4ClientEndpoint(reactor, HOST, proxy.port)
+    a = buses("a", endpoint=endpoint, retry=lambda n: 0.05, max_pending=5)
+    b = buses("b")
+    got, lost = collect(b), []
+    await until(lambda: a.subscriptions == b.subscriptions == 1, "both to read")
+
+    await proxy.cut()
+    await until(lambda: down(a), "a to find Redis gone")
+    for i in range(3):
+        a.publish("event", to_wire(Message(100 + i, 1.0, "ann", f"psst {i}", "bob"))).addErrback(
+            undelivered(lost)
+        )
+    presences = [a.set_present([f"user{j}" for j in range(i + 1)]) for i in range(20)]
+    await pause(0.1)
+    assert len(a._queue) == 4  # three whispers and the newest presence
+    await proxy.heal()
+    await defer.gatherResults(presences)
+    await until(lambda: len(got) == 4, "the whispers and the presence")
+    assert [p.get("text") for _, p in got[:3]] == [f"psst {i}" for i in range(3)]
+    assert got[3][0] == "presence" and len(got[3][1]["names"]) == 20
+    assert lost == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_frozen_redis_delivers_everything_once_after_it_thaws(buses, proxies):
     """Redis stops answering (connections open, no replies): both nodes drop their silent
     connections and make new ones, which hang too; when Redis answers again, everything

@@ -122,7 +122,7 @@ class RedisBus(Bus):
         # Payloads to publish, oldest first, each with the Deferred publish() returned: the
         # first _sent are on the current connection, awaiting Redis's answer; the rest wait
         # for a connection.
-        self._queue: deque[tuple[str, defer.Deferred[None]]] = deque()
+        self._queue: deque[tuple[str, defer.Deferred[None], str]] = deque()  # data, d, kind
         self._sent = 0
         self._waiting = False  # for a connection, to send the rest
         self._dropped = 0  # since the last warning
@@ -323,7 +323,9 @@ class RedisBus(Bus):
         self._seq += 1
         envelope = {"node": self.node, "run": self._run, "seq": self._seq}
         d: defer.Deferred[None] = defer.Deferred()
-        self._queue.append((json.dumps({**envelope, "kind": kind, "payload": payload}), d))
+        if kind == PRESENCE:
+            self._supersede()
+        self._queue.append((json.dumps({**envelope, "kind": kind, "payload": payload}), d, kind))
         self._flush()
         self._trim(self.max_pending)
         return d
@@ -339,7 +341,7 @@ class RedisBus(Bus):
         self._waiting = False
         self._warn_dropped()
         while self._sent < len(self._queue) and redis.connected:
-            data, _ = self._queue[self._sent]
+            data, _, _ = self._queue[self._sent]
             d = redis.execute_command(
                 "XADD", self.stream, "MAXLEN", "~", self.backlog, "*", "event", data
             )
@@ -363,7 +365,7 @@ class RedisBus(Bus):
                 # The failure fires inside connectionLost, before the ClientService hears.
                 self._clock.callLater(0, self._flush)
             return
-        _, d = self._queue.popleft()
+        _, d, _ = self._queue.popleft()
         self._sent -= 1
         if isinstance(result, Failure):
             log.warn("Redis refused a bus event: {why}", why=result.getErrorMessage())
@@ -371,10 +373,18 @@ class RedisBus(Bus):
         else:
             d.callback(None)
 
+    def _supersede(self) -> None:
+        """A new presence replaces the ones still waiting for a connection: an outage full
+        of joins and leaves must not push whispers out of the C{max_pending} kept."""
+        waiting = list(self._queue)[self._sent :]
+        for entry in [e for e in waiting if e[2] == PRESENCE]:
+            self._queue.remove(entry)
+            entry[1].callback(None)  # what it said is said, more up to date, by the next
+
     def _trim(self, keep: int) -> None:
         """Drop all but the newest C{keep} of the payloads waiting for a connection."""
         for _ in range(len(self._queue) - self._sent - keep):
-            _, d = self._queue[self._sent]
+            _, d, _ = self._queue[self._sent]
             del self._queue[self._sent]
             self._dropped += 1
             d.errback(Undelivered("Redis was unreachable for too long"))
@@ -396,21 +406,35 @@ class RedisBus(Bus):
 
     def set_present(self, names: Iterable[str]) -> defer.Deferred[None]:
         self.present = sorted(names, key=str.casefold)
-        d = self._refresh()
-        return d.addCallback(lambda _: self.publish(PRESENCE, {"names": self.present}))
+        names = {"names": self.present}
 
-    def _refresh(self) -> defer.Deferred[None]:
-        """Write this node's users with a fresh TTL; a failure waits for the next round."""
+        def announce(refreshed: bool) -> defer.Deferred[None]:
+            # A failed refresh fires inside the ClientService's own failure handling, which
+            # publish() must not enter again: then publish on the next turn.
+            if refreshed:
+                d = self.publish(PRESENCE, names)
+            else:
+                d = task.deferLater(self._clock, 0, self.publish, PRESENCE, names)
+            # A presence dropped in an outage is no loss: the key is refreshed, and read,
+            # anyway.
+            return d.addErrback(lambda f: f.trap(Undelivered) and None)
+
+        return self._refresh().addCallback(announce)
+
+    def _refresh(self) -> defer.Deferred[bool]:
+        """Write this node's users with a fresh TTL; a failure waits for the next round.
+        Fires with whether it was written."""
         data = json.dumps(self.present)
         ttl = max(1, int(self.presence_ttl * 1000))
         d = self._pub.whenConnected(failAfterFailures=1)
         d.addCallback(lambda p: p.set(self.presence_key, data, pexpire=ttl))
-        d.addCallback(lambda _: None)
+        d.addCallback(lambda _: True)
         return d.addErrback(self._not_refreshed)
 
-    def _not_refreshed(self, failure: Failure) -> None:
+    def _not_refreshed(self, failure: Failure) -> bool:
         if not self._down:  # else the outage is logged already
             log.warn("presence not refreshed: {e}", e=failure.getErrorMessage())
+        return False
 
     def online(self) -> defer.Deferred[list[str]]:
         async def collect() -> list[str]:
