@@ -562,6 +562,12 @@ async def test_nodes_log_in_with_a_password_a_user_and_a_database(buses, private
     admin = await txredisapi.Connection(HOST, port, reconnect=False, password="secret", dbid=3)
     try:
         assert await admin.exists(a.stream)  # in database 3
+        # A new connection logs in again, and reads on in database 3.
+        await kill(admin, f"chatd-sub-{b.node}")
+        await a.publish("event", to_wire(Notice("after the reconnection")))
+        await until(lambda: len(got) == 3, "the notice after the reconnection")
+        assert from_wire(got[-1][1]).text == "after the reconnection"
+        assert b.subscriptions == 2
         await admin.select(0)
         assert not await admin.exists(a.stream)
     finally:
