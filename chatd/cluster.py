@@ -18,7 +18,7 @@ from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from chatd.bus import PRESENCE, Bus
+from chatd.bus import PRESENCE, Bus, Undelivered
 from chatd.bus.wire import from_wire, to_wire
 from chatd.config import Config
 from chatd.crowd import Crowd
@@ -32,6 +32,7 @@ from chatd.outbox import Outbox
 from chatd.people import User, name_key
 from chatd.sequence import READ_LIMIT, Sequence
 from chatd.store import ANY_ID, Store
+from chatd.voice import Voice
 
 log = Logger(namespace="chatd.cluster")
 
@@ -54,6 +55,7 @@ class Node(Protocol):
     gate: Gate
     moderation: Moderation
     sequence: Sequence
+    voice: Voice
 
     def show_in_order(self, message: Message) -> None: ...
 
@@ -92,7 +94,21 @@ class ClusterLink:
         self._tell(EVENT, to_wire(message))
 
     def whispered(self, message: Message) -> None:
-        self._tell(EVENT, to_wire(message))
+        d = self.bus.publish(EVENT, to_wire(message))
+        sender = message.origin
+
+        def lost(failure: Any) -> None:
+            failure.trap(Undelivered)
+            log.warn("a whisper to {to} could not be sent to the other nodes", to=message.to)
+            if sender is not None:
+                self.node.voice.error(
+                    sender,
+                    f"your message to {message.to} may not have reached them: the link between "
+                    "the servers is down; try again in a moment",
+                )
+
+        d.addErrback(lost)
+        d.addErrback(lambda f: log.failure("publishing a whisper failed", f))
 
     def noticed(self, notice: Notice) -> None:
         self._tell(EVENT, to_wire(notice))
@@ -118,6 +134,7 @@ class ClusterLink:
 
     def _tell(self, kind: str, payload: dict[str, Any]) -> None:
         d = self.bus.publish(kind, payload)
+        d.addErrback(lambda f: f.trap(Undelivered))  # the bus logged the outage
         d.addErrback(lambda f: log.failure("publishing a {kind} failed", f, kind=kind))
 
     # -- what the others tell this node -----------------------------------------------------

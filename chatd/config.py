@@ -12,8 +12,8 @@ import dataclasses
 import difflib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, NamedTuple
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 
 class ConfigError(Exception):
@@ -129,8 +129,16 @@ class Config:
     storage_url: str = _setting(
         "storage", "", "empty for SQLite in the data dir, or postgresql://user@host/db", key="url"
     )
+    storage_timeout: float = _setting(
+        "storage",
+        5.0,
+        "seconds a PostgreSQL query may take before the user is told it failed",
+        key="timeout",
+    )
     redis_url: str = _setting(
-        "cluster", "", "redis://host:port to join a cluster; empty for one node"
+        "cluster",
+        "",
+        "redis[s]://[[user]:password@]host[:port][/db] to join a cluster; empty for one node",
     )
     redis_prefix: str = _setting(
         "cluster", "chatd", "Redis key prefix; nodes of one room share it, other rooms differ"
@@ -141,6 +149,9 @@ class Config:
     )
     max_pending: int = _setting(
         "cluster", 2000, "events a node keeps for the others while Redis is unreachable (newest)"
+    )
+    backlog: int = _setting(
+        "cluster", 10000, "events Redis keeps for a node that lost it (a longer outage is a gap)"
     )
 
     # Sections the built-in fields do not use, kept for third-party command plugins.
@@ -197,7 +208,9 @@ def _convert(f: dataclasses.Field, raw: str, where: str) -> Any:
     if f.name in ENDPOINTS and text.lower() != "none":
         _check_endpoint(text, where)
     if f.name == "redis_url" and text:
-        redis_endpoint(text, where)
+        redis_target(text, where)
+    if f.name in ("storage_timeout", "backlog") and value == 0:
+        raise ConfigError(f"{where}: must be more than 0, got {text}")
     if f.name == "presence_ttl" and value < 1:
         raise ConfigError(f"{where}: must be at least 1 second, got {text}")
     if f.name == "node" and (" " in text or not text.isprintable()):
@@ -205,23 +218,60 @@ def _convert(f: dataclasses.Field, raw: str, where: str) -> Any:
     return value
 
 
-def redis_endpoint(url: str, where: str = "redis_url") -> str:
-    """The Twisted client endpoint string for C{redis://host[:port]} (C{rediss://}: TLS)."""
+class RedisTarget(NamedTuple):
+    """Where a C{redis_url} points, and how to log in there."""
+
+    endpoint: str  # a Twisted client endpoint string
+    username: str | None  # an ACL user (Redis 6+); None: the default user
+    password: str | None  # None: no AUTH
+    db: int  # the database number, SELECTed on every connection
+    where: str  # the URL without its password, for log lines
+
+
+def redis_target(url: str, where: str = "redis_url") -> RedisTarget:
+    """Parse C{redis[s]://[[user]:password@]host[:port][/db]}. C{rediss://} is TLS, the
+    server's certificate checked against the system's authorities, or with C{?ca=DIR}
+    against the C{.pem} certificates in that directory."""
     parts = urlsplit(url.strip())
     kinds = {"redis": "tcp", "rediss": "tls"}
     try:
         port = parts.port or 6379
     except ValueError:
         port = None
+    usage = "redis://[[user]:password@]host[:port][/db] (or rediss:// for TLS)"
     if parts.scheme not in kinds or not parts.hostname or port is None:
-        raise ConfigError(f"{where}: {url!r} is not redis://host:port (or rediss:// for TLS)")
-    if parts.password or parts.username or parts.path.strip("/") or parts.query:
-        raise ConfigError(
-            f"{where}: {url!r}: a password, a database number or options are not supported; "
-            "give redis://host:port, and a redis_prefix to keep rooms apart"
-        )
+        raise ConfigError(f"{where}: {_hidden(parts)} is not {usage}")
+    db = parts.path.strip("/") or "0"
+    if not db.isdigit() or parts.fragment:
+        raise ConfigError(f"{where}: {_hidden(parts)}: the path is a database number; {usage}")
+    options = parse_qs(parts.query, keep_blank_values=True)
+    if set(options) - {"ca"} or (options and parts.scheme != "rediss"):
+        raise ConfigError(f"{where}: {_hidden(parts)}: the only option is ?ca=DIR, for rediss://")
+    if parts.username and parts.password is None:
+        raise ConfigError(f"{where}: {_hidden(parts)} names a user without a password; {usage}")
     host = parts.hostname.replace(":", "\\:")  # an IPv6 address, escaped for the endpoint
-    return f"{kinds[parts.scheme]}:host={host}:port={port}"
+    # A host that does not answer at all: the next try, rather than 30 s of waiting.
+    endpoint = f"{kinds[parts.scheme]}:host={host}:port={port}:timeout=5"
+    if options:
+        ca = options["ca"][-1]
+        if not Path(ca).is_dir():
+            raise ConfigError(f"{where}: ?ca={ca} is not a directory (of .pem certificates)")
+        endpoint += ":trustRoots=" + ca.replace("\\", "\\\\").replace(":", "\\:")
+    return RedisTarget(
+        endpoint,
+        unquote(parts.username) if parts.username else None,
+        unquote(parts.password) if parts.password is not None else None,
+        int(db),
+        _hidden(parts).strip("'"),
+    )
+
+
+def _hidden(parts: SplitResult) -> str:
+    """The URL without its password, for error messages and logs."""
+    if parts.password is None:
+        return repr(parts.geturl())
+    netloc = parts.netloc.rpartition("@")[2]
+    return repr(parts._replace(netloc=f"{parts.username or ''}:***@{netloc}").geturl())
 
 
 def _check_endpoint(text: str, where: str) -> None:

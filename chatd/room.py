@@ -41,7 +41,7 @@ from chatd.people import Client, Session, User, name_key
 from chatd.ratelimit import duration
 from chatd.scheduling import Pending, Scheduler, account_of
 from chatd.sequence import READ_LIMIT, SHOWN_KEPT, Sequence
-from chatd.store import ANY_ID, Store
+from chatd.store import ANY_ID, Store, StoreUnavailable
 from chatd.voice import Voice
 
 __all__ = ["Client", "Room", "Session", "User"]
@@ -92,7 +92,8 @@ class Room(Service):
         self.members = Members()
         self.outbox = Outbox()
         # More than a Redis outage can replay (each node keeps max_pending events for it).
-        self.sequence = Sequence(store.last_id, max(SHOWN_KEPT, 2 * config.max_pending))
+        remember = max(SHOWN_KEPT, 2 * config.max_pending + config.backlog)
+        self.sequence = Sequence(store.last_id, remember)
         self.names = Names(self.members, config.max_name_length, namer, store.account_names)
         self.link: Link = Alone(self.members) if bus is None else ClusterLink(self, bus)
         self.voice = Voice(self.outbox, self.members, self.link)
@@ -384,7 +385,8 @@ class Room(Service):
         slot = self.outbox.reserve(lambda: self._publish(message))
 
         def failed(failure: Any) -> None:
-            log.failure("saving a message from {name} failed", failure, name=name)
+            if not failure.check(StoreUnavailable):  # the store logs an outage once
+                log.failure("saving a message from {name} failed", failure, name=name)
             if origin is not None:
                 slot.action = lambda: deliver((origin,), Error(NOT_SAVED))
 

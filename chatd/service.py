@@ -270,15 +270,19 @@ def _bus(config: Config, reactor: Any) -> Bus | None:
             f"redis_url is set, but the Redis client is missing ({e}); "
             "install it with: pip install 'chatd[cluster]'"
         ) from None
-    endpoint = clientFromString(reactor, configuration.redis_endpoint(config.redis_url))
-    node = config.node or None
+    target = configuration.redis_target(config.redis_url)
     return RedisBus(
         reactor,
-        endpoint,
+        clientFromString(reactor, target.endpoint),
         config.redis_prefix,
-        node,
+        config.node or None,
         config.presence_ttl,
         max_pending=config.max_pending,
+        backlog=config.backlog,
+        username=target.username,
+        password=target.password,
+        db=target.db,
+        where=target.where,
     )
 
 

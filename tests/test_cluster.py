@@ -84,7 +84,9 @@ async def cluster(
     """Starts nodes of one room (the same Redis prefix and schema); stops them afterwards."""
     nodes: list[Node] = []
 
-    async def start(name: str, redis: str = REDIS_URL, storage: str = pg_url) -> Node:
+    async def start(
+        name: str, redis: str = REDIS_URL, storage: str = pg_url, options: tuple[str, ...] = ()
+    ) -> Node:
         port = free_port()
         data = tmp_path / name
         data.mkdir()
@@ -96,7 +98,7 @@ async def cluster(
             "--data-dir", str(data),
             "--redis-url", redis, "--redis-prefix", redis_prefix, "--node", name,
             "--presence-ttl", str(PRESENCE_TTL),
-            "--storage-url", storage,
+            "--storage-url", storage, *options,
         ]  # fmt: skip
         node = Node(name, subprocess.Popen(args), port, log)
         nodes.append(node)

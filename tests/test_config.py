@@ -152,3 +152,47 @@ def test_the_readme_lists_every_setting_with_its_default():
 def test_a_systemd_socket_that_was_not_passed_is_a_clear_error():
     with pytest.raises(UsageError, match=r"systemd passed no such socket; start chatd through its"):
         parse("--line", "systemd:domain=INET:index=0")
+
+
+@pytest.mark.parametrize(
+    ("url", "endpoint", "username", "password", "db"),
+    [
+        ("redis://10.0.0.6", "tcp:host=10.0.0.6:port=6379:timeout=5", None, None, 0),
+        ("redis://:s3cret@h:7000/2", "tcp:host=h:port=7000:timeout=5", None, "s3cret", 2),
+        ("redis://chatd:p%40ss@h/0", "tcp:host=h:port=6379:timeout=5", "chatd", "p@ss", 0),
+        ("rediss://:pw@[::1]:6380", "tls:host=\\:\\:1:port=6380:timeout=5", None, "pw", 0),
+    ],
+)
+def test_a_redis_url_names_where_and_how_to_log_in(url, endpoint, username, password, db):
+    target = config.redis_target(url)
+    assert target[:4] == (endpoint, username, password, db)
+    assert (password or "@") not in target.where.partition("@")[0].replace("***", "")
+
+
+def test_a_redis_url_may_name_the_authorities_to_trust(tmp_path):
+    target = config.redis_target(f"rediss://:pw@h?ca={tmp_path}")
+    assert target.endpoint.endswith(f":trustRoots={tmp_path}")
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://:hunter2@h", "is not redis://"),
+        ("redis://:hunter2@h/one", "the path is a database number"),
+        ("redis://chatd@h", "names a user without a password"),
+        ("redis://:hunter2@h?ca=/tmp", "the only option is ?ca=DIR, for rediss://"),
+        ("rediss://:hunter2@h?ca=/nowhere/at/all", "is not a directory"),
+    ],
+)
+def test_a_bad_redis_url_is_a_usage_error_that_does_not_show_the_password(url, problem):
+    with pytest.raises(UsageError) as raised:
+        parse("--redis-url", url, "--storage-url", "postgresql://h/db")
+    assert problem in str(raised.value)
+    assert "hunter2" not in str(raised.value)
+
+
+def test_the_storage_deadline_is_a_setting_and_must_be_positive(tmp_path):
+    assert parse("--storage-timeout", "2.5").storage_timeout == 2.5
+    assert parse().storage_timeout == 5.0
+    with pytest.raises(UsageError, match="must be more than 0"):
+        parse("--storage-timeout", "0")

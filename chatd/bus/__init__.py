@@ -6,10 +6,12 @@ sessions itself, with the sending session at hand, so its users never wait for a
 trip. L{LocalBus} is the default (one node, or several in one process); the Redis bus is
 in L{chatd.bus.redis}.
 
-A bus may lose events (Redis pub/sub does, across a reconnect). Public messages carry the
-store's ids, one sequence for the whole cluster; the bus remembers the highest it saw
-(L{Bus.last_id}) and, after a connection that may have dropped events, tells the gap
-handlers that id so the node can fetch what came after it from the store.
+Delivery: what L{Bus.publish} accepted reaches every other node once, in order, unless the
+bus says otherwise: the Deferred of an event it had to drop fails with L{Undelivered} (so
+the sender can be told), and when a node may have missed events of the others (an outage
+longer than the bus keeps events for), the gap handlers get the highest public message id
+the node saw, so it can fetch what came after it from the store. Public messages carry the
+store's ids, one sequence for the whole cluster (L{Bus.last_id} is the highest seen).
 
 Presence: every node announces the names of its users (L{Bus.set_present}); L{Bus.online}
 lists everyone in the cluster, for C{/list}.
@@ -29,6 +31,10 @@ log = Logger(namespace="chatd.bus")
 Handler = Callable[[str, dict[str, Any]], object]  # (kind, payload), from another node
 GapHandler = Callable[[int], object]  # the highest public message id seen before the gap
 PRESENCE = "presence"  # the kind published when a node's users change
+
+
+class Undelivered(Exception):
+    """The bus dropped this event: the other nodes will never see it."""
 
 
 class Bus(Service):
@@ -53,11 +59,12 @@ class Bus(Service):
         self._handlers.append(handler)
 
     def on_gap(self, handler: GapHandler) -> None:
-        """Call C{handler(last_id)} when events may have been lost (after a reconnect)."""
+        """Call C{handler(last_id)} when events of other nodes may have been missed."""
         self._gap_handlers.append(handler)
 
     def publish(self, kind: str, payload: dict[str, Any]) -> defer.Deferred[None]:
-        """Send C{payload} to the other nodes; fires once the bus has accepted it."""
+        """Send C{payload} to the other nodes; fires once the bus holds it for them, or fails
+        with L{Undelivered} if it was dropped instead."""
         raise NotImplementedError
 
     def set_present(self, names: Iterable[str]) -> defer.Deferred[None]:

@@ -30,6 +30,11 @@ class StoreError(Exception):
     """The store cannot be opened or used; the message says what to do about it."""
 
 
+class StoreUnavailable(StoreError):
+    """The database did not answer (unreachable, or silent past the deadline): the call was
+    not done, and the store logs the outage once, not per call."""
+
+
 class NameTaken(StoreError):
     """An account with this name (in any letter case) exists already."""
 
@@ -146,7 +151,7 @@ def open_store(config: Config, reactor: object) -> Store:
                 f"storage_url is PostgreSQL, but its driver is missing ({e}); "
                 "install it with: pip install 'chatd[postgres]'"
             ) from None
-        return PostgresStore.open(url, reactor)
+        return PostgresStore.open(url, reactor, config.storage_timeout)
     raise StoreError(
         f"storage_url {scheme}:... is not supported; use postgresql://user@host/dbname, "
         "or leave it empty to use SQLite in the data dir"

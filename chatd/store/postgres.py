@@ -12,14 +12,32 @@ has seen every id below it, and catch-up by C{after_id} skips nothing. The Room 
 id; the store keeps it when no other node went past it (so one node numbers like SQLite)
 and otherwise gives the next free one, which the returned message carries.
 
-A lost connection fails the batch in flight with a L{StoreError} saying the database is
-unreachable (the Room tells the user the message was not saved); the next batch connects
+A lost connection fails the batch in flight with a L{StoreUnavailable} saying the database
+is unreachable (the Room tells the user the message was not saved); the next batch connects
 again, so the node recovers by itself once PostgreSQL is back.
+
+Deadline (C{[storage] timeout}): a server that stops answering with the connection still
+open (frozen, overloaded, or a statement waiting for a lock) must not leave everyone
+waiting in silence. The worker fails every call still unanswered at its deadline
+(L{chatd.store.worker}); PostgreSQL ends a statement running that long itself
+(C{statement_timeout}), and libpq gives up on a connection attempt or a dead link just as
+soon (C{connect_timeout}, C{tcp_user_timeout}, keepalives). A server that is merely
+frozen answers none of that, so at the deadline the worker shuts down the connection's
+socket from the reactor thread (L{PostgresStore._interrupt}): libpq, blocked reading it on
+the worker thread, fails at once, the transaction is never committed, and the next batch
+connects again. C{connection.cancel()} would not do: it asks the same silent server, over
+a new connection. One case stays in doubt: if the deadline passes after COMMIT was sent,
+the server may still commit it when it wakes; the user was told it failed, so a message
+may then be in history that its sender sent again.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import socket
 import sys
+import threading
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -29,19 +47,27 @@ from psycopg.conninfo import conninfo_to_dict
 from twisted.python.failure import Failure
 
 from chatd.events import Message
-from chatd.store import StoreError, queries
+from chatd.store import StoreError, StoreUnavailable, queries
 from chatd.store.queries import name_key
 from chatd.store.schema import POSTGRES, VERSION, migrate
 from chatd.store.worker import Batch, Worker
 
-# libpq settings a URL may override: give up on an unreachable or silent server within
-# seconds, rather than leave the worker (and every message queued behind it) waiting.
-DEFAULTS = {
-    "connect_timeout": 5,
-    "keepalives_idle": 10,
-    "keepalives_interval": 5,
-    "keepalives_count": 3,
-}
+TIMEOUT = 5.0  # seconds a call may take, by default ([storage] timeout)
+
+
+def _defaults(timeout: float) -> dict[str, Any]:
+    """libpq settings a URL may override: give up on an unreachable or silent server within
+    the deadline, rather than leave the worker (and every message queued behind it) waiting.
+    """
+    return {
+        "connect_timeout": max(2, math.ceil(timeout)),  # libpq's minimum is 2
+        "tcp_user_timeout": max(1, int(timeout * 1000)),  # ms unacknowledged data may wait
+        "keepalives_idle": max(1, math.ceil(timeout)),
+        "keepalives_interval": max(1, math.ceil(timeout / 3)),
+        "keepalives_count": 3,
+    }
+
+
 IDLE_IN_TRANSACTION = 30  # seconds; a batch never waits between its statements
 MIGRATION_LOCK = 0x63686174  # advisory lock: nodes starting together migrate one at a time
 
@@ -58,28 +84,41 @@ class PostgresStore(Worker):
 
     dialect = sys.modules[__name__]  # the queries below, the ones PostgreSQL does its own way
 
-    def __init__(self, params: dict[str, Any], conn: psycopg.Connection[Any], reactor: Any):
-        super().__init__(reactor)
+    def __init__(
+        self,
+        params: dict[str, Any],
+        conn: psycopg.Connection[Any],
+        reactor: Any,
+        timeout: float = TIMEOUT,
+    ):
+        super().__init__(reactor, timeout)
         self._params = params
         self._conn: psycopg.Connection[Any] | None = conn
-        self.where = _where(params)
+        self.where = _where(params)  # the URL without its password
         (self.last_id,) = conn.execute("SELECT value FROM meta WHERE key = 'last_id'").fetchone()
         self.account_names = queries.account_names(conn)
 
     @classmethod
-    def open(cls, url: str, reactor: Any) -> PostgresStore:
+    def open(cls, url: str, reactor: Any, timeout: float = TIMEOUT) -> PostgresStore:
         """Connect, and create or migrate the schema; blocks, at start-up only."""
         try:
             params = conninfo_to_dict(url)
         except psycopg.ProgrammingError as e:
             raise StoreError(f"storage_url is not a PostgreSQL URL: {_first_line(e)}") from None
-        params = {**DEFAULTS, **params}
+        params = {**_defaults(timeout), **params}
+        if "statement_timeout" not in params.get("options", ""):  # the URL's wins
+            # PostgreSQL ends a statement that runs (or waits for a lock) past the deadline.
+            params["options"] = (
+                f"{params.get('options', '')} -c statement_timeout={int(timeout * 1000)}"
+            )
         conn = None
         try:
             conn = _connect(params)
             with conn.transaction():
+                # A migration may take long, or wait for another node's: no deadline at start.
+                conn.execute("SET LOCAL statement_timeout = 0")
                 _migrate(conn, _where(params))
-            return cls(params, conn, reactor)
+            return cls(params, conn, reactor, timeout)
         except psycopg.Error as e:
             if conn is not None:
                 conn.close()
@@ -91,6 +130,32 @@ class PostgresStore(Worker):
 
     # -- the worker -------------------------------------------------------------------------
 
+    def _interrupt(self) -> None:
+        """Shut down the socket of the connection in use: the worker thread's read or write
+        on it fails now, and a transaction broken off this way is never committed. A
+        shutdown, not a close: the descriptor stays libpq's until it closes it itself."""
+        conn = self._conn
+        if conn is None:
+            return  # connecting: connect_timeout bounds that
+        try:
+            fd = conn.pgconn.socket
+            sock = socket.socket(fileno=os.dup(fd))
+        except (psycopg.Error, OSError):
+            return  # closed meanwhile: the thread is not waiting on it
+        with sock:
+            try:
+                # The descriptor may have been closed and reused in between: only a
+                # connection to the database's port is ours to cut.
+                peer = sock.getpeername()
+                if isinstance(peer, tuple):  # TCP: (address, port, ...)
+                    ours = peer[1] == conn.info.port
+                else:  # a Unix socket: its path is in the directory libpq was given
+                    ours = str(peer).startswith(str(conn.info.host))
+                if ours:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except (OSError, psycopg.Error):
+                pass
+
     def _release(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -98,15 +163,18 @@ class PostgresStore(Worker):
 
     def _transaction(self, batch: Batch) -> list[Any]:
         results: list[Any] = []
+        given_up = self._given_up  # this batch's: the next batch gets its own
         try:
-            conn = self._begin()
+            conn = self._begin(given_up)
             for op, args, _ in batch:
+                _go_on(given_up)
                 try:
                     results.append(op(conn, *args))
                 except psycopg.Error:
                     raise  # the transaction is aborted: nothing in it counts
                 except Exception:
                     results.append(Failure())  # our own refusal (NameTaken): the rest goes on
+            _go_on(given_up)
             conn.execute("COMMIT")
         except psycopg.Error as e:
             failure = Failure(_explain(self.where, e))
@@ -114,7 +182,7 @@ class PostgresStore(Worker):
             return [failure] * len(batch)
         return results
 
-    def _begin(self) -> psycopg.Connection[Any]:
+    def _begin(self, given_up: threading.Event) -> psycopg.Connection[Any]:
         """A connection in a new transaction. A connection that died while idle (a restart
         of PostgreSQL, a dropped backend) is replaced once, so no call fails because of it."""
         if self._conn is not None:
@@ -123,6 +191,7 @@ class PostgresStore(Worker):
                 return self._conn
             except psycopg.OperationalError:
                 self._release()
+        _go_on(given_up)
         self._conn = _connect(self._params)
         self._conn.execute("BEGIN")
         return self._conn
@@ -168,6 +237,12 @@ def _connect(params: dict[str, Any]) -> psycopg.Connection[Any]:
     return conn
 
 
+def _go_on(given_up: threading.Event) -> None:
+    """Raise (so the transaction is rolled back) if the batch's deadline passed meanwhile."""
+    if given_up.is_set():
+        raise psycopg.OperationalError("the deadline passed; rolled back")
+
+
 def _where(params: dict[str, Any]) -> str:
     """The database for messages: the URL without its password."""
     user = f"{params['user']}@" if params.get("user") else ""
@@ -176,8 +251,10 @@ def _where(params: dict[str, Any]) -> str:
 
 
 def _explain(where: str, e: psycopg.Error) -> StoreError:
+    if isinstance(e, psycopg.errors.QueryCanceled):  # statement_timeout
+        return StoreUnavailable(f"the database {where} is too slow ({_first_line(e)})")
     if isinstance(e, psycopg.OperationalError):
-        return StoreError(
+        return StoreUnavailable(
             f"the database {where} is unreachable ({_first_line(e)}); is PostgreSQL running?"
         )
     return StoreError(f"the database {where} failed: {_first_line(e)}")

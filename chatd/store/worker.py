@@ -7,24 +7,37 @@ run one batch in one transaction (L{Worker._transaction}), how to let go of the 
 and which module holds the queries it does its own way (L{Worker.dialect}); the
 L{chatd.store.Store} methods are defined here once, each queueing the query of the same
 name.
+
+Deadline: a backend may give every call C{timeout} seconds from when it was asked for. A
+call still waiting for its turn then is taken off the queue and fails with
+L{StoreUnavailable}, so it will never run; a call in the transaction that is running fails
+too, and the backend is told to break off that transaction (L{Worker._interrupt}), so the
+database cannot commit it after the user was told it failed. The thread itself may stay
+stuck a while longer (until the database or the operating system gives up), but no call
+waits for it past its deadline. An outage is logged once when it starts and once when it
+ends, not once per call.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from chatd.events import Message
-from chatd.store import Account, Scheduled, StoreError, queries
+from chatd.store import Account, Scheduled, StoreError, StoreUnavailable, queries
 
 Op = Callable[..., Any]
 Batch = list[tuple[Op, tuple[Any, ...], Deferred[Any]]]
+log = Logger(namespace="chatd.store")
 
 
 class Worker:
@@ -35,7 +48,9 @@ class Worker:
     # Store methods run the queries in L{chatd.store.queries}, the same for every backend.
     dialect: ModuleType
 
-    def __init__(self, reactor: Any) -> None:
+    where = "(unnamed)"  # the database, in log lines
+
+    def __init__(self, reactor: Any, timeout: float | None = None) -> None:
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="chatd-store")
         self._queue: Batch = []
@@ -45,6 +60,19 @@ class Worker:
         # For the metrics (chatd.metrics sets and reads these; the store imports none of it).
         self.errors = 0  # queries that failed (a refusal such as NameTaken counts too)
         self.observe_latency: Callable[[float], object] = lambda seconds: None
+        self.timeout = timeout  # seconds a call may take; None: no limit
+        self._deadlines: dict[Deferred[Any], float] = {}
+        self._running: Batch = []  # the batch on the worker thread
+        # Set when the running batch's deadline passed: the backend must not commit it.
+        self._given_up = threading.Event()
+        self._watchdog: IDelayedCall | None = None
+        self._down: str | None = None  # the outage being logged, if any
+
+    def _interrupt(self) -> None:
+        """On the reactor thread: make the transaction in progress fail now, whatever it
+        waits for (the backend knows how to break into its connection). The backend's
+        L{_transaction} checks C{_given_up} too, so it does not go on (after reconnecting,
+        say) with a batch whose callers were told it failed."""
 
     def _transaction(self, batch: Batch) -> list[Any]:
         """On the worker thread: run every op of C{batch} in one transaction; one result
@@ -66,6 +94,8 @@ class Worker:
         return d
 
     def _stopped(self, result: Any) -> Any:
+        if self._watchdog is not None and self._watchdog.active():
+            self._watchdog.cancel()
         self._pool.stop()
         return result
 
@@ -76,14 +106,19 @@ class Worker:
             d.errback(StoreError("the store is closed"))
             return d
         self._queue.append((op, args, d))
+        if self.timeout is not None:
+            self._deadlines[d] = self._reactor.seconds() + self.timeout
         if not self._busy:
             self._next()
+        self._arm()
         return d
 
     def _next(self) -> None:
         batch, self._queue = self._queue, []
         self._busy = True
         self._started_at = self._reactor.seconds()
+        self._running = batch
+        self._given_up = threading.Event()
         work = deferToThreadPool(self._reactor, self._pool, self._transaction, batch)
         work.addBoth(self._done, batch)
 
@@ -92,16 +127,73 @@ class Worker:
         once per batch (a commit is what a message waits for, however many share it)."""
         self._busy = False
         self.observe_latency(self._reactor.seconds() - self._started_at)
+        self._running = []
         if self._queue:
             self._next()  # the worker starts on the next batch while this one is delivered
         if isinstance(results, Failure):
             results = [results] * len(batch)
+        answered = False
         for (_, _, d), result in zip(batch, results, strict=True):
+            self._deadlines.pop(d, None)
+            if isinstance(result, Failure) and result.check(StoreUnavailable):
+                self._unavailable(result.value)
+            else:
+                answered = True
+            if d.called:
+                continue  # failed at its deadline already
             if isinstance(result, Failure):
                 self.errors += 1
                 d.errback(result)
             else:
                 d.callback(result)
+        if answered:
+            self._available()
+        self._arm()
+
+    # -- deadlines --------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        """Wake up at the earliest deadline of a call not answered yet (calls are queued in
+        deadline order, and the running batch is older than the queue)."""
+        if self._watchdog is not None and self._watchdog.active():
+            self._watchdog.cancel()
+        self._watchdog = None
+        pending = [d for _, _, d in self._running if not d.called] + [d for _, _, d in self._queue]
+        if pending and pending[0] in self._deadlines:
+            delay = max(0.0, self._deadlines[pending[0]] - self._reactor.seconds())
+            self._watchdog = self._reactor.callLater(delay, self._overdue)
+
+    def _overdue(self) -> None:
+        self._watchdog = None
+        now = self._reactor.seconds()
+        error = StoreUnavailable(
+            f"the database {self.where} did not answer within {self.timeout:g} s; is it"
+            " overloaded or stuck?"
+        )
+        late = [
+            d for _, _, d in self._running if not d.called and self._deadlines.get(d, now) <= now
+        ]
+        if late:  # it must not commit what we now say failed
+            self._given_up.set()
+            self._interrupt()
+        waiting = [call for call in self._queue if self._deadlines.get(call[2], now) <= now]
+        self._queue = [call for call in self._queue if call not in waiting]
+        for d in late + [d for _, _, d in waiting]:
+            self._deadlines.pop(d, None)
+            d.errback(error)
+        if late or waiting:
+            self._unavailable(error)
+        self._arm()
+
+    def _unavailable(self, error: BaseException) -> None:
+        if self._down is None:
+            self._down = str(error)
+            log.error("{why}; calls fail until it answers again", why=error)
+
+    def _available(self) -> None:
+        if self._down is not None:
+            self._down = None
+            log.info("the database {where} answers again", where=self.where)
 
     # -- the Store methods: each queues the query of the same name ---------------------------
 
