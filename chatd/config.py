@@ -108,6 +108,16 @@ class Config:
     history_default: int = _setting("history", 20, "messages /history shows by default")
     catch_up: int = _setting("history", 20, "missed messages sent on login, at most")
 
+    # [rooms]
+    default_room: str = _setting("rooms", "#lobby", "the room everyone is in from connecting on")
+    max_rooms_per_person: int = _setting("rooms", 20, "rooms one person may be in at once")
+    max_rooms: int = _setting("rooms", 1000, "rooms on the server at once")
+    max_room_members: int = _setting(
+        "rooms", 500, "people in one room (the default room holds everyone)"
+    )
+    max_room_name_length: int = _setting("rooms", 32, "longest room name, with its #")
+    kick_minutes: int = _setting("rooms", 10, "minutes /kick keeps someone out by default")
+
     # [exchange]
     exchange_url: str = _setting(
         "exchange",

@@ -53,13 +53,15 @@ class FakeClient:
 
     @property
     def lines(self) -> list[str]:
-        """What a telnet user would read (own public lines are not echoed)."""
+        """What a telnet user would read (own public lines are not echoed; lines of a room
+        other than the current one are prefixed with it)."""
         viewer = self.session.user.name if self.session else None
+        here = self.session.room if self.session else None
         out = []
         for e in self.events:
             if isinstance(e, Message) and e.to is None and e.origin is self.session:
                 continue
-            rendered = text.line(e, viewer)
+            rendered = text.line(e, viewer, here)
             if rendered:
                 out.extend(rendered.split("\n"))
         return out
@@ -88,6 +90,8 @@ class MemoryStore:
         self.kept: dict[str, list[Message]] = {}
         self.cache: dict[str, str] = {}
         self.rows: dict[tuple[str, int], Scheduled] = {}  # scheduled messages
+        self.memberships: dict[str, set[str]] = {}  # account (casefolded) -> rooms
+        self.room_states: dict[str, str] = {}
         self.last_id = 0
         self.account_names: list[str] = []
 
@@ -101,9 +105,41 @@ class MemoryStore:
         self.saved.append(message)
         return defer.succeed(message)
 
-    def messages(self, after_id, through_id, since, limit) -> defer.Deferred[list[Message]]:
-        found = [m for m in self.saved if after_id < m.id <= through_id and m.time >= since]
-        return defer.succeed(found[-limit:])
+    def messages(
+        self, after_id, through_id, since, limit, rooms=None
+    ) -> defer.Deferred[list[Message]]:
+        found = [
+            m
+            for m in self.saved
+            if after_id < m.id <= through_id
+            and m.time >= since
+            and (rooms is None or m.room in rooms)
+        ]
+        return defer.succeed(found[-limit:] if limit else [])
+
+    def join_room(self, account: str, room: str) -> defer.Deferred[None]:
+        self.memberships.setdefault(account.casefold(), set()).add(room)
+        return defer.succeed(None)
+
+    def part_room(self, account: str, room: str) -> defer.Deferred[None]:
+        self.memberships.get(account.casefold(), set()).discard(room)
+        return defer.succeed(None)
+
+    def save_room(self, room: str, state: str) -> defer.Deferred[None]:
+        if state:
+            self.room_states[room] = state
+        else:
+            self.room_states.pop(room, None)
+        return defer.succeed(None)
+
+    def rooms(self) -> defer.Deferred[list[str]]:
+        return defer.succeed([self.room_states[k] for k in sorted(self.room_states)])
+
+    def _with_rooms(self, account: Account | None) -> Account | None:
+        if account is None:
+            return None
+        joined = tuple(sorted(self.memberships.get(account.name.casefold(), ())))
+        return dataclasses.replace(account, rooms=joined)
 
     def purge_messages(self, before: float) -> defer.Deferred[int]:
         return defer.succeed(0)
@@ -116,11 +152,11 @@ class MemoryStore:
         return defer.succeed(None)
 
     def account(self, name: str) -> defer.Deferred[Account | None]:
-        return defer.succeed(self.accounts.get(name.casefold()))
+        return defer.succeed(self._with_rooms(self.accounts.get(name.casefold())))
 
     def account_for_token(self, token_hash: str) -> defer.Deferred[Account | None]:
         key = self.tokens.get(token_hash)
-        return defer.succeed(None if key is None else self.accounts.get(key))
+        return defer.succeed(None if key is None else self._with_rooms(self.accounts.get(key)))
 
     def add_token(self, name: str, token_hash: str, now: float) -> defer.Deferred[None]:
         self.tokens[token_hash] = name.casefold()

@@ -180,7 +180,7 @@ async def test_scheduled_messages_are_rows_kept_per_node_over_restarts(backend):
 def test_a_fresh_database_has_the_current_schema_version(tmp_path):
     SQLiteStore.open(tmp_path / "db", reactor)._conn.close()
     (version,) = sqlite3.connect(tmp_path / "db").execute("PRAGMA user_version").fetchone()
-    assert version == 2
+    assert version == 3
 
 
 def test_scheduled_messages_kept_as_one_blob_become_rows(tmp_path):
