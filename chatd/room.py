@@ -23,7 +23,7 @@ from chatd.accounts import Accounts
 from chatd.audit import AuditLog, bounded
 from chatd.bus import Bus
 from chatd.cluster import ClusterLink
-from chatd.commands import Command, Registry, Services, Status
+from chatd.commands import Command, Registry, RoomInfo, Services, Status
 from chatd.config import Config
 from chatd.conversation import Conversation, Conversations
 from chatd.crowd import Crowd
@@ -760,6 +760,16 @@ class Room(Service):
     def part(self, session: Session, name: str | None = None) -> None:
         self.rooms.part(session, name)
 
+    def switch(self, session: Session, name: str) -> None:
+        """Make C{name}, a room the session is in, its current one (quietly: the page
+        names the room of each line it sends)."""
+        found = self.all_rooms.get(name)
+        if found is None or (
+            found is not self.all_rooms.default and found.key not in session.user.rooms
+        ):
+            raise CommandError(f"you are not in {name}; /join {name} first")
+        session.room = found.name
+
     def conversation(self, name: str) -> Conversation | None:
         return self.all_rooms.get(name)
 
@@ -859,7 +869,56 @@ class RoomContext:
         return self._room.link.who()
 
     def history(self, limit: int) -> defer.Deferred[list[Message]]:
-        return self._room.history(limit)
+        return self._room.history(limit, self.room)
+
+    @property
+    def room(self) -> str:
+        return self._room.rooms.current(self.session).name
+
+    def join(self, name: str) -> None:
+        self._room.join(self.session, name)
+
+    def part(self, name: str | None) -> None:
+        self._room.part(self.session, name)
+
+    def rooms(self) -> list[RoomInfo]:
+        rooms = self._room.all_rooms
+        user = self.session.user
+        here = self.room
+        return [
+            RoomInfo(
+                c.name,
+                rooms.count(c),
+                c.topic,
+                c.owner,
+                c.invite_only,
+                rooms.is_default(c) or c.key in user.rooms,
+                c.name == here,
+            )
+            for c in rooms
+        ]
+
+    def _named(self, name: str | None) -> Conversation:
+        rooms = self._room.all_rooms
+        found = rooms.get(rooms.normal(name)) if name else self._room.rooms.current(self.session)
+        if found is None:
+            raise CommandError(f"there is no room {name}; /rooms lists them")
+        return found
+
+    def topic(self, name: str | None) -> str:
+        return self._named(name).topic
+
+    def set_topic(self, text: str) -> None:
+        self._room.set_topic(self.session, None, text)
+
+    def who(self, name: str | None) -> list[str]:
+        return self._room.all_rooms.names(self._named(name))
+
+    def kick(self, who: str, minutes: int) -> None:
+        self._room.kick(self.session, None, who, minutes)
+
+    def invite(self, who: str) -> str:
+        return self._room.invite(self.session, None, who)
 
     def status(self) -> Status:
         return self._room.status(self.session)

@@ -41,12 +41,14 @@ class FakeClient:
         self.door = door
         self.peer = peer
         self.events: list[Event] = []
+        self._here: dict[int, str | None] = {}  # id(event) -> the current room when it came
         self.closed: str | None = None
         self.session: Session | None = None
         self.room: Room | None = None
 
     def deliver(self, event: Event) -> None:
         self.events.append(event)
+        self._here[id(event)] = self.session.room if self.session else None
 
     def close(self, reason: str) -> None:
         self.closed = reason
@@ -61,7 +63,7 @@ class FakeClient:
         for e in self.events:
             if isinstance(e, Message) and e.to is None and e.origin is self.session:
                 continue
-            rendered = text.line(e, viewer, here)
+            rendered = text.line(e, viewer, self._here.get(id(e), here))
             if rendered:
                 out.extend(rendered.split("\n"))
         return out
@@ -70,6 +72,7 @@ class FakeClient:
         """The lines received since the last C{take}."""
         lines = self.lines
         self.events.clear()
+        self._here.clear()
         return lines
 
     def send(self, line: str) -> list[str]:
@@ -207,8 +210,15 @@ class TestRoom(Room):
 
     __test__ = False  # not a pytest test class
 
-    def join(self, name: str | None = None, peer: str = "10.0.0.1", door: str = "line") -> Any:
-        """A new connection (renamed to C{name} when given), its greeting already taken."""
+    def join(  # type: ignore[override]
+        self, name: Any = None, peer: str = "10.0.0.1", door: str = "line"
+    ) -> Any:
+        """A new connection (renamed to C{name} when given), its greeting already taken.
+
+        Given a session and a room name it is the Room's own L{Room.join} (C{/join}).
+        """
+        if isinstance(name, Session):
+            return super().join(name, peer)
         client = FakeClient(door, peer)
         client.room = self
         client.session = self.connect(client)

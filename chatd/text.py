@@ -105,10 +105,12 @@ def elsewhere(event: Event, here: str | None) -> str | None:
     """The room C{event} belongs to when it is not C{here} (the viewer's current room):
     a text door prefixes its lines with it (C{[#dev] ann: hi}); None when it is not about
     another room."""
-    room = getattr(event, "room", None)
-    if not room or here is None or room == here or isinstance(event, History):
+    if type(event) is not Message and type(event) is not Notice:
+        return None  # a member list or history answers the one who asked: no prefix
+    room = event.room
+    if not room or here is None or room == here:
         return None
-    return room
+    return room  # here "" : the viewer is elsewhere, whichever room it is
 
 
 def line(event: Event, viewer: str | None = None, here: str | None = None) -> str:
