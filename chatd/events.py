@@ -128,3 +128,16 @@ class Identity(Event):
         self.name = name
         self.account = account
         self.token = token
+
+
+class Rooms(Event):
+    """The rooms one session is in, and its current one: sent when they change (a join, a
+    part, a kick, a login), for doors that list them (the page). Text doors show nothing."""
+
+    __slots__ = ("names", "current")
+    kind = "rooms"
+
+    def __init__(self, names: list[str], current: str) -> None:
+        super().__init__()
+        self.names = names
+        self.current = current

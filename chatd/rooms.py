@@ -22,6 +22,7 @@ from chatd.conversation import Conversation, Conversations, room_key
 from chatd.crowd import Crowd
 from chatd.errors import CommandError
 from chatd.events import History, Notice
+from chatd.events import Rooms as RoomList
 from chatd.link import Link
 from chatd.members import Members
 from chatd.people import Session, User, name_key
@@ -118,6 +119,7 @@ class Rooms:
             session.room = conversation.name
             self.voice.tell(session, f"you are now talking in {conversation.name}")
             self._show_topic(session, conversation)
+            self.voice.event(session, RoomList([c.name for c in self.joined(user)], session.room))
             return
         if conversation is None:
             problem = self.all.problem(name)
@@ -135,6 +137,7 @@ class Rooms:
         session.room = conversation.name
         self.crowd.moved("joined", user.name, conversation.name)
         self.voice.tell(session, f"you joined {conversation.name}; what you type goes there")
+        self.tell_rooms(user)
         self._show_topic(session, conversation)
         self._show_recent(session, conversation)
 
@@ -190,11 +193,18 @@ class Rooms:
                 self.voice.tell(s, f"you are now talking in {s.room}")
         if user.account is not None:
             self._remember(user.account, conversation.name, False)
+        self.tell_rooms(user)
         if verb == "left":
             self.crowd.moved("left", user.name, conversation.name)
         else:
             self.crowd.changed()
         self._expire(conversation)
+
+    def tell_rooms(self, user: User) -> None:
+        """Each of C{user}'s sessions hears which rooms it is in (the page lists them)."""
+        names = [c.name for c in self.joined(user)]
+        for s in user.sessions:
+            self.voice.event(s, RoomList(names, self.current(s).name))
 
     def _last(self, user: User) -> Conversation:
         """The room a session goes back to: the last one joined, or the default."""
@@ -240,6 +250,7 @@ class Rooms:
         if user.rooms:
             shown = ", ".join(c.name for c in user.rooms.values())
             self.voice.tell(session, f"you are in {self.default.name}, {shown}")
+            self.tell_rooms(user)
         self.crowd.changed()
 
     def _expire(self, conversation: Conversation) -> None:

@@ -11,7 +11,7 @@ import time as _time
 import unicodedata
 from collections.abc import Iterator
 
-from chatd.events import Error, Event, History, Identity, Message, Notice, Presence
+from chatd.events import Error, Event, History, Identity, Message, Notice, Presence, Rooms
 
 # CSI / OSC / other ESC sequences, then any remaining C0/C1 control or DEL character.
 _ESCAPES = re.compile(
@@ -137,6 +137,8 @@ def line(event: Event, viewer: str | None = None, here: str | None = None) -> st
         return f"* online ({len(event.names)}): " + ", ".join(event.names)
     if isinstance(event, History):
         return "\n".join(history_lines(event, viewer, 0))
+    if isinstance(event, Rooms):
+        return ""  # told in words by the notices that come with it
     if isinstance(event, Identity):
         if event.account:
             return f"* you are {event.name} (logged in)"

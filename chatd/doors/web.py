@@ -28,7 +28,7 @@ from chatd import text
 from chatd.config import Config
 from chatd.doors.output import STREAM_CHUNK, Output, Turn
 from chatd.errors import CommandError
-from chatd.events import Error, Event, History, Identity, Message, Notice, Presence
+from chatd.events import Error, Event, History, Identity, Message, Notice, Presence, Rooms
 from chatd.people import Session
 from chatd.room import Room
 
@@ -69,7 +69,14 @@ def event_json(event: Event) -> dict[str, Any]:
             "messages": [message_json(m) for m in event.messages],
         }
     if isinstance(event, Presence):
-        return {"type": "presence", "names": event.names, "room": event.room}
+        return {
+            "type": "presence",
+            "names": event.names,
+            "room": event.room,
+            "update": event.update,
+        }
+    if isinstance(event, Rooms):
+        return {"type": "rooms", "rooms": event.names, "current": event.current, "room": None}
     if isinstance(event, Identity):
         return {
             "type": "identity",
