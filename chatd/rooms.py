@@ -178,8 +178,8 @@ class Rooms:
             )
         if conversation is None or conversation.key not in user.rooms:
             raise CommandError(f"you are not in {name}; /rooms lists yours")
-        self._leave(user, conversation, "left")
         self.voice.tell(session, f"you left {conversation.name}")
+        self._leave(user, conversation, "left")
 
     def _leave(self, user: User, conversation: Conversation, verb: str) -> None:
         """C{user} leaves C{conversation} ("left", or "removed" by its owner)."""
