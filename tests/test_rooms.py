@@ -5,7 +5,7 @@ catch-up per room, an account's rooms on a second device."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatd.events import Message, Presence, Rooms
@@ -116,6 +116,7 @@ def test_a_room_name_is_normalised_and_look_alikes_are_one_room():
     assert room.conversation("#Dev").names() == ["ann", "bob"]
 
 
+@settings(deadline=None)
 @given(st.text(max_size=40))
 def test_any_join_argument_gets_an_answer_and_never_a_failure(name):
     room = make_room()
