@@ -136,8 +136,8 @@ class Rooms:
         self._enter(user, conversation)
         session.room = conversation.name
         self.crowd.moved("joined", user.name, conversation.name)
+        self.tell_rooms(user)  # first: the page shows the room the next lines are about
         self.voice.tell(session, f"you joined {conversation.name}; what you type goes there")
-        self.tell_rooms(user)
         self._show_topic(session, conversation)
         self._show_recent(session, conversation)
 
