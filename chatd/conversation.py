@@ -48,6 +48,7 @@ class Conversation:
         "sessions",
         "users",
         "elsewhere",
+        "maker",
     )
 
     def __init__(self, name: str, owner: str | None = None, topic: str = "") -> None:
@@ -61,6 +62,8 @@ class Conversation:
         self.sessions: tuple[Session, ...] = ()
         self.users: list[User] = []
         self.elsewhere: dict[str, list[str]] = {}
+        # The guest who made it (this node only): it becomes the owner by logging in.
+        self.maker: User | None = None
 
     def __repr__(self) -> str:
         return f"<Conversation {self.name} ({len(self.users)} here)>"

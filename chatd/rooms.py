@@ -130,7 +130,9 @@ class Rooms:
         self._may_join(user, conversation)
         if conversation is None:
             conversation = self.all.add(Conversation(name, owner=user.account))
-            if user.account is not None:
+            if user.account is None:
+                conversation.maker = user
+            else:
                 self._keep(conversation)
             log.info("{user} made {room}", user=user, room=name)
         self._enter(user, conversation)
@@ -227,6 +229,9 @@ class Rooms:
         for key, conversation in list(user.rooms.items()):
             if account is not None:
                 self._remember(account, conversation.name, True)
+                if conversation.owner is None and conversation.maker is user:
+                    conversation.owner = account  # made as a guest a moment before logging in
+                    self._keep(conversation)
             if self.all.get(conversation.name) is not conversation:
                 del user.rooms[key]  # expired meanwhile
         for name in names:

@@ -356,3 +356,13 @@ def test_say_to_a_room_not_joined_is_refused():
     (ann,) = people(room, "ann")
     with pytest.raises(Exception, match="you are not in #dev"):
         room.say(ann.session, "hi", to_room="#dev")
+
+
+def test_a_room_made_by_a_guest_is_owned_by_the_account_it_logs_in_to():
+    room = make_room()
+    ann, bob = people(room, None, "bob")
+    ann.send("/join #mine")
+    ann.send("/register ann " + PASSWORD)
+    bob.send("/join #mine")
+    assert bob.send("/topic mine") == ["! only ann, its owner, may set the topic of #mine"]
+    assert room.conversation("#mine").owner == "ann"
