@@ -53,23 +53,20 @@ class Crowd:
                 call.cancel()
         self._leaving.clear()
 
-    def leave_later(self, name: str, rooms: list[str] | None = None) -> None:
-        """An account's last connection went: say it left (the default room and C{rooms})
-        only if it is not back within L{REJOIN_GRACE} seconds (a reload, a reconnect show
-        others nothing)."""
+    def leave_later(self, name: str) -> None:
+        """An account's last connection went: say it left only if it is not back within
+        L{REJOIN_GRACE} seconds (a reload, a reconnect show others nothing)."""
         key = name_key(name)
         old = self._leaving.pop(key, None)
         if old is not None and old.active():
             old.cancel()
-        self._leaving[key] = self.clock.callLater(REJOIN_GRACE, self._left, key, name, rooms or [])
+        self._leaving[key] = self.clock.callLater(REJOIN_GRACE, self._left, key, name)
         self.changed()  # it leaves the member lists at once
 
-    def _left(self, key: str, name: str, rooms: list[str]) -> None:
+    def _left(self, key: str, name: str) -> None:
         del self._leaving[key]
         if self.members.find(name) is None:
             self.moved("left", name)
-            for room in rooms:
-                self.moved("left", name, room)
 
     def returned(self, name: str) -> bool:
         """Whether C{name} is back before its "left" was said (nobody is told either)."""

@@ -233,16 +233,15 @@ class Room(Service):
         if not gone:
             return
         self.logins.guest_gone(user)
-        rooms = self.rooms.gone(user)
+        # Out of its rooms; everyone is in the default room, so "left" is told there once.
+        self.rooms.gone(user)
         if not self.running:  # while stopping, n leave notices for n people would be wasted
             return
         if user.account is None:
             self.crowd.moved("left", user.name)
-            for room in rooms:
-                self.crowd.moved("left", user.name, room)
         else:
             self.logins.remember_seen(user.account)
-            self.crowd.leave_later(user.name, rooms)
+            self.crowd.leave_later(user.name)
 
     def arrive(self, client: Client, token: str | None) -> defer.Deferred[Session]:
         """Like L{connect}, but the token is checked I{before} joining: a returning account

@@ -77,7 +77,8 @@ def test_joins_and_leaves_are_told_in_their_room_only():
     assert ann.take() == ["* bob left"]
     room.disconnect(ann.session)
     room.clock.advance(0)
-    assert cy.take() == ["* ann left"]
+    assert cy.take() == ["* ann left"]  # told once, in the default room everyone is in
+    assert bob.take() == ["* ann left"]
 
 
 def test_part_explains_what_it_cannot_do():
