@@ -49,6 +49,8 @@ class Conversation:
         "users",
         "elsewhere",
         "maker",
+        "everyone",
+        "_default",
     )
 
     def __init__(self, name: str, owner: str | None = None, topic: str = "") -> None:
@@ -64,24 +66,33 @@ class Conversation:
         self.elsewhere: dict[str, list[str]] = {}
         # The guest who made it (this node only): it becomes the owner by logging in.
         self.maker: User | None = None
+        # Who is online on every node (set by L{Conversations}): the default room's members,
+        # and whether the members heard of on other nodes are still there.
+        self.everyone: Members | None = None
+        self._default = False
 
     def __repr__(self) -> str:
         return f"<Conversation {self.name} ({len(self.users)} here)>"
 
-    def names(self, online_elsewhere: dict[str, str] | None = None) -> list[str]:
-        """Its members on every node, sorted; those of other nodes only while they are
-        online there (C{online_elsewhere}: name key -> name), so a dead node's drop out."""
+    def names(self) -> list[str]:
+        """Its members on every node, sorted (the default room's: everyone online); those
+        of other nodes only while they are online there, so a dead node's drop out."""
+        everyone = self.everyone
+        if self._default and everyone is not None:
+            return everyone.online()
         names = {u.key: u.name for u in self.users}
-        if online_elsewhere is not None:
-            for listed in self.elsewhere.values():
-                for n in listed:
-                    k = name_key(n)
-                    if k in online_elsewhere:
-                        names.setdefault(k, n)
+        online_elsewhere = everyone.elsewhere if everyone is not None else {}
+        for listed in self.elsewhere.values():
+            for n in listed:
+                k = name_key(n)
+                if k in online_elsewhere:
+                    names.setdefault(k, n)
         return sorted(names.values(), key=str.casefold)
 
-    def count(self, online_elsewhere: dict[str, str] | None = None) -> int:
-        return len(self.names(online_elsewhere))
+    def count(self) -> int:
+        if self._default and self.everyone is not None:
+            return self.everyone.online_count()
+        return len(self.names())
 
     def add(self, user: User) -> None:
         self.users.append(user)
@@ -139,7 +150,9 @@ class Conversations:
     def __init__(self, members: Members, default: str, max_length: int) -> None:
         self.members = members
         self.max_length = max_length
-        self.default = Conversation(default)
+        self.default = Conversation(self.normal(default))
+        self.default._default = True
+        self.default.everyone = members
         self._rooms: dict[str, Conversation] = {self.default.key: self.default}
 
     def __iter__(self) -> Iterator[Conversation]:
@@ -152,6 +165,7 @@ class Conversations:
         return self._rooms.get(room_key(name))
 
     def add(self, conversation: Conversation) -> Conversation:
+        conversation.everyone = self.members
         return self._rooms.setdefault(conversation.key, conversation)
 
     def drop(self, conversation: Conversation) -> None:
@@ -181,14 +195,10 @@ class Conversations:
 
     def names(self, conversation: Conversation) -> list[str]:
         """Who is in C{conversation}, on every node, sorted."""
-        if conversation is self.default:
-            return self.members.online()
-        return conversation.names(self.members.elsewhere)
+        return conversation.names()
 
     def count(self, conversation: Conversation) -> int:
-        if conversation is self.default:
-            return self.members.online_count()
-        return conversation.count(self.members.elsewhere)
+        return conversation.count()
 
     def fanout(self, room: str, event: Event) -> None:
         """Deliver C{event} to the room called C{room} on this node (nobody, if nobody

@@ -264,7 +264,7 @@ class Rooms:
             conversation is not self.default
             and conversation.owner is None
             and not conversation.users
-            and not conversation.names(self.members.elsewhere)
+            and not conversation.names()
         ):
             self.all.drop(conversation)
             self.crowd.changed()
@@ -288,7 +288,7 @@ class Rooms:
         spelled = members[key].name if key in members else None
         if spelled is None:
             spelled = next(
-                (n for n in conversation.names(self.members.elsewhere) if name_key(n) == key),
+                (n for n in conversation.names() if name_key(n) == key),
                 None,
             )
         if spelled is None:
