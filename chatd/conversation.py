@@ -203,6 +203,9 @@ class Conversations:
     def fanout(self, room: str, event: Event) -> None:
         """Deliver C{event} to the room called C{room} on this node (nobody, if nobody
         here is in it)."""
+        if room == self.default.name:  # the usual case: no lookup
+            self.members.fanout(event)
+            return
         conversation = self._rooms.get(room_key(room)) if room else self.default
         if conversation is None:
             return

@@ -175,6 +175,9 @@ class Logins:
         session.deliver(Identity(name, name, token))
         if not online:
             self.rooms.rejoin(session, rooms)
+        else:
+            self.rooms.current(session)  # the account's rooms, not those it had as a guest
+            self.rooms.tell_rooms(session.user)
         self.crowd.changed()
         if seen is not None and not online:
             self.catch_up(session, name, seen)
@@ -197,6 +200,9 @@ class Logins:
             self.members.detach(session)
             self.members.attach(session, User(guest, self.clock.seconds()))
             self.voice.notice_all(f"{guest} joined", exclude=session)
+            if user.rooms:  # the account's rooms stay with its other devices
+                self.rooms.current(session)
+                self.rooms.tell_rooms(session.user)
         self.gate.carry(before, session)
         session.deliver(Identity(guest))
         self.crowd.changed()

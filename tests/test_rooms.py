@@ -367,3 +367,19 @@ def test_a_room_made_by_a_guest_is_owned_by_the_account_it_logs_in_to():
     bob.send("/join #mine")
     assert bob.send("/topic mine") == ["! only ann, its owner, may set the topic of #mine"]
     assert room.conversation("#mine").owner == "ann"
+
+
+def test_logging_out_one_device_leaves_the_accounts_rooms_to_the_others():
+    room = make_room()
+    phone = device(room, "ann", create=True)
+    phone.send("/join #dev")
+    laptop = device(room, "ann")
+    laptop.send("/join #dev")
+    laptop.send("/logout")
+    (bob,) = people(room, "bob")
+    bob.send("in the lobby")
+    assert laptop.take()[-1] == "bob: in the lobby"  # a guest in the lobby only: no prefix
+    bob.send("/join #dev")
+    bob.send("in dev")
+    assert laptop.take() == []
+    assert phone.take()[-1] == "bob: in dev"
