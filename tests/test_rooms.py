@@ -383,3 +383,16 @@ def test_logging_out_one_device_leaves_the_accounts_rooms_to_the_others():
     bob.send("in dev")
     assert laptop.take() == []
     assert phone.take()[-1] == "bob: in dev"
+
+
+def test_listeners_such_as_the_minechat_read_port_hear_the_default_room_only():
+    room = make_room()
+    listener = FakeClient("minechat")
+    room.listen(listener)
+    (ann,) = people(room, "ann")
+    ann.send("/join #dev")
+    ann.send("for dev")
+    ann.send("/join #lobby")
+    ann.send("for everyone")
+    said = [e.text for e in listener.events if isinstance(e, Message)]
+    assert said == ["for everyone"]
