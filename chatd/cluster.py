@@ -125,6 +125,9 @@ class ClusterLink:
     def room_changed(self, state: str) -> None:
         self._tell(ROOM, {"state": state})
 
+    def invited(self, name: str, text: str) -> None:
+        self._tell(ROOM, {"invited": name, "text": text})
+
     def _tell(self, kind: str, payload: dict[str, Any]) -> None:
         d = self.bus.publish(kind, payload)
         d.addErrback(lambda f: log.failure("publishing a {kind} failed", f, kind=kind))
@@ -175,6 +178,11 @@ class ClusterLink:
         """A room's state, or its members on another node."""
         if "state" in payload:
             self.node.rooms.heard_state(str(payload["state"]))
+            return
+        if "invited" in payload:
+            user = self.node.members.find(str(payload["invited"]))
+            if user is not None:
+                self.node.rooms.voice.tell_user(user, Notice(str(payload["text"])))
             return
         names = [str(n) for n in payload["names"]]
         self.node.rooms.heard_members(str(payload["node"]), str(payload["room"]), names)

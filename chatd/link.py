@@ -52,6 +52,9 @@ class Link(Protocol):
     def room_changed(self, state: str) -> None:
         """A room's state changed here (made, topic, kick, invitation): its JSON."""
 
+    def invited(self, name: str, text: str) -> None:
+        """Tell C{name}, a person on another node, of an invitation."""
+
 
 class Alone:
     """The link of a node that is the whole chat."""
@@ -93,4 +96,7 @@ class Alone:
         pass
 
     def room_changed(self, state: str) -> None:
+        pass
+
+    def invited(self, name: str, text: str) -> None:
         pass

@@ -320,14 +320,11 @@ class Rooms:
         conversation.invited.add(name_key(spelled))
         conversation.kicked.pop(name_key(spelled), None)
         self._keep(conversation)
+        told = f"{session.user.name} invited you to {conversation.name}; /join {conversation.name}"
         if target is not None:
-            self.voice.tell_user(
-                target,
-                Notice(
-                    f"{session.user.name} invited you to {conversation.name}; "
-                    f"/join {conversation.name}"
-                ),
-            )
+            self.voice.tell_user(target, Notice(told))
+        else:
+            self.link.invited(spelled, told)
         return spelled
 
     def _mine(self, session: Session, name: str | None, what: str) -> Conversation:

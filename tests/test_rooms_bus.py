@@ -70,6 +70,7 @@ def test_topics_kicks_and_invitations_hold_on_the_other_node():
     send(a, ann, "/invite bob")
     assert send(b, cy, "/join #dev") == ["! #dev is invite-only; ask its owner to /invite you"]
     send(a, ann, "/invite cy")
+    assert cy.take() == ["* ann invited you to #dev; /join #dev"]
     assert send(b, cy, "/join #dev")[0] == "* you joined #dev; what you type goes there"
 
 
