@@ -4,6 +4,7 @@ messages, members, topics, kicks and invitations reach the other node."""
 from __future__ import annotations
 
 from chatd.room import Room
+from chatd.testing import MemoryStore
 from tests.fakes import FakeClient
 from tests.test_room_bus import join, nodes
 
@@ -82,3 +83,28 @@ def test_a_room_made_on_one_node_is_listed_on_the_other_with_its_members():
     assert "*   #ops (1)" in lines
     send(a, ann, "/part")
     assert "*   #ops (1)" not in send(b, bob, "/rooms")
+
+
+class Database(MemoryStore):
+    """One database for both nodes that keeps accounts' rooms, numbering messages as
+    PostgreSQL does."""
+
+    def add_message(self, message):
+        message.id = max([m.id for m in self.saved], default=0) + 1
+        return super().add_message(message)
+
+
+def test_an_accounts_rooms_come_back_when_it_logs_in_on_the_other_node():
+    (a, b), _, clock = nodes(store=Database())
+    ann = account(a, "ann")
+    send(a, ann, "/join #dev")
+    a.disconnect(ann.session)
+    clock.advance(60)
+    bob = join(a, "bob")
+    send(a, bob, "/join #dev")
+    again = join(b, "annx")
+    lines = send(b, again, f"/login ann {PASSWORD}")
+    assert "* you are in #lobby, #dev" in lines
+    send(a, bob, "welcome back")
+    assert again.take() == ["[#dev] bob: welcome back"]
+    assert send(a, bob, "/who") == ["* in #dev (2): ann, bob"]
