@@ -21,6 +21,14 @@ from chatd.people import Session, User, name_key
 _ROOM = re.compile(r"#[^\W_][\w.-]*\Z")
 
 
+def kick_keys(user: User) -> list[str]:
+    """What a kick holds a person by: the name, and a guest's addresses too (a new guest
+    name is one command away; an account's name is its own)."""
+    if user.account is not None:
+        return [user.key]
+    return [user.key, *(f"@{s.client.peer}" for s in user.sessions)]
+
+
 def room_key(name: str) -> str:
     """Rooms are compared as names are: by their look-alike skeleton (C{#lоbby} with a
     Cyrillic o is C{#lobby})."""
@@ -113,11 +121,13 @@ class Conversation:
 
     def kicked_for(self, user: User, now: float) -> float:
         """Seconds until C{user} may rejoin (0: they may)."""
-        until = self.kicked.get(user.key, 0.0)
-        if until <= now:
-            self.kicked.pop(user.key, None)
-            return 0.0
-        return until - now
+        until = 0.0
+        for key in kick_keys(user):
+            when = self.kicked.get(key, 0.0)
+            if when <= now:
+                self.kicked.pop(key, None)
+            until = max(until, when)
+        return max(0.0, until - now)
 
     def state(self) -> str:
         """What other nodes and the store keep of it (its members are not in it)."""

@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from chatd.config import Config
-from chatd.conversation import Conversation, Conversations, room_key
+from chatd.conversation import Conversation, Conversations, kick_keys, room_key
 from chatd.crowd import Crowd
 from chatd.errors import CommandError
 from chatd.events import History, Notice
@@ -248,6 +248,9 @@ class Rooms:
                     self._remember(account, name, False)
                 continue
             if conversation is None:
+                if len(self.all) >= self.config.max_rooms or self.all.problem(name):
+                    self.voice.tell(session, f"not back in {name}: it is gone")
+                    continue
                 conversation = self.all.add(Conversation(name))
             self._enter(user, conversation)
             if not quiet:
@@ -294,7 +297,9 @@ class Rooms:
         if spelled is None:
             raise CommandError(f"nobody called {who} is in {conversation.name}")
         seconds = minutes_ * 60
-        conversation.kicked[key] = self.clock.seconds() + seconds
+        until = self.clock.seconds() + seconds
+        for held in kick_keys(members[key]) if key in members else [key]:
+            conversation.kicked[held] = until
         conversation.invited.discard(key)
         self.voice.notice_all(
             f"{spelled} was removed from {conversation.name} for {minutes(seconds)}"

@@ -396,3 +396,15 @@ def test_listeners_such_as_the_minechat_read_port_hear_the_default_room_only():
     ann.send("for everyone")
     said = [e.text for e in listener.events if isinstance(e, Message)]
     assert said == ["for everyone"]
+
+
+def test_a_kicked_guest_cannot_rejoin_under_another_name():
+    room = make_room()
+    (ann,) = people(room, None)
+    ann.send("/register ann " + PASSWORD)
+    ann.send("/join #dev")
+    (bob,) = people(room, "bob")
+    bob.send("/join #dev")
+    ann.send("/kick bob")
+    bob.send("/nick robert")
+    assert bob.send("/join #dev") == ["! you were removed from #dev; you may rejoin in 10 minutes"]
