@@ -10,6 +10,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -173,10 +174,14 @@ def needs_restart(name: str) -> bool:
     """Whether a change of this setting takes a restart; the others apply on SIGHUP.
 
     Listening ports, the data dir, the database and the cluster are opened once; the
-    handshake timeout is built into the doors' wrappers.
+    handshake timeout is built into the doors' wrappers; the default room holds everyone
+    connected.
     """
     section = next(f.metadata["section"] for f in settings() if f.name == name)
-    return section in ("server", "storage", "cluster") or name == "handshake_timeout"
+    return section in ("server", "storage", "cluster") or name in (
+        "handshake_timeout",
+        "default_room",
+    )
 
 
 def settings() -> list[dataclasses.Field]:
@@ -212,6 +217,8 @@ def _convert(f: dataclasses.Field, raw: str, where: str) -> Any:
         raise ConfigError(f"{where}: must be at least 1 second, got {text}")
     if f.name == "node" and (" " in text or not text.isprintable()):
         raise ConfigError(f"{where}: a node name has no spaces, got {text!r}")
+    if f.name == "default_room" and not re.match(r"#[^\W_][\w.-]*\Z", text):
+        raise ConfigError(f"{where}: a room name is # and letters or digits, got {text!r}")
     return value
 
 

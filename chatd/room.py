@@ -188,6 +188,7 @@ class Room(Service):
         self.gate.reconfigure(config)
         self.logins.config = config
         self.rooms.config = config
+        self.all_rooms.max_length = config.max_room_name_length  # default_room: at start only
         self.names.max_length = config.max_name_length
         self.accounts.reconfigure(config.accounts_per_address_per_hour)
 

@@ -408,3 +408,12 @@ def test_a_kicked_guest_cannot_rejoin_under_another_name():
     ann.send("/kick bob")
     bob.send("/nick robert")
     assert bob.send("/join #dev") == ["! you were removed from #dev; you may rejoin in 10 minutes"]
+
+
+def test_a_default_room_that_is_no_room_name_stops_the_start(tmp_path):
+    from chatd.config import ConfigError, load
+
+    ini = tmp_path / "chatd.ini"
+    ini.write_text("[rooms]\ndefault_room = lobby room\n")
+    with pytest.raises(ConfigError, match="default_room"):
+        load(str(ini))
