@@ -21,10 +21,10 @@ from chatd.config import Config
 from chatd.conversation import Conversation, Conversations, kick_keys, room_key
 from chatd.crowd import Crowd
 from chatd.errors import CommandError
-from chatd.events import History, Notice
+from chatd.events import History, Notice, Presence
 from chatd.events import Rooms as RoomList
 from chatd.link import Link
-from chatd.members import Members
+from chatd.members import Members, deliver
 from chatd.people import Session, User, name_key
 from chatd.store import Store
 from chatd.voice import Voice
@@ -104,7 +104,10 @@ class Rooms:
         else:
             conversation.elsewhere.pop(node, None)
             self._expire(conversation)
-        self.crowd.refresh()
+        if conversation.sessions:  # this room's member list, not every room's
+            event = Presence(conversation.names(), True, conversation.name)
+            sessions = conversation.sessions
+            self.voice.outbox.later(lambda: deliver(sessions, event))
 
     # -- moves -----------------------------------------------------------------------------
 
