@@ -30,6 +30,7 @@ from chatd.moderation import Moderation
 from chatd.names import Names
 from chatd.outbox import Outbox
 from chatd.people import User, name_key
+from chatd.rooms import Rooms
 from chatd.sequence import READ_LIMIT, Sequence
 from chatd.store import ANY_ID, Store
 from chatd.voice import Voice
@@ -40,6 +41,7 @@ EVENT = "event"  # the bus kind for events shown on every node
 MODERATION = "moderation"  # the bus kind for reports, mutes and accounts' spent messages
 CLAIM = "claim"  # the bus kind for "my user has this name", when two nodes gave out one
 ACCOUNT = "account"  # the bus kind for a new account's name: no guest elsewhere may take it
+ROOM = "room"  # the bus kind for a room's state, or for its members on one node
 
 
 class Node(Protocol):
@@ -56,6 +58,7 @@ class Node(Protocol):
     moderation: Moderation
     sequence: Sequence
     voice: Voice
+    rooms: Rooms
 
     def show_in_order(self, message: Message) -> None: ...
 
@@ -132,6 +135,15 @@ class ClusterLink:
         d.addErrback(lambda f: log.warn("presence unknown: {e}", e=f.getErrorMessage()))
         return d.addCallback(lambda _: self.node.members.online())
 
+    def members_of(self, room: str, names: list[str]) -> None:
+        self._tell(ROOM, {"room": room, "node": self.id, "names": names})
+
+    def room_changed(self, state: str) -> None:
+        self._tell(ROOM, {"state": state})
+
+    def invited(self, name: str, text: str) -> None:
+        self._tell(ROOM, {"invited": name, "text": text})
+
     def _tell(self, kind: str, payload: dict[str, Any]) -> None:
         d = self.bus.publish(kind, payload)
         d.addErrback(lambda f: f.trap(Undelivered))  # the bus logged the outage
@@ -145,7 +157,12 @@ class ClusterLink:
             self._clashes(payload.get("names", []))
             self._refresh_presence()
             return
-        handler = {MODERATION: self._moderate, CLAIM: self._claimed, ACCOUNT: self._registered}
+        handler = {
+            MODERATION: self._moderate,
+            CLAIM: self._claimed,
+            ACCOUNT: self._registered,
+            ROOM: self._room,
+        }
         if kind in handler:
             try:
                 handler[kind](payload)
@@ -166,7 +183,26 @@ class ClusterLink:
             recipients = tuple(s for u in users if u is not None for s in u.sessions)
             node.outbox.later(lambda: deliver(recipients, event))
         elif isinstance(event, Notice):
-            node.outbox.later(lambda: deliver(node.members.sessions, event))
+            rooms = node.rooms.all
+            if event.room is None:
+                sessions = node.members.sessions
+            else:
+                found = rooms.get(event.room)
+                sessions = () if found is None else rooms.sessions(found)
+            node.outbox.later(lambda: deliver(sessions, event))
+
+    def _room(self, payload: dict[str, Any]) -> None:
+        """A room's state, or its members on another node."""
+        if "state" in payload:
+            self.node.rooms.heard_state(str(payload["state"]))
+            return
+        if "invited" in payload:
+            user = self.node.members.find(str(payload["invited"]))
+            if user is not None:
+                self.node.rooms.voice.tell_user(user, Notice(str(payload["text"])))
+            return
+        names = [str(n) for n in payload["names"]]
+        self.node.rooms.heard_members(str(payload["node"]), str(payload["room"]), names)
 
     def _registered(self, payload: dict[str, Any]) -> None:
         """Another node made an account: its name is reserved here too, online or not."""
@@ -254,7 +290,8 @@ class ClusterLink:
         are announced again: a node whose guest got one of their names meanwhile claims it.
         """
         node = self.node
-        node.crowd.changed()
+        node.crowd.retell()
+        node.rooms.restore()  # topics, kicks and invitations changed meanwhile
         node.store.read_account_names().addCallbacks(
             self._accounts_known, lambda f: log.failure("reading account names failed", f)
         )

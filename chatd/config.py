@@ -10,6 +10,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -108,6 +109,16 @@ class Config:
     history_default: int = _setting("history", 20, "messages /history shows by default")
     catch_up: int = _setting("history", 20, "missed messages sent on login, at most")
 
+    # [rooms]
+    default_room: str = _setting("rooms", "#lobby", "the room everyone is in from connecting on")
+    max_rooms_per_person: int = _setting("rooms", 20, "rooms one person may be in at once")
+    max_rooms: int = _setting("rooms", 1000, "rooms on the server at once")
+    max_room_members: int = _setting(
+        "rooms", 500, "people in one room (the default room holds everyone)"
+    )
+    max_room_name_length: int = _setting("rooms", 32, "longest room name, with its #")
+    kick_minutes: int = _setting("rooms", 10, "minutes /kick keeps someone out by default")
+
     # [exchange]
     exchange_url: str = _setting(
         "exchange",
@@ -174,10 +185,14 @@ def needs_restart(name: str) -> bool:
     """Whether a change of this setting takes a restart; the others apply on SIGHUP.
 
     Listening ports, the data dir, the database and the cluster are opened once; the
-    handshake timeout is built into the doors' wrappers.
+    handshake timeout is built into the doors' wrappers; the default room holds everyone
+    connected.
     """
     section = next(f.metadata["section"] for f in settings() if f.name == name)
-    return section in ("server", "storage", "cluster") or name == "handshake_timeout"
+    return section in ("server", "storage", "cluster") or name in (
+        "handshake_timeout",
+        "default_room",
+    )
 
 
 def settings() -> list[dataclasses.Field]:
@@ -215,6 +230,8 @@ def _convert(f: dataclasses.Field, raw: str, where: str) -> Any:
         raise ConfigError(f"{where}: must be at least 1 second, got {text}")
     if f.name == "node" and (" " in text or not text.isprintable()):
         raise ConfigError(f"{where}: a node name has no spaces, got {text!r}")
+    if f.name == "default_room" and not re.match(r"#[^\W_][\w.-]*\Z", text):
+        raise ConfigError(f"{where}: a room name is # and letters or digits, got {text!r}")
     return value
 
 

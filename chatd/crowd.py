@@ -14,7 +14,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from chatd.events import Notice, Presence
 from chatd.link import Link
-from chatd.members import Members
+from chatd.members import Members, deliver
 from chatd.people import name_key
 from chatd.voice import Voice
 
@@ -38,11 +38,14 @@ class Crowd:
         self.members = members
         self.voice = voice
         self.link = link
+        self.rooms = voice.rooms
         voice.before_notice = self.announce
-        self._moved: dict[str, list[str]] = {"joined": [], "left": []}  # not yet announced
+        # (room, verb) -> names not yet announced; the default room's come first.
+        self._moved: dict[tuple[str, str], list[str]] = {}
         self._moved_call: Any = None
         self._presence_call: Any = None
         self._leaving: dict[str, Any] = {}  # account's name key -> its delayed "left"
+        self._told: dict[str, list[str]] = {}  # room key -> its members here, as told
 
     def stop(self) -> None:
         for call in (self._presence_call, self._moved_call, *self._leaving.values()):
@@ -72,9 +75,10 @@ class Crowd:
             call.cancel()
         return call is not None
 
-    def moved(self, verb: str, name: str) -> None:
-        """C{name} C{"joined"} or C{"left"}: told at the end of this reactor turn."""
-        self._moved[verb].append(name)
+    def moved(self, verb: str, name: str, room: str | None = None) -> None:
+        """C{name} C{"joined"} or C{"left"} the room called C{room} (the default one if
+        None): told at the end of this reactor turn."""
+        self._moved.setdefault((room or self.rooms.default.name, verb), []).append(name)
         if self._moved_call is None:
             self._moved_call = self.clock.callLater(0, self.announce)
         self.changed()
@@ -86,23 +90,22 @@ class Crowd:
         if self._moved_call.active():
             self._moved_call.cancel()
         self._moved_call = None
-        for verb, names in self._moved.items():
-            if not names:
-                continue
-            self._moved[verb] = []
+        moved, self._moved = self._moved, {}
+        for (room, verb), names in sorted(moved.items(), key=lambda kv: kv[0][1]):
             if verb != "joined":
-                self.voice.notice_all(crowd_text(names, verb))
+                self.voice.notice_all(crowd_text(names, verb), room=room)
                 continue
             # Each newcomer hears of the others who came with them, not of themselves.
             self.voice.notice_all(
-                crowd_text(names, verb), skip=frozenset(name_key(n) for n in names)
+                crowd_text(names, verb), skip=frozenset(name_key(n) for n in names), room=room
             )
             if len(names) > 1:
                 for name in names:
                     user = self.members.find(name)
                     if user is not None:
                         others = [n for n in names[:4] if n != name][:3]
-                        self.voice.tell_user(user, Notice(crowd_text(others, verb, len(names) - 1)))
+                        told = Notice(crowd_text(others, verb, len(names) - 1), room)
+                        self.voice.tell_user(user, told)
 
     def changed(self) -> None:
         """Someone came, went or was renamed: one member-list update this turn."""
@@ -111,9 +114,31 @@ class Crowd:
 
     def _update(self) -> None:
         self.link.present([u.name for u in self.members.users.values()])
+        told, self._told = self._told, {}
+        for conversation in self.rooms:
+            if not self.rooms.is_default(conversation):
+                names = [u.name for u in conversation.users]
+                if told.pop(conversation.key, []) != names:
+                    self.link.members_of(conversation.name, names)
+                if names:
+                    self._told[conversation.key] = names
+        for gone in told:  # rooms that expired here
+            self.link.members_of(gone, [])
         self.refresh()
 
+    def retell(self) -> None:
+        """Tell the other nodes every room's members again (they may have missed some)."""
+        self._told.clear()
+        self.changed()
+
     def refresh(self) -> None:
-        """Send the member list as it stands to the doors that keep one."""
-        event = Presence(self.members.online(), update=True)
-        self.voice.outbox.later(lambda: self.members.fanout(event))
+        """Send each room's member list as it stands to the doors that keep one."""
+        rooms = self.rooms
+        for conversation in rooms:
+            if rooms.is_default(conversation):
+                event = Presence(self.members.online(), True, conversation.name)
+                self.voice.outbox.later(lambda e=event: self.members.fanout(e))
+            elif conversation.sessions:
+                event = Presence(rooms.names(conversation), True, conversation.name)
+                sessions = conversation.sessions
+                self.voice.outbox.later(lambda e=event, s=sessions: deliver(s, e))

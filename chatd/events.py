@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+DEFAULT_ROOM = "#lobby"  # the room of messages saved before there were rooms (config default_room)
+
 
 class Event:
     """Base of everything the Room delivers."""
@@ -31,9 +33,10 @@ class Message(Event):
     """A public message, or a whisper when C{to} is set.
 
     @ivar origin: the session that sent it; text doors do not echo a line to its sender.
+    @ivar room: the conversation it was said in; empty for a whisper (between people).
     """
 
-    __slots__ = ("id", "time", "sender", "text", "to", "origin", "late")
+    __slots__ = ("id", "time", "sender", "text", "to", "origin", "late", "room")
     kind = "message"
 
     def __init__(
@@ -45,6 +48,7 @@ class Message(Event):
         to: str | None = None,
         origin: object = None,
         late: bool = False,
+        room: str = DEFAULT_ROOM,
     ) -> None:
         super().__init__()
         self.id = id
@@ -54,6 +58,7 @@ class Message(Event):
         self.to = to
         self.origin = origin
         self.late = late
+        self.room = "" if to is not None else room
 
     @property
     def private(self) -> bool:
@@ -61,14 +66,18 @@ class Message(Event):
 
 
 class Notice(Event):
-    """Something the server says: joins, leaves, renames, results of commands."""
+    """Something the server says: joins, leaves, renames, results of commands.
 
-    __slots__ = ("text",)
+    @ivar room: the conversation it is about ("ann joined"), or None (a command's answer).
+    """
+
+    __slots__ = ("text", "room")
     kind = "notice"
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, room: str | None = None) -> None:
         super().__init__()
         self.text = text
+        self.room = room
 
 
 class Error(Event):
@@ -85,25 +94,27 @@ class Error(Event):
 class Presence(Event):
     """Who is online now (for doors that keep a member list, such as the browser page)."""
 
-    __slots__ = ("names", "update")
+    __slots__ = ("names", "update", "room")
     kind = "presence"
 
-    def __init__(self, names: list[str], update: bool = False) -> None:
+    def __init__(self, names: list[str], update: bool = False, room: str | None = None) -> None:
         super().__init__()
         self.names = names
         self.update = update  # unasked-for: text doors show nothing
+        self.room = room  # the members of this conversation; None: everyone online
 
 
 class History(Event):
     """Past messages sent to one session (on /history, on login, on reconnect)."""
 
-    __slots__ = ("messages", "reason")
+    __slots__ = ("messages", "reason", "room")
     kind = "history"
 
-    def __init__(self, messages: list[Message], reason: str) -> None:
+    def __init__(self, messages: list[Message], reason: str, room: str | None = None) -> None:
         super().__init__()
         self.messages = messages
         self.reason = reason
+        self.room = room  # one conversation's past (/history), or None (several: catch-up)
 
 
 class Identity(Event):
@@ -117,3 +128,16 @@ class Identity(Event):
         self.name = name
         self.account = account
         self.token = token
+
+
+class Rooms(Event):
+    """The rooms one session is in, and its current one: sent when they change (a join, a
+    part, a kick, a login), for doors that list them (the page). Text doors show nothing."""
+
+    __slots__ = ("names", "current")
+    kind = "rooms"
+
+    def __init__(self, names: list[str], current: str) -> None:
+        super().__init__()
+        self.names = names
+        self.current = current

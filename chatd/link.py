@@ -46,6 +46,15 @@ class Link(Protocol):
     def who(self) -> defer.Deferred[list[str]]:
         """Everyone online, asked now; the last answer if the cluster cannot tell."""
 
+    def members_of(self, room: str, names: list[str]) -> None:
+        """Who is in C{room} on this node now (the default room's are everyone)."""
+
+    def room_changed(self, state: str) -> None:
+        """A room's state changed here (made, topic, kick, invitation): its JSON."""
+
+    def invited(self, name: str, text: str) -> None:
+        """Tell C{name}, a person on another node, of an invitation."""
+
 
 class Alone:
     """The link of a node that is the whole chat."""
@@ -82,3 +91,12 @@ class Alone:
 
     def who(self) -> defer.Deferred[list[str]]:
         return defer.succeed(self.members.online())
+
+    def members_of(self, room: str, names: list[str]) -> None:
+        pass
+
+    def room_changed(self, state: str) -> None:
+        pass
+
+    def invited(self, name: str, text: str) -> None:
+        pass

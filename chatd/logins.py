@@ -22,6 +22,7 @@ from chatd.link import Link
 from chatd.members import Members
 from chatd.names import Names
 from chatd.people import Session, User
+from chatd.rooms import Rooms
 from chatd.scheduling import Scheduler, cancelled_text
 from chatd.sequence import Sequence
 from chatd.store import Account, NameTaken, Store
@@ -47,6 +48,7 @@ class Logins:
         scheduler: Scheduler,
         link: Link,
         gate: Gate,
+        rooms: Rooms,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -60,6 +62,7 @@ class Logins:
         self.scheduler = scheduler
         self.link = link
         self.gate = gate
+        self.rooms = rooms
 
     def register(self, session: Session, name: str, password: str) -> defer.Deferred[str]:
         """C{/register}: a new account called exactly C{name}; fires with its token."""
@@ -108,7 +111,7 @@ class Logins:
 
         async def check() -> None:
             account, token = await self.accounts.with_password(name, password, session.client.peer)
-            self.move(session, account.name, token, seen=account.last_seen)
+            self.move(session, account.name, token, account.last_seen, account.rooms)
             if session.user.account == account.name:
                 session.token = token  # this device's own: /logout cancels it
 
@@ -121,16 +124,24 @@ class Logins:
             account: Account | None = await self.accounts.with_token(token, session.client.peer)
             if account is None:
                 return None
-            self.move(session, account.name, token, seen=account.last_seen)
+            self.move(session, account.name, token, account.last_seen, account.rooms)
             return account.name
 
         return defer.ensureDeferred(check())
 
-    def move(self, session: Session, name: str, token: str | None, seen: int | None) -> None:
+    def move(
+        self,
+        session: Session,
+        name: str,
+        token: str | None,
+        seen: int | None,
+        rooms: tuple[str, ...] = (),
+    ) -> None:
         """Move C{session} to the account's user (one user, however many devices).
 
         @param seen: the last message id the account saw; what came after it is sent when
             the account was offline. None sends nothing (a new account).
+        @param rooms: the account's rooms (rejoined; those the guest was in are kept too).
         """
         old = session.user
         if session not in old.sessions:
@@ -162,6 +173,11 @@ class Logins:
             self.voice.notice_all(f"{name} joined", exclude=session)
         self.gate.carry(before, session)
         session.deliver(Identity(name, name, token))
+        if not online:
+            self.rooms.rejoin(session, rooms)
+        else:
+            self.rooms.current(session)  # the account's rooms, not those it had as a guest
+            self.rooms.tell_rooms(session.user)
         self.crowd.changed()
         if seen is not None and not online:
             self.catch_up(session, name, seen)
@@ -184,6 +200,9 @@ class Logins:
             self.members.detach(session)
             self.members.attach(session, User(guest, self.clock.seconds()))
             self.voice.notice_all(f"{guest} joined", exclude=session)
+            if user.rooms:  # the account's rooms stay with its other devices
+                self.rooms.current(session)
+                self.rooms.tell_rooms(session.user)
         self.gate.carry(before, session)
         session.deliver(Identity(guest))
         self.crowd.changed()
@@ -219,7 +238,8 @@ class Logins:
 
         async def send() -> None:
             newest = self.sequence.newest_shown
-            missed = await self.store.messages(seen, newest, since, self.config.catch_up)
+            rooms = tuple(c.name for c in self.rooms.joined(session.user))
+            missed = await self.store.messages(seen, newest, since, self.config.catch_up, rooms)
             if missed:
                 session.deliver(History(missed, "missed while you were away"))
             if session in session.user.sessions:

@@ -65,11 +65,15 @@ class Members:
         user.sessions.append(session)
         session.user = user
         self.users[user.key] = user
+        for conversation in user.rooms.values():
+            conversation.add_session(session)
 
     def detach(self, session: Session) -> bool:
         """Take C{session} from its user; True when that user has no session left."""
         user = session.user
         user.sessions.remove(session)
+        for conversation in user.rooms.values():
+            conversation.remove_session(session)
         if user.sessions:
             return False
         if self.users.get(user.key) is user:

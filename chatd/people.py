@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol
 
 from chatd.events import Event
 from chatd.lookalike import skeleton
@@ -33,13 +33,16 @@ class User:
     Per-person state (name, standing) is keyed from here, so another device cannot bypass it.
     """
 
-    __slots__ = ("_name", "key", "account", "sessions", "since")
+    __slots__ = ("_name", "key", "account", "sessions", "since", "rooms")
 
     def __init__(self, name: str, since: float, account: str | None = None) -> None:
         self.name = name
         self.account = account
         self.sessions: list[Session] = []
         self.since = since
+        # room key -> the chatd.conversation.Conversation, for each room joined besides
+        # the default one (everyone is in that); in the order they were joined.
+        self.rooms: dict[str, Any] = {}
 
     @property
     def name(self) -> str:
@@ -57,7 +60,7 @@ class User:
 class Session:
     """One connection of one user."""
 
-    __slots__ = ("id", "client", "user", "since", "lines", "token", "closing")
+    __slots__ = ("id", "client", "user", "since", "lines", "token", "closing", "room")
 
     _ids = itertools.count(1)
 
@@ -71,6 +74,8 @@ class Session:
         # and /auth may be shared with other devices (minechat has no other), so they stay.
         self.token: str | None = None
         self.closing = False  # said goodbye: what it sends after that is ignored
+        # The room what it types goes to; a text door prefixes the lines of other rooms.
+        self.room: str | None = None
 
     @property
     def name(self) -> str:

@@ -23,8 +23,9 @@ from chatd.accounts import Accounts
 from chatd.audit import AuditLog, bounded
 from chatd.bus import Bus
 from chatd.cluster import ClusterLink
-from chatd.commands import Command, Registry, Services, Status
+from chatd.commands import Command, Registry, RoomInfo, Services, Status
 from chatd.config import Config
+from chatd.conversation import Conversation, Conversations
 from chatd.crowd import Crowd
 from chatd.errors import CommandError, UsageError
 from chatd.events import Error, Event, Identity, Message, Notice
@@ -39,6 +40,7 @@ from chatd.names import Names
 from chatd.outbox import Outbox, Slot
 from chatd.people import Client, Session, User, name_key
 from chatd.ratelimit import duration
+from chatd.rooms import Rooms
 from chatd.scheduling import Pending, Scheduler, account_of
 from chatd.sequence import READ_LIMIT, SHOWN_KEPT, Sequence
 from chatd.store import ANY_ID, Store, StoreUnavailable
@@ -96,8 +98,21 @@ class Room(Service):
         self.sequence = Sequence(store.last_id, remember)
         self.names = Names(self.members, config.max_name_length, namer, store.account_names)
         self.link: Link = Alone(self.members) if bus is None else ClusterLink(self, bus)
-        self.voice = Voice(self.outbox, self.members, self.link)
+        self.all_rooms = Conversations(
+            self.members, config.default_room, config.max_room_name_length
+        )
+        self.voice = Voice(self.outbox, self.members, self.link, self.all_rooms)
         self.crowd = Crowd(clock, self.members, self.voice, self.link)
+        self.rooms = Rooms(
+            config,
+            clock,
+            store,
+            self.members,
+            self.all_rooms,
+            self.voice,
+            self.crowd,
+            self.link,
+        )
         self.moderation = Moderation(config, clock, self.link.moderated)
         flood = Flood(config, clock, self.outbox.later)
         self.gate = Gate(config, clock, self.moderation, flood, self.link.moderated)
@@ -116,6 +131,7 @@ class Room(Service):
             self.scheduler,
             self.link,
             self.gate,
+            self.rooms,
         )
         self.services = Services(clock, config, store, commands)
         self.started = clock.seconds()
@@ -129,6 +145,7 @@ class Room(Service):
         self.store.start()
         self._purger.start(PURGE_EVERY)
         self.link.start()
+        self.rooms.restore()
         self.scheduler.restore()
         for cmd in self.commands:
             if cmd.setup is not None:
@@ -171,6 +188,8 @@ class Room(Service):
         self.config = config
         self.gate.reconfigure(config)
         self.logins.config = config
+        self.rooms.config = config
+        self.all_rooms.max_length = config.max_room_name_length  # default_room: at start only
         self.names.max_length = config.max_name_length
         self.accounts.reconfigure(config.accounts_per_address_per_hour)
 
@@ -192,6 +211,7 @@ class Room(Service):
             client.close(refusal)
             return Session(client, User("", since=now), now)
         session = Session(client, User(self.names.guest(), since=now), now)
+        session.room = self.all_rooms.default.name
         self.members.add(session)
         name = session.user.name
         log.info("{session} connected", session=session)
@@ -215,6 +235,8 @@ class Room(Service):
         if not gone:
             return
         self.logins.guest_gone(user)
+        # Out of its rooms; everyone is in the default room, so "left" is told there once.
+        self.rooms.gone(user)
         if not self.running:  # while stopping, n leave notices for n people would be wasted
             return
         if user.account is None:
@@ -248,7 +270,7 @@ class Room(Service):
                 if account is None:
                     self.voice.error(session, problem)
                 else:  # a guest here holds the name a moment: the long way round
-                    self.logins.move(session, account.name, token, seen=account.last_seen)
+                    self.logins.move(session, account.name, token, account.last_seen, account.rooms)
                 return session
             now = self.clock.seconds()
             refusal = self.gate.admit(client)
@@ -259,6 +281,7 @@ class Room(Service):
             name = account.name
             back = holder is not None or self.crowd.returned(name)
             session = Session(client, holder or User(name, now, account=name), now)
+            session.room = self.all_rooms.default.name
             self.members.add(session)
             log.info("{session} connected with a token", session=session)
             session.deliver(Identity(name, name, token))
@@ -268,13 +291,15 @@ class Room(Service):
             else:
                 self.crowd.moved("joined", name)
             if holder is None:
+                self.rooms.rejoin(session, account.rooms, quiet=back)
                 self.logins.catch_up(session, name, account.last_seen)
             return session
 
         return defer.ensureDeferred(check())
 
     def listen(self, client: Client) -> None:
-        """Hand C{client} every public message; it gets no name, notices or /list entry."""
+        """Hand C{client} every public message of the default room; it gets no name,
+        notices or /list entry."""
         refusal = self.gate.admit(client)
         if refusal is not None:
             log.info("refused listener {peer}: {why}", peer=client.peer, why=refusal)
@@ -368,19 +393,37 @@ class Room(Service):
 
     # -- messages ---------------------------------------------------------------------------
 
-    def say(self, session: Session, text: str) -> Message:
-        """A public message from this session to everyone, once it is safely in history.
+    def say(self, session: Session, text: str, to_room: str | None = None) -> Message:
+        """A public message from this session to the room called C{to_room} (None: the
+        session's current room), once it is safely in history.
 
         The store saves messages in id order and fires in that order, so everyone receives
         them in id order, and nothing anyone has seen can be lost by a crash. With several
         nodes, those other nodes saved just before it are shown first (L{_in_id_order}).
         """
-        return self._post(session.user.name, text, session)
+        if to_room is None:
+            room = self.rooms.current(session).name
+        else:
+            found = self.all_rooms.get(to_room)
+            if found is None or (
+                found is not self.all_rooms.default and found.key not in session.user.rooms
+            ):
+                raise CommandError(f"you are not in {to_room}; /join {to_room} first")
+            room = found.name
+        return self._post(session.user.name, text, session, room=room)
 
-    def _post(self, name: str, text: str, origin: Session | None, late: bool = False) -> Message:
+    def _post(
+        self,
+        name: str,
+        text: str,
+        origin: Session | None,
+        late: bool = False,
+        room: str | None = None,
+    ) -> Message:
         self.crowd.announce()
         id = self.sequence.next_public()
-        message = Message(id, self.clock.seconds(), name, text, None, origin, late)
+        room = room or self.all_rooms.default.name
+        message = Message(id, self.clock.seconds(), name, text, None, origin, late, room)
         self.messages_sent += 1
         slot = self.outbox.reserve(lambda: self._publish(message))
 
@@ -449,7 +492,7 @@ class Room(Service):
     def _show(self, message: Message) -> None:
         """Fan out a public message unless it was shown already."""
         if self.sequence.show(message.id):
-            self.members.fanout(message)
+            self.all_rooms.fanout(message.room, message)
 
     def recipient(self, name: str) -> str | None:
         """Who C{name} is, wherever they are: someone online here or on another node, or an
@@ -683,22 +726,67 @@ class Room(Service):
 
     # -- history ----------------------------------------------------------------------------
 
-    def history(self, limit: int) -> defer.Deferred[list[Message]]:
-        """The last C{limit} public messages still inside the history TTL, oldest first.
+    def history(self, limit: int, room_name: str | None = None) -> defer.Deferred[list[Message]]:
+        """The last C{limit} public messages of the room called C{room_name} (None: the
+        default room) still inside the history TTL, oldest first.
 
         Includes the caller's own messages still being saved (the query runs after them),
         and whatever other nodes saved meanwhile, so every node answers alike.
         """
         since = self.clock.seconds() - self.config.history_ttl
-        return self.store.messages(0, ANY_ID, since, limit)
+        return self.store.messages(0, ANY_ID, since, limit, (self._room_name(room_name),))
 
-    def history_after(self, after_id: int, limit: int) -> defer.Deferred[list[Message]]:
-        """The newest C{limit} shown public messages after id C{after_id}, oldest first.
+    def history_after(
+        self, after_id: int, limit: int, room_name: str | None = None
+    ) -> defer.Deferred[list[Message]]:
+        """The newest C{limit} shown public messages of a room (None: the default one)
+        after id C{after_id}, oldest first.
 
         To resume a client: messages still being saved reach it live, not twice.
         """
         since = self.clock.seconds() - self.config.history_ttl
-        return self.store.messages(after_id, self.sequence.newest_shown, since, limit)
+        rooms = (self._room_name(room_name),)
+        return self.store.messages(after_id, self.sequence.newest_shown, since, limit, rooms)
+
+    def _room_name(self, name: str | None) -> str:
+        """A room's own spelling (what its messages are saved under)."""
+        found = self.all_rooms.get(name) if name else self.all_rooms.default
+        return found.name if found is not None else self.all_rooms.normal(name or "")
+
+    # -- rooms ------------------------------------------------------------------------------
+
+    def join(self, session: Session, name: str) -> None:
+        """C{/join #room}; raises L{CommandError} with the reason it may not."""
+        self.rooms.join(session, name)
+
+    def part(self, session: Session, name: str | None = None) -> None:
+        self.rooms.part(session, name)
+
+    def switch(self, session: Session, name: str) -> None:
+        """Make C{name}, a room the session is in, its current one (quietly: the page
+        names the room of each line it sends)."""
+        found = self.all_rooms.get(name)
+        if found is None or (
+            found is not self.all_rooms.default and found.key not in session.user.rooms
+        ):
+            raise CommandError(f"you are not in {name}; /join {name} first")
+        session.room = found.name
+
+    def conversation(self, name: str) -> Conversation | None:
+        return self.all_rooms.get(name)
+
+    def conversations(self) -> list[Conversation]:
+        """Every room this node knows (for /rooms and IRC LIST)."""
+        return list(self.all_rooms)
+
+    def set_topic(self, session: Session, name: str | None, text: str) -> None:
+        self.rooms.set_topic(session, name, text)
+
+    def kick(self, session: Session, room_name: str | None, who: str, minutes: int) -> None:
+        self.rooms.kick(session, room_name, who, minutes)
+
+    def invite(self, session: Session, room_name: str | None, who: str) -> str:
+        return self.rooms.invite(session, room_name, who)
 
     def _purge(self) -> defer.Deferred[Any]:
         self.moderation.prune(self.clock.seconds())
@@ -783,7 +871,56 @@ class RoomContext:
         return self._room.link.who()
 
     def history(self, limit: int) -> defer.Deferred[list[Message]]:
-        return self._room.history(limit)
+        return self._room.history(limit, self.room)
+
+    @property
+    def room(self) -> str:
+        return self._room.rooms.current(self.session).name
+
+    def join(self, name: str) -> None:
+        self._room.join(self.session, name)
+
+    def part(self, name: str | None) -> None:
+        self._room.part(self.session, name)
+
+    def rooms(self) -> list[RoomInfo]:
+        rooms = self._room.all_rooms
+        user = self.session.user
+        here = self.room
+        return [
+            RoomInfo(
+                c.name,
+                rooms.count(c),
+                c.topic,
+                c.owner,
+                c.invite_only,
+                rooms.is_default(c) or c.key in user.rooms,
+                c.name == here,
+            )
+            for c in rooms
+        ]
+
+    def _named(self, name: str | None) -> Conversation:
+        rooms = self._room.all_rooms
+        found = rooms.get(rooms.normal(name)) if name else self._room.rooms.current(self.session)
+        if found is None:
+            raise CommandError(f"there is no room {name}; /rooms lists them")
+        return found
+
+    def topic(self, name: str | None) -> str:
+        return self._named(name).topic
+
+    def set_topic(self, text: str) -> None:
+        self._room.set_topic(self.session, None, text)
+
+    def who(self, name: str | None) -> list[str]:
+        return self._room.all_rooms.names(self._named(name))
+
+    def kick(self, who: str, minutes: int) -> None:
+        self._room.kick(self.session, None, who, minutes)
+
+    def invite(self, who: str) -> str:
+        return self._room.invite(self.session, None, who)
 
     def status(self) -> Status:
         return self._room.status(self.session)

@@ -41,25 +41,29 @@ class FakeClient:
         self.door = door
         self.peer = peer
         self.events: list[Event] = []
+        self._here: dict[int, str | None] = {}  # id(event) -> the current room when it came
         self.closed: str | None = None
         self.session: Session | None = None
         self.room: Room | None = None
 
     def deliver(self, event: Event) -> None:
         self.events.append(event)
+        self._here[id(event)] = self.session.room if self.session else None
 
     def close(self, reason: str) -> None:
         self.closed = reason
 
     @property
     def lines(self) -> list[str]:
-        """What a telnet user would read (own public lines are not echoed)."""
+        """What a telnet user would read (own public lines are not echoed; lines of a room
+        other than the current one are prefixed with it)."""
         viewer = self.session.user.name if self.session else None
+        here = self.session.room if self.session else None
         out = []
         for e in self.events:
             if isinstance(e, Message) and e.to is None and e.origin is self.session:
                 continue
-            rendered = text.line(e, viewer)
+            rendered = text.line(e, viewer, self._here.get(id(e), here))
             if rendered:
                 out.extend(rendered.split("\n"))
         return out
@@ -68,6 +72,7 @@ class FakeClient:
         """The lines received since the last C{take}."""
         lines = self.lines
         self.events.clear()
+        self._here.clear()
         return lines
 
     def send(self, line: str) -> list[str]:
@@ -88,6 +93,8 @@ class MemoryStore:
         self.kept: dict[str, list[Message]] = {}
         self.cache: dict[str, str] = {}
         self.rows: dict[tuple[str, int], Scheduled] = {}  # scheduled messages
+        self.memberships: dict[str, set[str]] = {}  # account (casefolded) -> rooms
+        self.room_states: dict[str, str] = {}
         self.last_id = 0
         self.account_names: list[str] = []
 
@@ -101,9 +108,41 @@ class MemoryStore:
         self.saved.append(message)
         return defer.succeed(message)
 
-    def messages(self, after_id, through_id, since, limit) -> defer.Deferred[list[Message]]:
-        found = [m for m in self.saved if after_id < m.id <= through_id and m.time >= since]
-        return defer.succeed(found[-limit:])
+    def messages(
+        self, after_id, through_id, since, limit, rooms=None
+    ) -> defer.Deferred[list[Message]]:
+        found = [
+            m
+            for m in self.saved
+            if after_id < m.id <= through_id
+            and m.time >= since
+            and (rooms is None or m.room in rooms)
+        ]
+        return defer.succeed(found[-limit:] if limit else [])
+
+    def join_room(self, account: str, room: str) -> defer.Deferred[None]:
+        self.memberships.setdefault(account.casefold(), set()).add(room)
+        return defer.succeed(None)
+
+    def part_room(self, account: str, room: str) -> defer.Deferred[None]:
+        self.memberships.get(account.casefold(), set()).discard(room)
+        return defer.succeed(None)
+
+    def save_room(self, room: str, state: str) -> defer.Deferred[None]:
+        if state:
+            self.room_states[room] = state
+        else:
+            self.room_states.pop(room, None)
+        return defer.succeed(None)
+
+    def rooms(self) -> defer.Deferred[list[str]]:
+        return defer.succeed([self.room_states[k] for k in sorted(self.room_states)])
+
+    def _with_rooms(self, account: Account | None) -> Account | None:
+        if account is None:
+            return None
+        joined = tuple(sorted(self.memberships.get(account.name.casefold(), ())))
+        return dataclasses.replace(account, rooms=joined)
 
     def purge_messages(self, before: float) -> defer.Deferred[int]:
         return defer.succeed(0)
@@ -116,11 +155,11 @@ class MemoryStore:
         return defer.succeed(None)
 
     def account(self, name: str) -> defer.Deferred[Account | None]:
-        return defer.succeed(self.accounts.get(name.casefold()))
+        return defer.succeed(self._with_rooms(self.accounts.get(name.casefold())))
 
     def account_for_token(self, token_hash: str) -> defer.Deferred[Account | None]:
         key = self.tokens.get(token_hash)
-        return defer.succeed(None if key is None else self.accounts.get(key))
+        return defer.succeed(None if key is None else self._with_rooms(self.accounts.get(key)))
 
     def add_token(self, name: str, token_hash: str, now: float) -> defer.Deferred[None]:
         self.tokens[token_hash] = name.casefold()
@@ -171,8 +210,15 @@ class TestRoom(Room):
 
     __test__ = False  # not a pytest test class
 
-    def join(self, name: str | None = None, peer: str = "10.0.0.1", door: str = "line") -> Any:
-        """A new connection (renamed to C{name} when given), its greeting already taken."""
+    def join(  # type: ignore[override]
+        self, name: Any = None, peer: str = "10.0.0.1", door: str = "line"
+    ) -> Any:
+        """A new connection (renamed to C{name} when given), its greeting already taken.
+
+        Given a session and a room name it is the Room's own L{Room.join} (C{/join}).
+        """
+        if isinstance(name, Session):
+            return super().join(name, peer)
         client = FakeClient(door, peer)
         client.room = self
         client.session = self.connect(client)

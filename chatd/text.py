@@ -11,7 +11,7 @@ import time as _time
 import unicodedata
 from collections.abc import Iterator
 
-from chatd.events import Error, Event, History, Identity, Message, Notice, Presence
+from chatd.events import Error, Event, History, Identity, Message, Notice, Presence, Rooms
 
 # CSI / OSC / other ESC sequences, then any remaining C0/C1 control or DEL character.
 _ESCAPES = re.compile(
@@ -101,11 +101,28 @@ def message_line(message: Message, viewer: str | None = None, stamped: bool = Fa
     return f"{stamp}>> {message.sender}: {message.text}"
 
 
-def line(event: Event, viewer: str | None = None) -> str:
+def elsewhere(event: Event, here: str | None) -> str | None:
+    """The room C{event} belongs to when it is not C{here} (the viewer's current room):
+    a text door prefixes its lines with it (C{[#dev] ann: hi}); None when it is not about
+    another room."""
+    if type(event) is not Message and type(event) is not Notice:
+        return None  # a member list or history answers the one who asked: no prefix
+    room = event.room
+    if not room or here is None or room == here:
+        return None
+    return room  # here "" : the viewer is elsewhere, whichever room it is
+
+
+def line(event: Event, viewer: str | None = None, here: str | None = None) -> str:
     """Render an event for a text door (telnet, plain WebSocket), without the newline.
 
-    An empty string means the event has no text form (a door writes nothing).
+    An empty string means the event has no text form (a door writes nothing). An event of
+    a room other than C{here} (the viewer's current room) is prefixed with that room.
     """
+    room = elsewhere(event, here)
+    if room is not None:
+        plain = line(event, viewer)
+        return "\n".join(f"[{room}] {part}" for part in plain.split("\n")) if plain else ""
     if isinstance(event, Message):
         return message_line(event, viewer)
     if isinstance(event, Notice):
@@ -115,9 +132,13 @@ def line(event: Event, viewer: str | None = None) -> str:
     if isinstance(event, Presence):
         if event.update:
             return ""
+        if event.room is not None:
+            return f"* in {event.room} ({len(event.names)}): " + ", ".join(event.names)
         return f"* online ({len(event.names)}): " + ", ".join(event.names)
     if isinstance(event, History):
         return "\n".join(history_lines(event, viewer, 0))
+    if isinstance(event, Rooms):
+        return ""  # told in words by the notices that come with it
     if isinstance(event, Identity):
         if event.account:
             return f"* you are {event.name} (logged in)"
@@ -132,14 +153,18 @@ def history_lines(event: History, viewer: str | None, limit: int) -> Iterator[st
         yield f"* {event.reason}: nothing yet"
         return
     yield f"* {event.reason} ({len(event.messages)}):"
+    rooms = event.room is None and len({m.room for m in event.messages if m.room}) > 1
     for m in event.messages:
-        yield message_line(cut_message(m, limit), viewer, stamped=True)
+        shown = message_line(cut_message(m, limit), viewer, stamped=True)
+        yield f"[{m.room}] {shown}" if rooms and m.room else shown
 
 
 def cut_message(m: Message, limit: int) -> Message:
     """C{m}, or a copy with its text L{cut} to C{limit} bytes."""
     text = cut(m.text, limit)
-    return m if text is m.text else Message(m.id, m.time, m.sender, text, m.to, m.origin, m.late)
+    if text is m.text:
+        return m
+    return Message(m.id, m.time, m.sender, text, m.to, m.origin, m.late, m.room)
 
 
 def chunks(pieces: Iterator[bytes], size: int) -> Iterator[bytes]:

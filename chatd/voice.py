@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from chatd.conversation import Conversations
 from chatd.events import Error, Event, Notice
 from chatd.link import Link
 from chatd.members import Members, deliver
@@ -21,10 +22,11 @@ class Voice:
         arrivals first, under the names they arrived with).
     """
 
-    def __init__(self, outbox: Outbox, members: Members, link: Link) -> None:
+    def __init__(self, outbox: Outbox, members: Members, link: Link, rooms: Conversations) -> None:
         self.outbox = outbox
         self.members = members
         self.link = link
+        self.rooms = rooms
         self.before_notice: Callable[[], None] = lambda: None
 
     def tell(self, session: Session, text: str) -> None:
@@ -41,16 +43,24 @@ class Voice:
         self.outbox.later(lambda: deliver(tuple(user.sessions), event))
 
     def notice_all(
-        self, text: str, exclude: Session | None = None, skip: frozenset[str] = frozenset()
+        self,
+        text: str,
+        exclude: Session | None = None,
+        skip: frozenset[str] = frozenset(),
+        room: str | None = None,
     ) -> None:
-        """A notice to everyone on every node (but C{exclude} and the users named in C{skip})."""
+        """A notice to everyone on every node (but C{exclude} and the users named in C{skip}),
+        or to everyone in the room called C{room}."""
         self.before_notice()
+        if room is None:
+            sessions = self.members.sessions
+        else:
+            conversation = self.rooms.get(room)
+            sessions = () if conversation is None else self.rooms.sessions(conversation)
         recipients = tuple(
-            s
-            for s in self.members.sessions
-            if s is not exclude and (not skip or s.user.key not in skip)
+            s for s in sessions if s is not exclude and (not skip or s.user.key not in skip)
         )
-        notice = Notice(text)
+        notice = Notice(text, room)
         self.outbox.later(lambda: deliver(recipients, notice))
         self.link.noticed(notice)
 

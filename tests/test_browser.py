@@ -393,3 +393,51 @@ def test_html_in_a_message_is_shown_as_text(browser, chatd, viewport):
     say(sender, "/w nobody <b>bold</b>")
     expect(sender.locator("#messages li.error")).to_contain_text("nobody called nobody")
     assert sender.dialogs == [] and reader.dialogs == []
+
+
+def test_two_rooms_count_unread_and_switching_shows_the_rooms_lines(
+    browser, chatd, viewport, tmp_path
+):
+    alice = open_page(browser, chatd, viewport=viewport)
+    rename(alice, "alice")
+    telnet = Telnet(chatd.line)
+    telnet.send("/join #dev")
+    telnet.expect(r"^\* you joined #dev")
+    telnet.send("said in dev before alice came")
+    # Joining with the form: the room is listed, shown, and its recent lines come along.
+    alice.fill("#join-name", "#dev")
+    alice.press("#join-name", "Enter")
+    current = alice.locator("#rooms li.current button")
+    expect(current).to_have_text("#dev")
+    expect(message(alice, telnet.name, "said in dev before alice came")).to_be_visible()
+    expect(alice.locator("#online li")).to_have_text(
+        sorted([telnet.name, "alice"], key=str.casefold)
+    )
+    say(alice, "hi dev")
+    telnet.expect(r"^alice: hi dev$")
+
+    # A line in the room not shown counts as unread there, and is not on screen.
+    telnet.send("/join #lobby")
+    telnet.expect(r"^\* you are now talking in #lobby$")
+    telnet.send("lobby news")
+    telnet.send("more lobby news")
+    lobby = alice.locator("#rooms button", has_text="#lobby")
+    expect(lobby.locator(".unread")).to_have_text("2")
+    expect(message(alice, telnet.name, "lobby news")).to_be_hidden()
+    alice.screenshot(path=str(tmp_path / "unread.png"))
+
+    # Switching shows that room's lines (and not the other's), and clears its count.
+    lobby.click()
+    expect(alice.locator("#rooms li.current button")).to_have_text("#lobby")
+    expect(lobby.locator(".unread")).to_have_count(0)
+    expect(message(alice, telnet.name, "lobby news")).to_be_visible()
+    expect(message(alice, telnet.name, "said in dev before alice came")).to_be_hidden()
+    say(alice, "back in the lobby")
+    telnet.expect(r"^alice: back in the lobby$")
+    expect(alice.locator("#part")).to_be_hidden()
+
+    # Leaving a room takes it off the list.
+    alice.locator("#rooms button", has_text="#dev").click()
+    alice.click("#part")
+    expect(alice.locator("#rooms button")).to_have_text(["#lobby"])
+    telnet.close()

@@ -60,6 +60,18 @@ class Store:
     def messages(self, *args: Any) -> defer.Deferred[list[Message]]:
         return defer.succeed([])
 
+    def rooms(self) -> defer.Deferred[list[str]]:
+        return defer.succeed([])
+
+    def save_room(self, room: str, state: str) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
+    def join_room(self, account: str, room: str) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
+    def part_room(self, account: str, room: str) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
     def take_whispers(self, account: str) -> defer.Deferred[list[Message]]:
         return defer.succeed([])
 

@@ -30,8 +30,16 @@ class SharedStore(Store):
         self.saved.append(message)
         return defer.succeed(message)
 
-    def messages(self, after_id, through_id, since, limit) -> defer.Deferred[list[Message]]:
-        found = [m for m in self.saved if after_id < m.id <= through_id and m.time >= since]
+    def messages(
+        self, after_id, through_id, since, limit, rooms=None
+    ) -> defer.Deferred[list[Message]]:
+        found = [
+            m
+            for m in self.saved
+            if after_id < m.id <= through_id
+            and m.time >= since
+            and (rooms is None or m.room in rooms)
+        ]
         return defer.succeed(found[-limit:])
 
 

@@ -180,7 +180,7 @@ async def test_scheduled_messages_are_rows_kept_per_node_over_restarts(backend):
 def test_a_fresh_database_has_the_current_schema_version(tmp_path):
     SQLiteStore.open(tmp_path / "db", reactor)._conn.close()
     (version,) = sqlite3.connect(tmp_path / "db").execute("PRAGMA user_version").fetchone()
-    assert version == 2
+    assert version == 3
 
 
 def test_scheduled_messages_kept_as_one_blob_become_rows(tmp_path):
@@ -340,3 +340,48 @@ def psycopg_connect(url: str):
     import psycopg
 
     return psycopg.connect(url, autocommit=True)
+
+
+@pytest_twisted.ensureDeferred
+async def test_history_memberships_and_rooms_are_kept_per_room(backend):
+    store = backend.opened()
+    await store.add_message(Message(1, 10.0, "Ann", "lobby"))
+    await store.add_message(Message(2, 11.0, "Ann", "dev", room="#dev"))
+    await store.add_message(Message(3, 12.0, "Bob", "ops", room="#ops"))
+    dev = await store.messages(0, 10, 0.0, 10, ["#dev"])
+    assert [(m.id, m.text, m.room) for m in dev] == [(2, "dev", "#dev")]
+    both = await store.messages(0, 10, 0.0, 10, ["#lobby", "#ops"])
+    assert [(m.text, m.room) for m in both] == [("lobby", "#lobby"), ("ops", "#ops")]
+    assert [m.room for m in await store.messages(0, 10, 0.0, 10)] == ["#lobby", "#dev", "#ops"]
+    assert await store.messages(0, 10, 0.0, 10, []) == []
+    await store.create_account("Alice", "hash", "tokenhash", 1.0, 0)
+    await store.join_room("alice", "#dev")
+    await store.join_room("ALICE", "#ops")
+    await store.join_room("Alice", "#ops")  # twice is once
+    await store.part_room("Alice", "#dev")
+    await store.save_room("#ops", '{"name": "#ops", "owner": "Alice"}')
+    await store.save_room("#gone", '{"name": "#gone"}')
+    await store.save_room("#gone", "")
+    await store.close()
+    store = backend.opened()
+    assert (await store.account("alice")).rooms == ("#ops",)
+    assert (await store.account_for_token("tokenhash")).rooms == ("#ops",)
+    assert await store.rooms() == ['{"name": "#ops", "owner": "Alice"}']
+    await store.close()
+
+
+def test_messages_from_before_rooms_are_in_the_default_room(tmp_path):
+    db = tmp_path / "db"
+    conn = sqlite3.connect(db)
+    for step in MIGRATIONS[:2]:
+        for statement in step:
+            if isinstance(statement, str):
+                conn.execute(statement.format(**SQLITE))
+    conn.execute("INSERT INTO messages (id, time, sender, text) VALUES (1, 5.0, 'Ann', 'old')")
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    store = SQLiteStore.open(db, reactor)
+    [old] = queries.messages(store._conn, 0, 10, 0.0, 10, ("#lobby",))
+    assert (old.text, old.room) == ("old", "#lobby")
+    store._conn.close()

@@ -253,3 +253,33 @@ async def test_login_and_register_take_the_name_and_password_as_fields(server):
     assert bad["text"].startswith('send {"type": "login", "name"')
     page.close()
     other.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_rooms_over_json_and_telnet(server):
+    """The room on every event; text sent with a room goes there; telnet sees it prefixed."""
+    page = await json_client(server.ports["web"])
+    telnet = await line_client(server.ports["line"])
+    telnet.send("/join #dev")
+    await telnet.expect(r"^\* you joined #dev")
+    page.send(json.dumps({"text": "/join #dev"}))
+    rooms = json.loads(await page.expect(r'"type": "rooms"'))
+    assert rooms == {"type": "rooms", "rooms": ["#lobby", "#dev"], "current": "#dev", "room": None}
+    page.send(json.dumps({"text": "for the lobby", "room": "#lobby"}))
+    lobby = json.loads(await page.expect(r'"text": "for the lobby"'))
+    assert lobby["room"] == "#lobby"
+    await telnet.expect(rf"^\[#lobby\] {re.escape(page.name)}: for the lobby$")
+    telnet.send("for dev")
+    dev = json.loads(await page.expect(r'"text": "for dev"'))
+    assert dev["room"] == "#dev"
+    page.send(json.dumps({"text": "nope", "room": "#elsewhere"}))
+    error = json.loads(await page.expect(r'"type": "error"'))
+    assert error["text"] == "you are not in #elsewhere; /join #elsewhere first"
+    page.send(json.dumps({"type": "resume", "after": 0}))
+    histories = [json.loads(await page.expect(r'"type": "history"')) for _ in range(2)]
+    assert {h["room"]: [m["text"] for m in h["messages"]] for h in histories} == {
+        "#lobby": ["for the lobby"],
+        "#dev": ["for dev"],
+    }
+    page.close()
+    telnet.close()

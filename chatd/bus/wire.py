@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chatd.events import Error, Event, History, Message, Notice, Presence
+from chatd.events import DEFAULT_ROOM, Error, Event, History, Message, Notice, Presence
 
 
 def _message(m: Message) -> dict[str, Any]:
@@ -17,6 +17,8 @@ def _message(m: Message) -> dict[str, Any]:
         data["to"] = m.to
     if m.late:
         data["late"] = True
+    if m.room and m.to is None:
+        data["room"] = m.room
     return data
 
 
@@ -28,6 +30,7 @@ def _message_from(d: dict[str, Any]) -> Message:
         str(d["text"]),
         d.get("to"),
         late=bool(d.get("late", False)),
+        room=str(d.get("room", DEFAULT_ROOM)),
     )
 
 
@@ -35,10 +38,13 @@ def to_wire(event: Event) -> dict[str, Any]:
     """The dict form of C{event}, with its C{kind}; json.dumps can write it."""
     if isinstance(event, Message):
         return {"kind": event.kind, **_message(event)}
-    if isinstance(event, (Notice, Error)):
+    if isinstance(event, Notice):
+        return {"kind": event.kind, "text": event.text, "room": event.room}
+    if isinstance(event, Error):
         return {"kind": event.kind, "text": event.text}
     if isinstance(event, Presence):
-        return {"kind": event.kind, "names": list(event.names), "update": event.update}
+        names = list(event.names)
+        return {"kind": event.kind, "names": names, "update": event.update, "room": event.room}
     if isinstance(event, History):
         return {
             "kind": event.kind,
@@ -55,11 +61,14 @@ def from_wire(data: dict[str, Any]) -> Event:
         if kind == Message.kind:
             return _message_from(data)
         if kind == Notice.kind:
-            return Notice(str(data["text"]))
+            room = data.get("room")
+            return Notice(str(data["text"]), None if room is None else str(room))
         if kind == Error.kind:
             return Error(str(data["text"]))
         if kind == Presence.kind:
-            return Presence([str(n) for n in data["names"]], bool(data["update"]))
+            room = data.get("room")
+            names = [str(n) for n in data["names"]]
+            return Presence(names, bool(data["update"]), None if room is None else str(room))
         if kind == History.kind:
             return History([_message_from(m) for m in data["messages"]], str(data["reason"]))
     except (KeyError, TypeError, ValueError) as e:

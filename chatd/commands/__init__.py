@@ -32,6 +32,7 @@ __all__ = [
     "CommandError",
     "Context",
     "Registry",
+    "RoomInfo",
     "Services",
     "Status",
     "UsageError",
@@ -88,6 +89,22 @@ class Status:
     scheduled: list[Any]
 
 
+@dataclass(frozen=True)
+class RoomInfo:
+    """One room as C{/rooms} lists it.
+
+    @ivar joined: the caller is in it; @ivar current: it is where the caller types.
+    """
+
+    name: str
+    members: int
+    topic: str
+    owner: str | None
+    invite_only: bool
+    joined: bool
+    current: bool
+
+
 class Context(Protocol):
     """What a running command may do: everything a command reaches goes through here, for
     chatd's own commands as for any plugin.
@@ -141,7 +158,37 @@ class Context(Protocol):
         """Everyone online, on every node, sorted."""
 
     def history(self, limit: int) -> defer.Deferred[list[Message]]:
-        """The last C{limit} public messages, oldest first."""
+        """The last C{limit} public messages of the caller's current room, oldest first."""
+
+    @property
+    def room(self) -> str:
+        """The caller's current room: where what they type goes."""
+
+    def join(self, name: str) -> None:
+        """Join the room C{name} (made if new) and make it current; in it already: make it
+        current. Raises L{CommandError} (a bad name, a kick, invite-only, a limit)."""
+
+    def part(self, name: str | None) -> None:
+        """Leave the room C{name}, or the current one."""
+
+    def rooms(self) -> list[RoomInfo]:
+        """Every room, by name."""
+
+    def topic(self, name: str | None) -> str:
+        """The topic of the room C{name} (or the current one); empty when it has none."""
+
+    def set_topic(self, text: str) -> None:
+        """Set the current room's topic (its owner; anyone in a room without one)."""
+
+    def who(self, name: str | None) -> list[str]:
+        """Who is in the room C{name} (or the current one), on every node, sorted."""
+
+    def kick(self, who: str, minutes: int) -> None:
+        """Remove C{who} from the current room for C{minutes} (its owner only)."""
+
+    def invite(self, who: str) -> str:
+        """Make the current room invite-only and invite C{who} (its owner only); returns
+        their name as they spell it."""
 
     def status(self) -> Status: ...
 

@@ -18,7 +18,7 @@ from chatd.room import Room
 log = Logger(namespace="chatd.doors.line")
 
 
-def encode_line(event: Event, viewer: str | None = None) -> bytes:
+def encode_line(event: Event, viewer: str | None = None, here: str | None = None) -> bytes:
     """The event as the line door sends it: UTF-8, each line ended by CR LF.
 
     Telnet reads a 0xFF byte as IAC, the start of a command, and wants a literal one doubled.
@@ -26,7 +26,7 @@ def encode_line(event: Event, viewer: str | None = None) -> bytes:
     the bytes go to every client as they are, and the only IAC the door ever sends is in
     its own replies to a client's negotiation.
     """
-    rendered = text.line(event, viewer)
+    rendered = text.line(event, viewer, here)
     if not rendered:
         return b""
     return (rendered.replace("\n", "\r\n") + "\r\n").encode("utf-8")
@@ -34,6 +34,11 @@ def encode_line(event: Event, viewer: str | None = None) -> bytes:
 
 def _shared(event: Event) -> bytes:
     return encode_line(event)
+
+
+def _elsewhere(event: Event) -> bytes:
+    """The lines of an event of another room than the viewer's current one: prefixed."""
+    return encode_line(event, None, "")
 
 
 class LineDoor(TelnetLines):
@@ -105,11 +110,15 @@ class LineDoor(TelnetLines):
                 return  # the sender does not get its own public line back
             if event.to is not None:
                 data = encode_line(event, self.session.user.name)
+            elif event.room != self.session.room:
+                data = event.rendered(b"line+", _elsewhere)
             else:
                 data = event.rendered(b"line", _shared)
         elif type(event) is History:
             self.output.stream(self._history(event))
             return
+        elif type(event) is Notice and event.room is not None and event.room != self.session.room:
+            data = event.rendered(b"line+", _elsewhere)
         else:
             data = event.rendered(b"line", _shared)
         if data:

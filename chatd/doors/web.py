@@ -28,7 +28,7 @@ from chatd import text
 from chatd.config import Config
 from chatd.doors.output import STREAM_CHUNK, Output, Turn
 from chatd.errors import CommandError
-from chatd.events import Error, Event, History, Identity, Message, Notice, Presence
+from chatd.events import Error, Event, History, Identity, Message, Notice, Presence, Rooms
 from chatd.people import Session
 from chatd.room import Room
 
@@ -53,6 +53,7 @@ def message_json(m: Message) -> dict[str, Any]:
         data["to"] = m.to
     if m.late:
         data["late"] = True
+    data["room"] = m.room or None
     return data
 
 
@@ -64,18 +65,27 @@ def event_json(event: Event) -> dict[str, Any]:
         return {
             "type": "history",
             "reason": event.reason,
+            "room": event.room,
             "messages": [message_json(m) for m in event.messages],
         }
     if isinstance(event, Presence):
-        return {"type": "presence", "names": event.names}
+        return {
+            "type": "presence",
+            "names": event.names,
+            "room": event.room,
+            "update": event.update,
+        }
+    if isinstance(event, Rooms):
+        return {"type": "rooms", "rooms": event.names, "current": event.current, "room": None}
     if isinstance(event, Identity):
         return {
             "type": "identity",
             "name": event.name,
             "account": event.account,
             "token": event.token,
+            "room": None,
         }
-    return {"type": event.kind, "text": event.text}  # notice, error
+    return {"type": event.kind, "text": event.text, "room": getattr(event, "room", None)}
 
 
 # A request is a flat object; this bounds what parsing a stranger's frame may cost (the
@@ -100,7 +110,8 @@ def _nested_deeper(raw: str, limit: int) -> bool:
 def _history_json(event: History, limit: int) -> Iterator[bytes]:
     """History events of about L{STREAM_CHUNK} bytes each, which together hold C{event}'s
     messages in order; one empty event when it has none."""
-    head = json.dumps({"type": "history", "reason": event.reason})[:-1].encode()
+    head = json.dumps({"type": "history", "reason": event.reason, "room": event.room})
+    head = head[:-1].encode()
     parts: list[bytes] = []
     size = 0
     for m in event.messages:
@@ -241,6 +252,13 @@ class ChatWebSocket(WebSocketServerProtocol):
             else:
                 self._resume(after)
         elif isinstance(request.get("text"), str):
+            room = request.get("room")
+            if room is not None:
+                try:
+                    self.factory.room.switch(self.session, str(room))
+                except CommandError as e:
+                    self._error(str(e))
+                    return
             self._lines(request["text"])
         else:
             self._error('send JSON such as {"text": "hello"}; see docs/protocol.md')
@@ -276,11 +294,19 @@ class ChatWebSocket(WebSocketServerProtocol):
     def _resume(self, after: int) -> None:
         """Send the public messages stored after id C{after}, as one history event."""
         room = self.factory.room
-        d = defer.maybeDeferred(room.history_after, after, RESUME_LIMIT)
+        if self.session is None:
+            return
+        names = [c.name for c in room.rooms.joined(self.session.user)]
+        for name in names:
+            self._resume_room(after, name)
+
+    def _resume_room(self, after: int, name: str) -> None:
+        room = self.factory.room
+        d = defer.maybeDeferred(room.history_after, after, RESUME_LIMIT, name)
 
         def send(messages: list[Message]) -> None:
             if self.session is not None:
-                self.deliver(History(messages, "missed"))
+                self.deliver(History(messages, "missed", name))
 
         def failed(failure: Any) -> None:
             log.failure("resume after {after} failed", failure, after=after)
@@ -304,6 +330,8 @@ class ChatWebSocket(WebSocketServerProtocol):
         elif type(event) is Message and event.to is not None:
             rendered = text.line(event, self.session.user.name if self.session else None)
             prepared = self.factory.prepareMessage(rendered.encode("utf-8"))
+        elif text.elsewhere(event, self.session.room if self.session else None):
+            prepared = event.rendered("ws+", self.factory.prepare_elsewhere)
         else:
             prepared = event.rendered("ws", self.factory.prepare_line)
         if prepared is not None and self.state == self.STATE_OPEN:
@@ -384,6 +412,10 @@ class ChatWebSocketFactory(WebSocketServerFactory):
     def prepare_line(self, event: Event) -> Any:
         rendered = text.line(event)
         return self.prepareMessage(rendered.encode("utf-8")) if rendered else None
+
+    def prepare_elsewhere(self, event: Event) -> Any:
+        """An event of a room other than the viewer's current one: its lines prefixed."""
+        return self.prepareMessage(text.line(event, None, "").encode("utf-8"))
 
     def prepare_json(self, event: Event) -> Any:
         return self.prepareMessage(json.dumps(event_json(event)).encode("utf-8"))

@@ -25,6 +25,12 @@ let attempts = 0; // connection attempts since the last success
 let away = document.hidden || !document.hasFocus(); // unread messages count in the title
 let unread = 0;
 let unseen = 0; // messages that arrived while scrolled up
+// Rooms: the one on screen, the ones we are in (name -> unread count), member lists, topics.
+let room = null; // the room shown, where what we type goes; null until the server names one
+let defaultRoom = null; // the first room the server named: everyone is in it
+const joined = new Map();
+const members = new Map();
+const topics = new Map();
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -87,8 +93,16 @@ function append(node) {
   if (stick) toBottom();
 }
 
-function line(kind, text) {
-  append(el("li", kind, text));
+// A line of a room is shown only while that room is; one about no room (a command's
+// answer) belongs to the room on screen when it came.
+function inRoom(node, name) {
+  node.dataset.room = name ?? room ?? "";
+  node.hidden = room !== null && node.dataset.room !== room;
+  return node;
+}
+
+function line(kind, text, name) {
+  append(inRoom(el("li", kind, text), name));
 }
 
 function clock(seconds) {
@@ -112,6 +126,7 @@ function showMessage(m, live) {
   let who = m.from;
   if (m.private) who = mine ? `to ${m.to}` : `${m.from} (private)`;
   item.append(el("span", "from", who), time, withLinks(m.text));
+  inRoom(item, m.private ? null : m.room ?? defaultRoom);
 
   // Keep id order: a resumed message may arrive after newer live ones.
   const stick = nearBottom();
@@ -134,7 +149,76 @@ function showMessage(m, live) {
     unread += 1;
     document.title = `(${unread}) ${TITLE}`;
   }
+  if (live && !mine && !m.private && m.room && m.room !== room && joined.has(m.room)) {
+    joined.set(m.room, joined.get(m.room) + 1);
+    drawRooms();
+  }
 }
+
+// -- rooms --------------------------------------------------------------------------------
+
+function drawRooms() {
+  const list = $("rooms");
+  list.replaceChildren(
+    ...[...joined].map(([name, count]) => {
+      const item = el("li", name === room ? "current" : "");
+      const button = el("button", "", name);
+      button.type = "button";
+      button.dataset.room = name;
+      if (count > 0) button.append(el("span", "unread", String(count)));
+      button.addEventListener("click", () => showRoom(name));
+      item.append(button);
+      return item;
+    }),
+  );
+  $("part").hidden = room === null || room === defaultRoom;
+  $("room-name").textContent = room ?? "";
+  $("topic").textContent = room && topics.get(room) ? `Topic: ${topics.get(room)}` : "";
+}
+
+function showRoom(name) {
+  room = name;
+  if (!joined.has(name)) joined.set(name, 0);
+  joined.set(name, 0);
+  for (const node of messages.children) {
+    node.hidden = node.dataset.room !== "" && node.dataset.room !== name;
+  }
+  setPresence(members.get(name) ?? []);
+  drawRooms();
+  toBottom();
+}
+
+function knowRoom(name) {
+  if (name === null || name === undefined || joined.has(name)) return;
+  joined.set(name, 0);
+  if (defaultRoom === null) defaultRoom = name;
+  if (room === null) showRoom(name);
+  else drawRooms();
+}
+
+function setRooms(event) {
+  for (const name of [...joined.keys()]) if (!event.rooms.includes(name)) joined.delete(name);
+  for (const name of event.rooms) knowRoom(name);
+  if (defaultRoom === null) defaultRoom = event.rooms[0];
+  if (event.current !== room) showRoom(event.current);
+  else drawRooms();
+}
+
+function roomNotice(event) {
+  const topic = /^(?:topic: (.*)|.* set the topic: (.*))$/.exec(event.text);
+  if (topic && event.room) topics.set(event.room, topic[1] ?? topic[2]);
+  line("notice", event.text, event.room);
+  if (topic) drawRooms();
+}
+
+$("join").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const name = $("join-name").value.trim();
+  if (!name) return;
+  if (send({ text: `/join ${name}`, room })) $("join-name").value = "";
+});
+
+$("part").addEventListener("click", () => send({ text: "/part", room }));
 
 messages.addEventListener("scroll", () => {
   if (nearBottom()) toBottom();
@@ -167,6 +251,19 @@ function setIdentity(event) {
   if (loggedIn) showAccountForm(false);
 }
 
+function presence(event) {
+  if (event.room && !event.update) {
+    line("notice", `In ${event.room} (${event.names.length}): ${event.names.join(", ")}`);
+    return;
+  }
+  if (event.room) {
+    members.set(event.room, event.names);
+    knowRoom(event.room);
+    if (event.room !== room) return;
+  }
+  setPresence(event.names);
+}
+
 function setPresence(names) {
   const list = $("online");
   list.replaceChildren(...names.map((n) => el("li", n === me ? "self" : "", n)));
@@ -192,9 +289,10 @@ function answered(event) {
 const handlers = {
   message: (event) => showMessage(event, true),
   history: (event) => event.messages.forEach((m) => showMessage(m, false)),
-  notice: (event) => (event.request ? answered(event) : line("notice", event.text)),
+  notice: (event) => (event.request ? answered(event) : roomNotice(event)),
   error: (event) => (event.request ? answered(event) : line("error", event.text)),
-  presence: (event) => setPresence(event.names),
+  presence,
+  rooms: setRooms,
   identity: setIdentity,
 };
 
@@ -319,7 +417,9 @@ $("say").addEventListener("submit", (e) => {
   if (!text.trim()) return;
   // Typed /login and /register go as requests too: their token lands in the dialog.
   const typed = /^\/(login|register) +(\S+) +(.+)$/.exec(text.trim());
-  const sent = typed ? account(typed[1], typed[2], typed[3]) : send({ text });
+  const sent = typed
+    ? account(typed[1], typed[2], typed[3])
+    : send(room === null ? { text } : { text, room });
   if (!sent) {
     line("error", "not connected; your message is still in the box, send it again soon");
     return;

@@ -12,6 +12,7 @@ block, and a database that cannot be used stops the server with a clear L{StoreE
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
@@ -44,6 +45,7 @@ class Account:
     name: str
     password_hash: str | None  # None: a token-only account (minechat), no /login
     last_seen: int  # id of the last public message delivered while it was online
+    rooms: tuple[str, ...] = ()  # the rooms it is in, rejoined at login
 
 
 class Scheduled(NamedTuple):
@@ -72,10 +74,15 @@ class Store(Protocol):
         """Save a public message; fires with it once it is durable, so it can be delivered."""
 
     def messages(
-        self, after_id: int, through_id: int, since: float, limit: int
+        self,
+        after_id: int,
+        through_id: int,
+        since: float,
+        limit: int,
+        rooms: Collection[str] | None = None,
     ) -> Deferred[list[Message]]:
         """The newest C{limit} public messages with C{after_id < id <= through_id} and
-        C{time >= since}, oldest first."""
+        C{time >= since}, said in one of C{rooms} (None: any room), oldest first."""
 
     def purge_messages(self, before: float) -> Deferred[int]:
         """Forget public messages older than C{before}; fires with how many went."""
@@ -85,6 +92,20 @@ class Store(Protocol):
 
     def take_whispers(self, account: str) -> Deferred[list[Message]]:
         """The private messages kept for C{account}, oldest first, and forget them."""
+
+    # -- rooms ------------------------------------------------------------------------------
+
+    def join_room(self, account: str, room: str) -> Deferred[None]:
+        """The account is in C{room} (on every device, from its next login on)."""
+
+    def part_room(self, account: str, room: str) -> Deferred[None]: ...
+
+    def save_room(self, room: str, state: str) -> Deferred[None]:
+        """Keep a room's state (JSON: owner, topic, invitations, kicks) under its key;
+        an empty C{state} forgets the room."""
+
+    def rooms(self) -> Deferred[list[str]]:
+        """Every kept room's state (what L{save_room} was given)."""
 
     # -- accounts ---------------------------------------------------------------------------
 

@@ -288,9 +288,9 @@ def _migrate(conn: psycopg.Connection[Any], where: str) -> None:
 
 def add_message(conn: psycopg.Connection[Any], m: Message) -> Message:
     (m.id,) = conn.execute(
-        f"WITH n AS ({NEXT_ID}) INSERT INTO messages (id, time, sender, text)"
-        " SELECT value, ?, ?, ? FROM n RETURNING id",
-        (m.id, m.time, m.sender, m.text),
+        f"WITH n AS ({NEXT_ID}) INSERT INTO messages (id, time, sender, text, room)"
+        " SELECT value, ?, ?, ?, ? FROM n RETURNING id",
+        (m.id, m.time, m.sender, m.text, m.room),
     ).fetchone()
     return m
 

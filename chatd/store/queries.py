@@ -32,14 +32,59 @@ def account_names(conn: Connection) -> list[str]:
 
 
 def messages(
-    conn: Connection, after_id: int, through_id: int, since: float, limit: int
+    conn: Connection,
+    after_id: int,
+    through_id: int,
+    since: float,
+    limit: int,
+    rooms: tuple[str, ...] | None = None,
 ) -> list[Message]:
+    if rooms == ():
+        return []
+    where = "" if rooms is None else f" AND room IN ({', '.join('?' * len(rooms))})"
     rows = conn.execute(
-        "SELECT id, time, sender, text FROM messages WHERE id > ? AND id <= ? AND time >= ?"
-        " ORDER BY id DESC LIMIT ?",
-        (after_id, through_id, since, limit),
+        "SELECT id, time, sender, text, room FROM messages"
+        f" WHERE id > ? AND id <= ? AND time >= ?{where} ORDER BY id DESC LIMIT ?",
+        (after_id, through_id, since, *(rooms or ()), limit),
     ).fetchall()
-    return [Message(*row) for row in reversed(rows)]
+    return [Message(i, t, s, x, room=r) for i, t, s, x, r in reversed(rows)]
+
+
+def join_room(conn: Connection, account: str, room: str) -> None:
+    conn.execute(
+        "INSERT INTO memberships (name_key, room) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        (name_key(account), room),
+    )
+
+
+def part_room(conn: Connection, account: str, room: str) -> None:
+    conn.execute(
+        "DELETE FROM memberships WHERE name_key = ? AND room = ?", (name_key(account), room)
+    )
+
+
+def save_room(conn: Connection, room: str, state: str) -> None:
+    if not state:
+        conn.execute("DELETE FROM rooms WHERE room_key = ?", (room,))
+        return
+    conn.execute(
+        "INSERT INTO rooms (room_key, state) VALUES (?, ?)"
+        " ON CONFLICT (room_key) DO UPDATE SET state = excluded.state",
+        (room, state),
+    )
+
+
+def rooms(conn: Connection) -> list[str]:
+    return [row[0] for row in conn.execute("SELECT state FROM rooms ORDER BY room_key")]
+
+
+def _with_rooms(conn: Connection, row: Any) -> Account | None:
+    if not row:
+        return None
+    found = conn.execute(
+        "SELECT room FROM memberships WHERE name_key = ? ORDER BY room", (name_key(row[0]),)
+    ).fetchall()
+    return Account(*row, rooms=tuple(r[0] for r in found))
 
 
 def create_account(
@@ -66,7 +111,7 @@ def account(conn: Connection, name: str) -> Account | None:
         "SELECT name, password_hash, last_seen FROM accounts WHERE name_key = ?",
         (name_key(name),),
     ).fetchone()
-    return Account(*row) if row else None
+    return _with_rooms(conn, row)
 
 
 def set_password_hash(conn: Connection, name: str, password_hash: str) -> None:
@@ -86,7 +131,7 @@ def account_for_token(conn: Connection, token_hash: str) -> Account | None:
         " JOIN accounts a ON a.name_key = t.name_key WHERE t.token_hash = ?",
         (token_hash,),
     ).fetchone()
-    return Account(*row) if row else None
+    return _with_rooms(conn, row)
 
 
 def add_token(conn: Connection, name: str, token_hash: str, when: float) -> None:

@@ -62,6 +62,16 @@ MIGRATIONS: list[list[str | Callable[[Connection], None]]] = [
         " PRIMARY KEY (node, id))",
         _scheduled_rows,
     ],
+    [
+        # Rooms: each message is said in one; those from before rooms are the default's.
+        "ALTER TABLE messages ADD COLUMN room TEXT NOT NULL DEFAULT '#lobby'",
+        "CREATE INDEX messages_room ON messages (room, id)",
+        # The rooms an account is in, rejoined on every device at login.
+        "CREATE TABLE memberships (name_key TEXT NOT NULL, room TEXT NOT NULL,"
+        " PRIMARY KEY (name_key, room))",
+        # Rooms that outlive their members (owned ones): who owns them and their rules.
+        "CREATE TABLE rooms (room_key TEXT PRIMARY KEY, state TEXT NOT NULL)",
+    ],
 ]
 
 VERSION = len(MIGRATIONS)  # the schema version this chatd creates

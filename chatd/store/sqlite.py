@@ -120,8 +120,8 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
 
 def add_message(conn: sqlite3.Connection, m: Message) -> Message:
     conn.execute(
-        "INSERT INTO messages (id, time, sender, text) VALUES (?, ?, ?, ?)",
-        (m.id, m.time, m.sender, m.text),
+        "INSERT INTO messages (id, time, sender, text, room) VALUES (?, ?, ?, ?, ?)",
+        (m.id, m.time, m.sender, m.text, m.room),
     )
     return m
 

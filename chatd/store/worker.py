@@ -21,7 +21,7 @@ ends, not once per call.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from types import ModuleType
 from typing import Any
 
@@ -201,9 +201,27 @@ class Worker:
         return self._run(self.dialect.add_message, message)
 
     def messages(
-        self, after_id: int, through_id: int, since: float, limit: int
+        self,
+        after_id: int,
+        through_id: int,
+        since: float,
+        limit: int,
+        rooms: Collection[str] | None = None,
     ) -> Deferred[list[Message]]:
-        return self._run(queries.messages, after_id, through_id, since, limit)
+        picked = None if rooms is None else tuple(rooms)
+        return self._run(queries.messages, after_id, through_id, since, limit, picked)
+
+    def join_room(self, account: str, room: str) -> Deferred[None]:
+        return self._run(queries.join_room, account, room)
+
+    def part_room(self, account: str, room: str) -> Deferred[None]:
+        return self._run(queries.part_room, account, room)
+
+    def save_room(self, room: str, state: str) -> Deferred[None]:
+        return self._run(queries.save_room, room, state)
+
+    def rooms(self) -> Deferred[list[str]]:
+        return self._run(queries.rooms)
 
     def purge_messages(self, before: float) -> Deferred[int]:
         return self._run(self.dialect.purge_messages, before)

@@ -1,0 +1,407 @@
+"""Joining and leaving rooms, and what their owners may do: the moves between
+L{Conversation}s, with their rules, notices, and what the store and other nodes keep.
+
+Everyone is in the default room from connecting on and cannot leave it, so a client that
+never joins another sees the chat as it was before there were rooms. A person may be in
+several rooms; the one they type into is their session's current room. An account's rooms
+are kept in the store and rejoined on every device at login. A room made by an account is
+owned by it (and kept while nobody is in it); an unowned room ends with its last member.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from chatd.config import Config
+from chatd.conversation import Conversation, Conversations, kick_keys, room_key
+from chatd.crowd import Crowd
+from chatd.errors import CommandError
+from chatd.events import History, Notice, Presence
+from chatd.events import Rooms as RoomList
+from chatd.link import Link
+from chatd.members import Members, deliver
+from chatd.people import Session, User, name_key
+from chatd.store import Store
+from chatd.voice import Voice
+
+log = Logger(namespace="chatd.rooms")
+
+JOIN_HISTORY = 20  # recent messages a joiner is shown at most
+
+
+def minutes(seconds: float) -> str:
+    n = max(1, math.ceil(seconds / 60))
+    return f"{n} minute{'s' if n != 1 else ''}"
+
+
+class Rooms:
+    """The rooms of one node and the moves between them."""
+
+    def __init__(
+        self,
+        config: Config,
+        clock: IReactorTime,
+        store: Store,
+        members: Members,
+        conversations: Conversations,
+        voice: Voice,
+        crowd: Crowd,
+        link: Link,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.store = store
+        self.members = members
+        self.all = conversations
+        self.voice = voice
+        self.crowd = crowd
+        self.link = link
+
+    @property
+    def default(self) -> Conversation:
+        return self.all.default
+
+    # -- start-up and other nodes ----------------------------------------------------------
+
+    def restore(self) -> None:
+        """Read the rooms kept in the store (owned ones): their owners, topics and rules."""
+
+        def read(states: list[str]) -> None:
+            for raw in states:
+                self.heard_state(raw)
+
+        self.store.rooms().addCallbacks(read, lambda f: log.failure("reading rooms failed", f))
+
+    def heard_state(self, raw: str) -> None:
+        """A room's state from the store or another node (a topic, a kick, an invitation)."""
+        try:
+            data = json.loads(raw)
+            name = str(data["name"])
+        except (ValueError, KeyError, TypeError) as e:
+            log.warn("dropped a malformed room state: {e!r}", e=e)
+            return
+        conversation = self.all.get(name) or self.all.add(Conversation(name))
+        conversation.take_state(data)
+        now = self.clock.seconds()
+        for user in list(conversation.users):  # kicked on another node: out here too
+            if conversation.kicked_for(user, now):
+                self._leave(user, conversation, "removed")
+
+    def heard_members(self, node: str, room: str, names: list[str]) -> None:
+        """Who is in C{room} on another node now."""
+        conversation = self.all.get(room)
+        if conversation is None:
+            if not names:
+                return
+            conversation = self.all.add(Conversation(room))
+        if names:
+            conversation.elsewhere[node] = names
+        else:
+            conversation.elsewhere.pop(node, None)
+            self._expire(conversation)
+        if conversation.sessions:  # this room's member list, not every room's
+            event = Presence(conversation.names(), True, conversation.name)
+            sessions = conversation.sessions
+            self.voice.outbox.later(lambda: deliver(sessions, event))
+
+    # -- moves -----------------------------------------------------------------------------
+
+    def join(self, session: Session, name: str) -> None:
+        """C{/join #room}: into the room (made if new), which becomes the current one."""
+        user = session.user
+        name = self.all.normal(name)
+        conversation = self.all.get(name)
+        if conversation is not None and (
+            conversation is self.default or conversation.key in user.rooms
+        ):
+            session.room = conversation.name
+            self.voice.tell(session, f"you are now talking in {conversation.name}")
+            self._show_topic(session, conversation)
+            self.voice.event(session, RoomList([c.name for c in self.joined(user)], session.room))
+            return
+        if conversation is None:
+            problem = self.all.problem(name)
+            if problem is not None:
+                raise CommandError(problem)
+            if len(self.all) >= self.config.max_rooms:
+                raise CommandError("there are as many rooms as this server allows; join one")
+        self._may_join(user, conversation)
+        if conversation is None:
+            conversation = self.all.add(Conversation(name, owner=user.account))
+            if user.account is None:
+                conversation.maker = user
+            else:
+                self._keep(conversation)
+            log.info("{user} made {room}", user=user, room=name)
+        self._enter(user, conversation)
+        session.room = conversation.name
+        self.crowd.moved("joined", user.name, conversation.name)
+        self.tell_rooms(user)  # first: the page shows the room the next lines are about
+        self.voice.tell(session, f"you joined {conversation.name}; what you type goes there")
+        self._show_topic(session, conversation)
+        self._show_recent(session, conversation)
+
+    def _may_join(self, user: User, conversation: Conversation | None) -> None:
+        if len(user.rooms) + 1 >= self.config.max_rooms_per_person:
+            raise CommandError(
+                f"you are in {len(user.rooms) + 1} rooms, as many as allowed; /part one first"
+            )
+        if conversation is None:
+            return
+        left = conversation.kicked_for(user, self.clock.seconds())
+        if left:
+            raise CommandError(
+                f"you were removed from {conversation.name}; you may rejoin in {minutes(left)}"
+            )
+        if (
+            conversation.invite_only
+            and user.key not in conversation.invited
+            and (user.account is None or user.account != conversation.owner)
+        ):
+            raise CommandError(f"{conversation.name} is invite-only; ask its owner to /invite you")
+        if self.all.count(conversation) >= self.config.max_room_members:
+            raise CommandError(f"{conversation.name} is full")
+
+    def _enter(self, user: User, conversation: Conversation) -> None:
+        user.rooms[conversation.key] = conversation
+        conversation.add(user)
+        if user.account is not None:
+            self._remember(user.account, conversation.name, True)
+
+    def part(self, session: Session, name: str | None = None) -> None:
+        """C{/part [#room]}: leave the current room or the named one."""
+        user = session.user
+        conversation = self.all.get(self.all.normal(name)) if name else self.current(session)
+        if conversation is self.default:
+            raise CommandError(
+                f"everyone is in {self.default.name}; /join another room to talk there"
+            )
+        if conversation is None or conversation.key not in user.rooms:
+            raise CommandError(f"you are not in {name}; /rooms lists yours")
+        self.voice.tell(session, f"you left {conversation.name}")
+        self._leave(user, conversation, "left")
+
+    def _leave(self, user: User, conversation: Conversation, verb: str) -> None:
+        """C{user} leaves C{conversation} ("left", or "removed" by its owner)."""
+        user.rooms.pop(conversation.key, None)
+        conversation.remove(user)
+        for s in user.sessions:
+            if s.room == conversation.name:
+                s.room = self._last(user).name
+                if verb != "left":
+                    self.voice.tell(s, f"you were removed from {conversation.name}")
+                self.voice.tell(s, f"you are now talking in {s.room}")
+        if user.account is not None:
+            self._remember(user.account, conversation.name, False)
+        self.tell_rooms(user)
+        if verb == "left":
+            self.crowd.moved("left", user.name, conversation.name)
+        else:
+            self.crowd.changed()
+        self._expire(conversation)
+
+    def tell_rooms(self, user: User) -> None:
+        """Each of C{user}'s sessions hears which rooms it is in (the page lists them)."""
+        names = [c.name for c in self.joined(user)]
+        for s in user.sessions:
+            self.voice.event(s, RoomList(names, self.current(s).name))
+
+    def _last(self, user: User) -> Conversation:
+        """The room a session goes back to: the last one joined, or the default."""
+        return next(reversed(user.rooms.values()), self.default)
+
+    def gone(self, user: User) -> list[str]:
+        """C{user}'s last session went: out of every room; the names of those rooms."""
+        rooms = list(user.rooms.values())
+        for conversation in rooms:
+            conversation.remove(user)
+            self._expire(conversation)
+        user.rooms = {}
+        return [c.name for c in rooms]
+
+    def rejoin(self, session: Session, names: tuple[str, ...], quiet: bool = False) -> None:
+        """At login: the account's rooms (and those the session had as a guest) again;
+        C{quiet} when it was here a moment ago (a reload tells nobody)."""
+        user = session.user
+        account = user.account
+        for key, conversation in list(user.rooms.items()):
+            if account is not None:
+                self._remember(account, conversation.name, True)
+                if conversation.owner is None and conversation.maker is user:
+                    conversation.owner = account  # made as a guest a moment before logging in
+                    self._keep(conversation)
+            if self.all.get(conversation.name) is not conversation:
+                del user.rooms[key]  # expired meanwhile
+        for name in names:
+            conversation = self.all.get(name)
+            if conversation is self.default or (
+                conversation is not None and conversation.key in user.rooms
+            ):
+                continue
+            try:
+                self._may_join(user, conversation)
+            except CommandError as e:
+                self.voice.tell(session, f"not back in {name}: {e}")
+                if account is not None:
+                    self._remember(account, name, False)
+                continue
+            if conversation is None:
+                if len(self.all) >= self.config.max_rooms or self.all.problem(name):
+                    self.voice.tell(session, f"not back in {name}: it is gone")
+                    continue
+                conversation = self.all.add(Conversation(name))
+            self._enter(user, conversation)
+            if not quiet:
+                self.crowd.moved("joined", user.name, conversation.name)
+        if user.rooms:
+            shown = ", ".join(c.name for c in user.rooms.values())
+            self.voice.tell(session, f"you are in {self.default.name}, {shown}")
+            self.tell_rooms(user)
+        self.crowd.changed()
+
+    def _expire(self, conversation: Conversation) -> None:
+        """An unowned room nobody is in (on any node) ends."""
+        if (
+            conversation is not self.default
+            and conversation.owner is None
+            and not conversation.users
+            and not conversation.names()
+        ):
+            self.all.drop(conversation)
+            self.crowd.changed()
+
+    # -- what owners may do ----------------------------------------------------------------
+
+    def set_topic(self, session: Session, name: str | None, text: str) -> None:
+        conversation = self._mine(session, name, "set the topic of")
+        conversation.topic = text
+        self._keep(conversation)
+        who = session.user.name
+        said = f"{who} set the topic: {text}" if text else f"{who} cleared the topic"
+        self.voice.notice_all(said, room=conversation.name)
+
+    def kick(self, session: Session, name: str | None, who: str, minutes_: int) -> None:
+        conversation = self._mine(session, name, "remove people from")
+        key = name_key(who)
+        if key == session.user.key:
+            raise CommandError("you cannot remove yourself; /part leaves the room")
+        members = {u.key: u for u in conversation.users}
+        spelled = members[key].name if key in members else None
+        if spelled is None:
+            spelled = next(
+                (n for n in conversation.names() if name_key(n) == key),
+                None,
+            )
+        if spelled is None:
+            raise CommandError(f"nobody called {who} is in {conversation.name}")
+        seconds = minutes_ * 60
+        until = self.clock.seconds() + seconds
+        for held in kick_keys(members[key]) if key in members else [key]:
+            conversation.kicked[held] = until
+        conversation.invited.discard(key)
+        self.voice.notice_all(
+            f"{spelled} was removed from {conversation.name} for {minutes(seconds)}"
+            f" by {session.user.name}",
+            room=conversation.name,
+        )
+        if key in members:
+            self._leave(members[key], conversation, "removed")
+        self._keep(conversation)
+
+    def invite(self, session: Session, name: str | None, who: str) -> str:
+        """C{/invite NAME}: the room becomes invite-only (those in it stay invited) and
+        C{who} may join it; returns their name as spelled."""
+        conversation = self._mine(session, name, "invite people to")
+        target = self.members.find(who)
+        spelled = target.name if target else self.members.is_elsewhere(who)
+        if spelled is None:
+            raise CommandError(f"nobody called {who} is online; /list shows who is")
+        if not conversation.invite_only:
+            conversation.invite_only = True
+            conversation.invited.update(name_key(n) for n in self.all.names(conversation))
+            self.voice.notice_all(f"{conversation.name} is now invite-only", room=conversation.name)
+        conversation.invited.add(name_key(spelled))
+        conversation.kicked.pop(name_key(spelled), None)
+        self._keep(conversation)
+        told = f"{session.user.name} invited you to {conversation.name}; /join {conversation.name}"
+        if target is not None:
+            self.voice.tell_user(target, Notice(told))
+        else:
+            self.link.invited(spelled, told)
+        return spelled
+
+    def _mine(self, session: Session, name: str | None, what: str) -> Conversation:
+        """The room named (or the current one), if the caller may change it: its owner,
+        or anyone in a room without one (not the default room, which is everyone's)."""
+        conversation = self.all.get(self.all.normal(name)) if name else self.current(session)
+        if conversation is None:
+            raise CommandError(f"there is no room {name}; /rooms lists them")
+        user = session.user
+        if conversation.owner is None:
+            if conversation is self.default or conversation.key not in user.rooms:
+                raise CommandError(f"only the owner may {what} {conversation.name}")
+            if what != "set the topic of":
+                raise CommandError(
+                    f"{conversation.name} has no owner (a guest made it); "
+                    "rooms made by accounts have one"
+                )
+        elif user.account is None or name_key(user.account) != name_key(conversation.owner):
+            raise CommandError(
+                f"only {conversation.owner}, its owner, may {what} {conversation.name}"
+            )
+        return conversation
+
+    # -- what the doors and commands read --------------------------------------------------
+
+    def current(self, session: Session) -> Conversation:
+        found = self.all.get(session.room) if session.room else None
+        if found is None or (found is not self.default and found.key not in session.user.rooms):
+            session.room = self.default.name
+            return self.default
+        return found
+
+    def joined(self, user: User) -> list[Conversation]:
+        return [self.default, *user.rooms.values()]
+
+    def _show_topic(self, session: Session, conversation: Conversation) -> None:
+        if conversation.topic:
+            self.voice.event(session, Notice(f"topic: {conversation.topic}", conversation.name))
+
+    def _show_recent(self, session: Session, conversation: Conversation) -> None:
+        since = self.clock.seconds() - self.config.history_ttl
+        d = self.store.messages(0, 2**63 - 1, since, JOIN_HISTORY, (conversation.name,))
+
+        def show(messages: list[Any]) -> None:
+            if messages:
+                self.voice.event(
+                    session,
+                    History(messages, f"recent in {conversation.name}", conversation.name),
+                )
+
+        d.addCallbacks(show, lambda f: log.failure("reading {r} failed", f, r=conversation.name))
+
+    # -- what is kept ----------------------------------------------------------------------
+
+    def _keep(self, conversation: Conversation) -> None:
+        """An owned room's state goes to the store (it outlives its members) and to the
+        other nodes."""
+        state = conversation.state()
+        if conversation.owner is not None:
+            self.store.save_room(conversation.key, state).addErrback(
+                lambda f: log.failure("saving {r} failed", f, r=conversation.name)
+            )
+        self.link.room_changed(state)
+
+    def _remember(self, account: str, room: str, joined: bool) -> None:
+        op = self.store.join_room if joined else self.store.part_room
+        op(account, room).addErrback(
+            lambda f: log.failure("saving the rooms of {a} failed", f, a=account)
+        )
+
+
+__all__ = ["Rooms", "room_key"]
