@@ -10,6 +10,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -54,10 +55,20 @@ class Config:
         f"tcp:5050:interface=127.0.0.1:backlog={BACKLOG}",
         "minechat token-login write door",
     )
+    irc: str = _setting(
+        "server",
+        f"tcp:6667:interface=127.0.0.1:backlog={BACKLOG}",
+        "IRC door (irssi, WeeChat, HexChat); ssl:6697:... for TLS",
+    )
     metrics: str = _setting(
         "server", "none", "/metrics and /healthz for operators, e.g. tcp:9102:interface=127.0.0.1"
     )
     data_dir: str = _setting("server", "chatd-data", "database and audit log folder")
+
+    # [rooms]
+    default_room: str = _setting(
+        "rooms", "#lobby", "the room everyone is in; IRC users see it as this channel"
+    )
 
     # [limits] protect the server from one client.
     max_line_bytes: int = _setting("limits", 4096, "longest line a client may send")
@@ -155,8 +166,11 @@ class Config:
 
 
 # The settings that are Twisted endpoint strings (or "none").
-DOORS = ("line", "web", "minechat_read", "minechat_write")
+DOORS = ("line", "web", "minechat_read", "minechat_write", "irc")
 ENDPOINTS = (*DOORS, "metrics")
+
+
+_ROOM_NAME = re.compile(r"#[\w.-]{1,49}")
 
 
 def needs_restart(name: str) -> bool:
@@ -166,7 +180,7 @@ def needs_restart(name: str) -> bool:
     handshake timeout is built into the doors' wrappers.
     """
     section = next(f.metadata["section"] for f in settings() if f.name == name)
-    return section in ("server", "storage", "cluster") or name == "handshake_timeout"
+    return section in ("server", "storage", "cluster", "rooms") or name == "handshake_timeout"
 
 
 def settings() -> list[dataclasses.Field]:
@@ -198,6 +212,10 @@ def _convert(f: dataclasses.Field, raw: str, where: str) -> Any:
         _check_endpoint(text, where)
     if f.name == "redis_url" and text:
         redis_endpoint(text, where)
+    if f.name == "default_room" and not _ROOM_NAME.fullmatch(text):
+        raise ConfigError(
+            f"{where}: a room name is # and 1 to 49 letters, digits, '.', '-' or '_', got {text!r}"
+        )
     if f.name == "presence_ttl" and value < 1:
         raise ConfigError(f"{where}: must be at least 1 second, got {text}")
     if f.name == "node" and (" " in text or not text.isprintable()):

@@ -1,0 +1,167 @@
+"""IRC on the wire, as pure functions: parsing a client's line (IRCv3 tags, then Twisted's
+C{parsemsg}), formatting a server line, splitting text to fit 512 bytes, and mapping chatd
+names to IRC nicks and back.
+
+Nothing here knows the chat; L{chatd.doors.irc} is the glue between these and the Room.
+"""
+
+from __future__ import annotations
+
+import calendar
+import time as _time
+from dataclasses import dataclass, field
+
+from twisted.words.protocols.irc import IRCBadMessage, parsemsg
+
+# RFC 1459: a line is at most 512 bytes with its CR LF; IRCv3 tags get 8191 bytes more.
+LINE_BYTES = 512
+TAG_BYTES = 8191
+MAX_INPUT_BYTES = LINE_BYTES + TAG_BYTES
+
+# A chatd name is letters, digits, "_", "." and "-", starting with a letter or digit. A nick
+# may not hold "." and may not start with a digit or "-"; these are the two escapes, neither
+# a character of any chatd name, so the mapping is reversible.
+DOT = "|"  # "." in a name
+LEAD = "`"  # before a name that starts with a digit
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line a client sent."""
+
+    command: str
+    params: list[str]
+    tags: dict[str, str] = field(default_factory=dict)
+    prefix: str = ""
+
+
+class BadLine(ValueError):
+    """Not an IRC message; the text says why."""
+
+
+def unescape_tag(value: str) -> str:
+    """An IRCv3 tag value as it was before escaping."""
+    out = []
+    chars = iter(value)
+    for c in chars:
+        if c != "\\":
+            out.append(c)
+            continue
+        nxt = next(chars, "")
+        out.append({":": ";", "s": " ", "r": "\r", "n": "\n", "\\": "\\"}.get(nxt, nxt))
+    return "".join(out)
+
+
+def escape_tag(value: str) -> str:
+    return (
+        value.replace("\\", "\\\\")
+        .replace(";", "\\:")
+        .replace(" ", "\\s")
+        .replace("\r", "\\r")
+        .replace("\n", "\\n")
+    )
+
+
+def parse(line: str) -> Line:
+    """A client's line, without its CR LF; L{BadLine} when it holds no command."""
+    tags: dict[str, str] = {}
+    line = line.lstrip(" ")
+    if line.startswith("@"):
+        raw, _, line = line[1:].partition(" ")
+        for item in raw.split(";"):
+            if item:
+                key, _, value = item.partition("=")
+                tags[key] = unescape_tag(value)
+        line = line.lstrip(" ")
+    if not line.strip(" ") or line.startswith(":") and " " not in line.strip(" "):
+        raise BadLine("no command")
+    try:
+        prefix, command, params = parsemsg(line)
+    except (IRCBadMessage, IndexError, ValueError) as e:
+        raise BadLine(str(e) or "no command") from None
+    if not command:
+        raise BadLine("no command")
+    return Line(command.upper(), params, tags, prefix)
+
+
+def format_line(
+    command: str,
+    params: list[str] | tuple[str, ...],
+    prefix: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """A server line (without CR LF); the last parameter is trailing when it must be."""
+    params = list(params)
+    if params:
+        last = params[-1]
+        if not last or " " in last or last.startswith(":"):
+            params[-1] = ":" + last
+    out = " ".join([command, *params])
+    if prefix:
+        out = f":{prefix} {out}"
+    if tags:
+        rendered = ";".join(f"{k}={escape_tag(v)}" if v else k for k, v in tags.items())
+        out = f"@{rendered} {out}"
+    return out
+
+
+def utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def split_text(text: str, budget: int) -> list[str]:
+    """C{text} in pieces of at most C{budget} UTF-8 bytes each, cut at a space where one is
+    near the end and never inside a character; newlines always cut. At least one piece."""
+    budget = max(budget, 4)  # room for any one character
+    pieces: list[str] = []
+    for para in text.split("\n"):
+        data = para.encode("utf-8", "surrogatepass")
+        while len(data) > budget:
+            cut = budget
+            while cut > 0 and (data[cut] & 0xC0) == 0x80:  # a continuation byte
+                cut -= 1
+            space = data.rfind(b" ", budget // 2, cut + 1)
+            if space > 0:
+                pieces.append(data[:space].decode("utf-8", "surrogatepass"))
+                data = data[space + 1 :]
+            else:
+                pieces.append(data[:cut].decode("utf-8", "surrogatepass"))
+                data = data[cut:]
+        pieces.append(data.decode("utf-8", "surrogatepass"))
+    return pieces
+
+
+def nick_of(name: str) -> str:
+    """A chatd name as an IRC nick: "." becomes "|", a leading digit gets a "`"."""
+    nick = name.replace(".", DOT)
+    return LEAD + nick if nick[:1].isdigit() else nick
+
+
+def name_of(nick: str) -> str:
+    """The chatd name a nick stands for (the inverse of L{nick_of}); any other nick maps to
+    itself, and the Room's name rules say what is wrong with it."""
+    if nick.startswith(LEAD) and nick[1:2].isdigit():
+        nick = nick[1:]
+    return nick.replace(DOT, ".")
+
+
+def server_time(when: float) -> str:
+    """The IRCv3 C{time} tag: ISO 8601 in UTC with milliseconds."""
+    ms = int(round(when * 1000)) % 1000
+    return _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(int(when))) + f".{ms:03d}Z"
+
+
+def parse_time(value: str) -> float | None:
+    """A C{timestamp=...} of CHATHISTORY as seconds, or None when it is not one."""
+    value = value.removeprefix("timestamp=")
+    main, _, frac = value.rstrip("Z").partition(".")
+    try:
+        stamp = _time.strptime(main, "%Y-%m-%dT%H:%M:%S")
+    except ValueError:
+        return None
+    seconds = float(calendar.timegm(stamp))
+    if frac:
+        if not frac.isdigit():
+            return None
+        seconds += float("0." + frac)
+    return seconds
