@@ -54,7 +54,7 @@ class Chatd:
         command = [sys.executable, "-m", "twisted", "chatd", "--data-dir", str(self.data_dir)]
         command += ["--web", f"tcp:{self.web}:interface=127.0.0.1"]
         command += ["--line", f"tcp:{self.line}:interface=127.0.0.1"]
-        command += ["--minechat-read", "none", "--minechat-write", "none"]
+        command += ["--minechat-read", "none", "--minechat-write", "none", "--irc", "none"]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + TIMEOUT
