@@ -276,7 +276,8 @@ class IRCDoor(irc.IRC):
         self.sendLine(wire.format_line(command, params, prefix, tags))
 
     def numeric(self, number: str, *params: str) -> None:
-        self.send(number, self.nick, *params)
+        """A numeric reply to this client (named by the nick it asked for, until welcomed)."""
+        self.send(number, self.nick if self.welcomed else self.wanted or "*", *params)
 
     def server_notice(self, text: str) -> None:
         for line in text.split("\n"):

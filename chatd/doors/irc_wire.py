@@ -25,6 +25,12 @@ DOT = "|"  # "." in a name
 LEAD = "`"  # before a name that starts with a digit
 
 
+# Commands whose last parameter is free text.
+TEXT_LAST = frozenset(
+    ("PRIVMSG", "NOTICE", "PART", "QUIT", "AWAY", "ERROR", "TOPIC", "KICK", "PONG", "CAP")
+)
+
+
 @dataclass(frozen=True)
 class Line:
     """One line a client sent."""
@@ -90,11 +96,12 @@ def format_line(
     prefix: str | None = None,
     tags: dict[str, str] | None = None,
 ) -> str:
-    """A server line (without CR LF); the last parameter is trailing when it must be."""
+    """A server line (without CR LF). The last parameter is trailing (after ":") when it
+    must be, and always when it is text (L{TEXT_LAST}), as servers write it."""
     params = list(params)
     if params:
         last = params[-1]
-        if not last or " " in last or last.startswith(":"):
+        if not last or " " in last or last.startswith(":") or command in TEXT_LAST:
             params[-1] = ":" + last
     out = " ".join([command, *params])
     if prefix:
