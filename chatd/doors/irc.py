@@ -220,15 +220,13 @@ class IRCDoor(irc.IRC):
             self.numeric(irc.ERR_UNKNOWNCOMMAND, "*", "that line holds no IRC command")
             return
         command = line.command
-        if command in ("PING", "PONG", "CAP", "AUTHENTICATE"):
-            pass  # keep-alives and negotiation: never against the flood caps
-        elif not self.welcomed:
+        if not self.welcomed:  # no session to count against yet: a bound of its own
             self.early_lines += 1
             if self.early_lines > EARLY_LINES:
                 self.close(f"more than {EARLY_LINES} lines before registering")
                 return
-        elif command in ("QUIT",):
-            pass
+        elif command in UNCOUNTED:
+            pass  # keep-alives and capability talk never count against the flood caps
         elif not self.room.accept(self.session):
             return  # the flood rules told the client why
         self.handle(line)
@@ -1158,6 +1156,7 @@ class IRCDoor(irc.IRC):
         self.nick = nick
 
 
+UNCOUNTED = frozenset(("PING", "PONG", "CAP", "QUIT"))
 BEFORE_REGISTRATION = frozenset(
     ("CAP", "PASS", "NICK", "USER", "AUTHENTICATE", "PING", "PONG", "QUIT")
 )

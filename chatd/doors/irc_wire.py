@@ -1,5 +1,5 @@
-"""IRC on the wire, as pure functions: parsing a client's line (IRCv3 tags, then Twisted's
-C{parsemsg}), formatting a server line, splitting text to fit 512 bytes, and mapping chatd
+"""IRC on the wire, as pure functions: parsing a client's line (IRCv3 tags included),
+formatting a server line, splitting text to fit 512 bytes, and mapping chatd
 names to IRC nicks and back.
 
 Nothing here knows the chat; L{chatd.doors.irc} is the glue between these and the Room.
@@ -10,8 +10,6 @@ from __future__ import annotations
 import calendar
 import time as _time
 from dataclasses import dataclass, field
-
-from twisted.words.protocols.irc import IRCBadMessage, parsemsg
 
 # RFC 1459: a line is at most 512 bytes with its CR LF; IRCv3 tags get 8191 bytes more.
 LINE_BYTES = 512
@@ -79,14 +77,20 @@ def parse(line: str) -> Line:
                 key, _, value = item.partition("=")
                 tags[key] = unescape_tag(value)
         line = line.lstrip(" ")
-    if not line.strip(" ") or line.startswith(":") and " " not in line.strip(" "):
+    prefix = ""
+    if line.startswith(":"):
+        prefix, _, line = line[1:].partition(" ")
+    # Parameters are separated by spaces only: Twisted's parsemsg splits on any Unicode
+    # whitespace, which would cut a stranger's "a\u00a0b" or NEL in two.
+    head, colon, trailing = line.partition(" :")
+    if not colon and head.startswith(":"):
+        head, colon, trailing = "", ":", head[1:]
+    params = [p for p in head.split(" ") if p]
+    if not params:
         raise BadLine("no command")
-    try:
-        prefix, command, params = parsemsg(line)
-    except (IRCBadMessage, IndexError, ValueError) as e:
-        raise BadLine(str(e) or "no command") from None
-    if not command:
-        raise BadLine("no command")
+    command = params.pop(0)
+    if colon:
+        params.append(trailing)
     return Line(command.upper(), params, tags, prefix)
 
 
