@@ -17,10 +17,7 @@ async def test_irssi_joins_talks_both_ways_with_telnet_and_quits(tmp_path):
     terminals = Terminals(str(tmp_path))
     home = tmp_path / "irssi"
     home.mkdir()
-    irssi = (
-        f"{shutil.which('irssi')} --home={home} -n ann "
-        f"-c 127.0.0.1 -p {server.ports['irc']}"
-    )
+    irssi = f"{shutil.which('irssi')} --home={home} -n ann -c 127.0.0.1 -p {server.ports['irc']}"
     try:
         bob = await line_client(server.ports["line"])
         bob.send("/rename bob")

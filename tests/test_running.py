@@ -298,5 +298,5 @@ def test_the_systemd_units_verify(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     # An unknown key or a bad value is only a warning, exit code 0 nonetheless.
     assert "chatd." not in done.stdout + done.stderr, done.stdout + done.stderr
-    assert "index=0" in service and "index=3" in service
-    assert (UNITS / "chatd.socket").read_text().count("ListenStream=") == 4
+    assert "index=0" in service and "index=4" in service
+    assert (UNITS / "chatd.socket").read_text().count("ListenStream=") == 5
