@@ -7,6 +7,7 @@ import base64
 import re
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -310,7 +311,7 @@ async def test_chathistory_fills_the_gap_after_a_reconnect(srv):
     maker = await line_client(srv.ports["line"])
     maker.send("/register dee dee-password")
     await maker.expect("account dee created")
-    caps = "server-time message-tags batch draft/chathistory"
+    caps = "server-time message-tags batch draft/chathistory account-tag"
     dee = await irc(srv, "dee", caps=caps, sasl=("dee", "dee-password"))
     maker.send("before the gap")
     seen = await dee.expect(r"PRIVMSG #lobby :before the gap$")
@@ -326,7 +327,7 @@ async def test_chathistory_fills_the_gap_after_a_reconnect(srv):
     one = await dee.expect(rf"^@batch={ref};time=\S+ :\S+ PRIVMSG #lobby :missed one$")
     await dee.expect(rf"^@batch={ref};time=\S+ :\S+ PRIVMSG #lobby :missed two$")
     await dee.expect(rf"^:chatd BATCH -{ref}$")
-    assert "msgid=" in one
+    assert "msgid=" in one and "account=dee" in one  # the telnet device is dee's too
     dee.send("CHATHISTORY LATEST #lobby * 1")
     await dee.expect(r"^:chatd BATCH \+")
     await dee.expect(r"PRIVMSG #lobby :missed two$")
@@ -393,3 +394,23 @@ async def test_bad_input_is_answered(srv):
     fresh.send("NICK fine")
     fresh.send("USER fine 0 * :Fine")
     await fresh.expect(r"^:chatd 001 fine ")
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_default_room_setting_names_the_channel(tmp_path):
+    server = await start_server(tmp_path, doors=("line", "irc"), default_room="#chat")
+    try:
+        ann = await irc(server, "ann")
+        assert ":ann!chat@chatd JOIN #chat" in ann.lines
+        ann.send("JOIN #lobby")
+        assert "only #chat exists" in await ann.numeric("403")
+    finally:
+        await server.stop()
+
+
+def test_a_default_room_is_a_channel_name():
+    from chatd.config import ConfigError, load
+
+    assert load(overrides={"default_room": "#chat"}).default_room == "#chat"
+    with pytest.raises(ConfigError, match="a room name is #"):
+        load(overrides={"default_room": "lobby"})
