@@ -31,6 +31,7 @@ from chatd.errors import CommandError, UsageError
 from chatd.events import Error, Event, History, Identity, Message, Notice, Presence
 from chatd.people import Session, name_key
 from chatd.room import Room
+from chatd.text import chunks, clock_time, cut_message
 
 log = Logger(namespace="chatd.doors.irc")
 
@@ -659,9 +660,10 @@ class IRCDoor(irc.IRC):
             return
         for name in params[0].split(","):
             found = self.channels_api.find(name)
-            self._names(found) if found else self.numeric(
-                irc.RPL_ENDOFNAMES, name, "End of /NAMES list"
-            )
+            if found is None:
+                self.numeric(irc.RPL_ENDOFNAMES, name, "End of /NAMES list")
+            else:
+                self._names(found)
 
     def irc_TOPIC(self, params: list[str]) -> None:
         if not params:
@@ -822,8 +824,10 @@ class IRCDoor(irc.IRC):
         for c in change:
             if c in "+-":
                 sign = c
+            elif c == "i" and sign == "+":
+                modes.add(c)
             elif c == "i":
-                modes.add(c) if sign == "+" else modes.discard(c)
+                modes.discard(c)
             else:
                 self.numeric(irc.ERR_UMODEUNKNOWNFLAG, f"Unknown MODE flag {c}; only +i is known")
                 return
@@ -1016,9 +1020,7 @@ class IRCDoor(irc.IRC):
         limit = self.room.config.max_message_bytes
         lines = []
         for m in messages:
-            lines.extend(self._message_lines(_cut(m, limit), batch, channel, stamped=True))
-        from chatd.text import chunks
-
+            lines.extend(self._message_lines(cut_message(m, limit), batch, channel, stamped=True))
         return chunks((line.encode("utf-8", "replace") + b"\r\n" for line in lines), STREAM_CHUNK)
 
     # -- events from the Room -----------------------------------------------------------------
@@ -1029,19 +1031,18 @@ class IRCDoor(irc.IRC):
             return
         if self.gone:
             return
-        kind = type(event)
-        if kind is Message:
-            self._message(event)  # type: ignore[arg-type]
-        elif kind is Presence:
-            self._presence(event)  # type: ignore[arg-type]
-        elif kind is Notice:
-            self._notice(event.text)  # type: ignore[attr-defined]
-        elif kind is Error:
-            self.server_notice(event.text)  # type: ignore[attr-defined]
-        elif kind is Identity:
-            self._identity(event)  # type: ignore[arg-type]
-        elif kind is History:
-            self._history(event)  # type: ignore[arg-type]
+        if isinstance(event, Message):
+            self._message(event)
+        elif isinstance(event, Presence):
+            self._presence(event)
+        elif isinstance(event, Notice):
+            self._notice(event.text)
+        elif isinstance(event, Error):
+            self.server_notice(event.text)
+        elif isinstance(event, Identity):
+            self._identity(event)
+        elif isinstance(event, History):
+            self._history(event)
 
     def _message(self, m: Message) -> None:
         session = self.session
@@ -1086,8 +1087,6 @@ class IRCDoor(irc.IRC):
                 tags["account"] = user.account
         text = m.text
         if (stamped or m.late) and not timed:
-            from chatd.text import clock_time
-
             text = f"[{clock_time(m.time)}] {text}"
         if m.to is None:
             target = channel or self.channels_api.lobby
@@ -1166,12 +1165,6 @@ def _pieces(command: str, prefix: str, target: str, text: str) -> list[str]:
     """C{text} in pieces that fit one line each after C{:prefix COMMAND target :}."""
     head = wire.utf8_len(f":{prefix} {command} {target} :")
     return wire.split_text(text, wire.LINE_BYTES - 2 - head)
-
-
-def _cut(m: Message, limit: int) -> Message:
-    from chatd.text import cut_message
-
-    return cut_message(m, limit)
 
 
 def _ref(ref: str) -> tuple[str, Any] | None:
