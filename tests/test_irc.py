@@ -285,7 +285,7 @@ async def test_sasl_logs_in_to_an_account_made_on_telnet_and_joins_once(srv):
     client.send("PRIVMSG #lobby :it is me")
     await bob.expect(r"^ann: it is me$")
     # Others saw the account arrive once, under its own name.
-    about_ann = [line for line in bob.lines if "ann" in line]
+    about_ann = [line for line in bob.lines if re.search(r"\bann\b", line)]
     assert about_ann in (["ann: it is me"], ["* ann joined", "ann: it is me"]), about_ann
     wrong = await irc(srv, "mallory", sasl=("ann", "not-the-password"), welcome=False)
     await wrong.expect(r"^:chatd 001 mallory ")  # a guest, after CAP END
