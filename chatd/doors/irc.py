@@ -228,6 +228,8 @@ class IRCDoor(irc.IRC):
                 return
         elif command in UNCOUNTED:
             pass  # keep-alives and capability talk never count against the flood caps
+        elif not hasattr(self, f"irc_{command}") and self.room.commands.get(command.lower()):
+            pass  # a chatd command: Room.receive counts it
         elif not self.room.accept(self.session):
             return  # the flood rules told the client why
         self.handle(line)
