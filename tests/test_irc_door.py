@@ -97,3 +97,23 @@ def test_connect_takes_a_free_name_and_a_guest_name_otherwise():
     taken = room.connect(first.__class__("irc"), bob.session.user.name)
     assert taken.user.name != bob.session.user.name
     assert room.name_problem("ann") == "the name ann is taken; pick another"
+
+
+def test_chathistory_windows_by_msgid_and_timestamp():
+    from chatd.doors.irc import _ref, _window
+    from chatd.events import Message
+
+    history = [Message(i, 1000.0 + i, "ann", f"m{i}") for i in range(1, 11)]
+
+    def ids(sub: str, *refs: str, limit: int = 3) -> list[int]:
+        return [m.id for m in _window(sub, history, [_ref(r) for r in refs], limit)]
+
+    assert ids("LATEST", "*") == [8, 9, 10]
+    assert ids("LATEST", "msgid=9") == [10]
+    assert ids("BEFORE", "msgid=5") == [2, 3, 4]
+    assert ids("AFTER", "msgid=5") == [6, 7, 8]
+    assert ids("AFTER", "timestamp=1970-01-01T00:16:45.000Z") == [6, 7, 8]  # 1005 s
+    assert ids("AROUND", "msgid=5", limit=4) == [3, 4, 5, 6]
+    assert ids("BETWEEN", "msgid=2", "msgid=9", limit=10) == [3, 4, 5, 6, 7, 8]
+    assert ids("BETWEEN", "msgid=9", "msgid=2", limit=2) == [7, 8]  # from the later end
+    assert _ref("msgid=abc") is None and _ref("timestamp=soon") is None

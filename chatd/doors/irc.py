@@ -452,6 +452,8 @@ class IRCDoor(irc.IRC):
                 self.room.disconnect(session, "IRC connection closed while logging in")
                 return
             self.session = session
+            if not session.user.name:
+                return  # refused by the flood rules: told and closed
             account = session.user.account or name
             if sasl:
                 self.numeric(
