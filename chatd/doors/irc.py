@@ -183,23 +183,21 @@ class IRCDoor(irc.IRC):
     def dataReceived(self, data: bytes) -> None:
         """Lines end with LF (CR LF, or a bare LF as mIRC sends); each is decoded on its
         own, so a character split between two reads is whole again."""
-        self._buffer += data
-        while not self.gone:
-            line, lf, rest = self._buffer.partition(b"\n")
-            if not lf:
-                if len(self._buffer) > wire.MAX_INPUT_BYTES:
-                    self._buffer = b""
-                    self._too_long()
-                    self._skipping = True
+        *lines, rest = (self._buffer + data).split(b"\n")
+        self._buffer = rest
+        for line in lines:
+            if self.gone:
                 return
-            self._buffer = rest
-            if self._skipping:
+            if self._skipping:  # the end of a line too long to read
                 self._skipping = False
-                continue
-            if len(line) > wire.MAX_INPUT_BYTES:
+            elif len(line) > wire.MAX_INPUT_BYTES:
                 self._too_long()
-                continue
-            self._line(line.rstrip(b"\r"))
+            else:
+                self._line(line.rstrip(b"\r"))
+        if len(self._buffer) > wire.MAX_INPUT_BYTES and not self.gone:
+            self._buffer = b""
+            self._too_long()
+            self._skipping = True
 
     def _too_long(self) -> None:
         self.numeric(
