@@ -83,6 +83,7 @@ async def test_registration_welcomes_with_isupport_and_puts_the_user_in_the_lobb
     names = next(line for line in ann.lines if " 353 " in line)
     assert names.startswith(":chatd 353 ann = #lobby :") and "ann" in names.split(":")[-1]
     await bob.expect(r"^\* ann joined$")
+    assert not [line for line in bob.lines if "is now" in line]  # joined once, as ann
 
 
 @pytest_twisted.ensureDeferred
@@ -265,6 +266,11 @@ async def test_capabilities_echo_time_msgid_account_and_nak(srv):
     tags = dict(t.split("=") for t in echoed.split(" ")[0][1:].split(";"))
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", tags["time"])
     assert tags["msgid"].isdigit()
+    bob = await line_client(srv.ports["line"])
+    bob.send("/rename bob")
+    await bob.expect("you are bob")
+    ann.send("PRIVMSG bob :whispers echo too")
+    await ann.expect(r"^@\S*msgid=w\d+\S* :ann!chat@chatd PRIVMSG bob :whispers echo too$")
 
 
 @pytest_twisted.ensureDeferred
