@@ -177,6 +177,7 @@ class IRCDoor(irc.IRC):
         self.gone = False
         self.timeout = room.clock.callLater(REGISTRATION_TIMEOUT, self._too_slow)
         self.channels_api = self.factory.channels
+        self.factory.doors.add(self)
 
     # -- bytes in ---------------------------------------------------------------------------
 
@@ -301,6 +302,7 @@ class IRCDoor(irc.IRC):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.gone = True
+        self.factory.doors.discard(self)
         if self.timeout.active():
             self.timeout.cancel()
         if self.session is not None:
@@ -1223,18 +1225,6 @@ class IRCFactory(Factory):
         self.channels = Channels(room)
         self.away: dict[str, str] = {}  # name key -> away message
         self.doors: set[IRCDoor] = set()
-
-    def buildProtocol(self, addr: Any) -> IRCDoor:
-        door = super().buildProtocol(addr)
-        self.doors.add(door)
-        lost = door.connectionLost
-
-        def gone(reason: Any = None) -> None:
-            self.doors.discard(door)
-            lost(reason)
-
-        door.connectionLost = gone  # type: ignore[method-assign]
-        return door
 
     def tell_away(self, source: IRCDoor, name: str, text: str) -> None:
         """away-notify: the other IRC clients that asked hear of it."""
