@@ -100,7 +100,8 @@ def test_connect_takes_a_free_name_and_a_guest_name_otherwise():
 
 
 def test_chathistory_windows_by_msgid_and_timestamp():
-    from chatd.doors.irc import _ref, _window
+    from chatd.doors.irc_wire import history_ref as _ref
+    from chatd.doors.irc_wire import history_window as _window
     from chatd.events import Message
 
     history = [Message(i, 1000.0 + i, "ann", f"m{i}") for i in range(1, 11)]

@@ -6,7 +6,8 @@ commands and the IRCv3 capabilities clients use are answered here; the chat's ru
 the Room: a PRIVMSG is L{Room.speak}, a NICK is L{Room.rename}, a login is the Room's, and
 every line but PING, PONG and CAP counts against the flood caps (L{Room.accept}).
 
-Everything about channels goes through L{Channels}, the one place to point at rooms.
+Everything about channels goes through L{Channels} (irc_channels), the one place to point
+at rooms.
 Parsing, formatting, splitting and nick mapping are pure functions in L{irc_wire}.
 """
 
@@ -26,6 +27,7 @@ from twisted.words.protocols import irc
 
 from chatd import __version__
 from chatd.doors import irc_wire as wire
+from chatd.doors.irc_channels import Channels
 from chatd.doors.output import STREAM_CHUNK, Output, Turn
 from chatd.errors import CommandError, UsageError
 from chatd.events import Error, Event, History, Identity, Message, Notice, Presence
@@ -43,8 +45,6 @@ EARLY_LINES = 100  # lines a client may send before it has registered
 SASL_ATTEMPTS = 3  # before registration; the Accounts' backoff applies to each
 SASL_CHUNK = 400  # RFC: AUTHENTICATE payloads come in pieces of 400 bytes
 CHATHISTORY_MAX = 100  # messages one CHATHISTORY answers with at most
-HISTORY_SCAN = 1000  # recent messages a CHATHISTORY looks through
-NOT_YET = "only {lobby} exists on this server for now"
 
 # IRCv3 numerics Twisted's table lacks.
 RPL_LOGGEDIN = "900"
@@ -80,64 +80,6 @@ _batches = itertools.count(1)
 def mask(name: str) -> str:
     """The C{nick!user@host} of the chatd user called C{name}."""
     return f"{wire.nick_of(name)}!{USER}@{SERVER}"
-
-
-class Channels:
-    """What the door's channel commands (JOIN, PART, NAMES, TOPIC, LIST, WHO, KICK, INVITE,
-    CHATHISTORY) ask of the chat. Today the chat is one conversation, the channel
-    C{default_room}; with rooms these become calls of the Room's rooms API."""
-
-    def __init__(self, room: Room) -> None:
-        self.room = room
-
-    @property
-    def lobby(self) -> str:
-        return self.room.config.default_room
-
-    def find(self, name: str) -> str | None:
-        """The channel called C{name} (in its own spelling), or None."""
-        return self.lobby if name.casefold() == self.lobby.casefold() else None
-
-    def missing(self, name: str) -> str:
-        """What to say of a channel that does not exist."""
-        return NOT_YET.format(lobby=self.lobby)
-
-    def join(self, session: Session, name: str) -> str:
-        """Join C{name}; its spelling. Raises L{CommandError} when it cannot be joined."""
-        found = self.find(name)
-        if found is None:
-            raise CommandError(self.missing(name))
-        return found
-
-    def part(self, session: Session, name: str) -> None:
-        """Everyone is in the one conversation: leaving it only stops showing it here."""
-
-    def names(self, name: str) -> list[str]:
-        return self.room.online()
-
-    def topic(self, name: str) -> str:
-        return ""
-
-    def set_topic(self, session: Session, name: str, topic: str) -> None:
-        raise CommandError(f"{name} has no owner to set its topic yet; rooms are coming")
-
-    def kick(self, session: Session, name: str, nick: str) -> None:
-        raise CommandError(f"only a room's owner may kick, and {name} has no owner yet")
-
-    def invite(self, session: Session, name: str, nick: str) -> None:
-        raise CommandError(f"everyone is in {name} already")
-
-    def conversations(self) -> list[tuple[str, int, str]]:
-        """Every channel: name, people, topic (LIST)."""
-        return [(self.lobby, len(self.room.online()), "")]
-
-    def history(self, name: str) -> defer.Deferred[list[Message]]:
-        """The channel's recent public messages, oldest first (CHATHISTORY looks in them)."""
-        return self.room.history(HISTORY_SCAN)
-
-    def shows(self, event: Event, name: str) -> bool:
-        """Whether a public message or a member list belongs to channel C{name}."""
-        return True
 
 
 class IRCDoor(irc.IRC):
@@ -948,7 +890,7 @@ class IRCDoor(irc.IRC):
             return
         target = params[1]
         refs = params[2:-1]
-        parsed = [_ref(r) for r in refs]
+        parsed = [wire.history_ref(r) for r in refs]
         if any(p is None for p in parsed) or (sub != "LATEST" and "*" in refs):
             fail(
                 "INVALID_MSGREFTYPE",
@@ -964,7 +906,7 @@ class IRCDoor(irc.IRC):
             return
 
         def answer(messages: list[Message]) -> None:
-            chosen = _window(sub, messages, parsed, limit)  # type: ignore[arg-type]
+            chosen = wire.history_window(sub, messages, parsed, limit)  # type: ignore[arg-type]
             self._history_batch(found, chosen)
 
         def failed(failure: Any) -> None:
@@ -974,7 +916,7 @@ class IRCDoor(irc.IRC):
         self.channels_api.history(found).addCallbacks(answer, failed)
 
     def _targets(self, a: str, b: str, limit: int) -> None:
-        refs = [_ref(a), _ref(b)]
+        refs = [wire.history_ref(a), wire.history_ref(b)]
         if any(r is None or r[0] != "timestamp" for r in refs):
             self.send(
                 "FAIL", "CHATHISTORY", "INVALID_PARAMS", "TARGETS", "TARGETS takes timestamps"
@@ -1169,49 +1111,6 @@ def _pieces(command: str, prefix: str, target: str, text: str) -> list[str]:
     """C{text} in pieces that fit one line each after C{:prefix COMMAND target :}."""
     head = wire.utf8_len(f":{prefix} {command} {target} :")
     return wire.split_text(text, wire.LINE_BYTES - 2 - head)
-
-
-def _ref(ref: str) -> tuple[str, Any] | None:
-    """A CHATHISTORY reference: ("msgid", id), ("timestamp", seconds), ("*", None)."""
-    if ref == "*":
-        return ("*", None)
-    if ref.startswith("msgid="):
-        value = ref[6:]
-        return ("msgid", int(value)) if value.isdigit() else None
-    if ref.startswith("timestamp="):
-        seconds = wire.parse_time(ref)
-        return None if seconds is None else ("timestamp", seconds)
-    return None
-
-
-def _position(m: Message, ref: tuple[str, Any]) -> float:
-    return m.id if ref[0] == "msgid" else m.time
-
-
-def _window(
-    sub: str, messages: list[Message], refs: list[tuple[str, Any]], limit: int
-) -> list[Message]:
-    """The messages a CHATHISTORY subcommand asks for, oldest first."""
-    if sub == "LATEST":
-        ref = refs[0]
-        if ref[0] != "*":
-            messages = [m for m in messages if _position(m, ref) > ref[1]]
-        return messages[-limit:] if limit else []
-    ref = refs[0]
-    if sub == "BEFORE":
-        return [m for m in messages if _position(m, ref) < ref[1]][-limit:]
-    if sub == "AFTER":
-        return [m for m in messages if _position(m, ref) > ref[1]][:limit]
-    if sub == "AROUND":
-        before = [m for m in messages if _position(m, ref) < ref[1]]
-        after = [m for m in messages if _position(m, ref) >= ref[1]]
-        half = limit // 2
-        return before[-half:] + after[: limit - min(half, len(before))] if half else after[:limit]
-    low, high = sorted((refs[0], refs[1]), key=lambda r: r[1])
-    inside = [m for m in messages if _position(m, low) > low[1] and _position(m, high) < high[1]]
-    if refs[0][1] > refs[1][1]:  # counted from the later end
-        return inside[-limit:]
-    return inside[:limit]
 
 
 class IRCFactory(Factory):

@@ -1,6 +1,6 @@
 """IRC on the wire, as pure functions: parsing a client's line (IRCv3 tags included),
-formatting a server line, splitting text to fit 512 bytes, and mapping chatd
-names to IRC nicks and back.
+formatting a server line, splitting text to fit 512 bytes, mapping chatd names to IRC nicks
+and back, and choosing the messages a CHATHISTORY reference asks for.
 
 Nothing here knows the chat; L{chatd.doors.irc} is the glue between these and the Room.
 """
@@ -10,6 +10,9 @@ from __future__ import annotations
 import calendar
 import time as _time
 from dataclasses import dataclass, field
+from typing import Any
+
+from chatd.events import Message
 
 # RFC 1459: a line is at most 512 bytes with its CR LF; IRCv3 tags get 8191 bytes more.
 LINE_BYTES = 512
@@ -176,3 +179,46 @@ def parse_time(value: str) -> float | None:
             return None
         seconds += float("0." + frac)
     return seconds
+
+
+def history_ref(ref: str) -> tuple[str, Any] | None:
+    """A CHATHISTORY reference: ("msgid", id), ("timestamp", seconds), ("*", None)."""
+    if ref == "*":
+        return ("*", None)
+    if ref.startswith("msgid="):
+        value = ref[6:]
+        return ("msgid", int(value)) if value.isdigit() else None
+    if ref.startswith("timestamp="):
+        seconds = parse_time(ref)
+        return None if seconds is None else ("timestamp", seconds)
+    return None
+
+
+def _position(m: Message, ref: tuple[str, Any]) -> float:
+    return m.id if ref[0] == "msgid" else m.time
+
+
+def history_window(
+    sub: str, messages: list[Message], refs: list[tuple[str, Any]], limit: int
+) -> list[Message]:
+    """The messages a CHATHISTORY subcommand asks for, oldest first."""
+    if sub == "LATEST":
+        ref = refs[0]
+        if ref[0] != "*":
+            messages = [m for m in messages if _position(m, ref) > ref[1]]
+        return messages[-limit:] if limit else []
+    ref = refs[0]
+    if sub == "BEFORE":
+        return [m for m in messages if _position(m, ref) < ref[1]][-limit:]
+    if sub == "AFTER":
+        return [m for m in messages if _position(m, ref) > ref[1]][:limit]
+    if sub == "AROUND":
+        before = [m for m in messages if _position(m, ref) < ref[1]]
+        after = [m for m in messages if _position(m, ref) >= ref[1]]
+        half = limit // 2
+        return before[-half:] + after[: limit - min(half, len(before))] if half else after[:limit]
+    low, high = sorted((refs[0], refs[1]), key=lambda r: r[1])
+    inside = [m for m in messages if _position(m, low) > low[1] and _position(m, high) < high[1]]
+    if refs[0][1] > refs[1][1]:  # counted from the later end
+        return inside[-limit:]
+    return inside[:limit]
