@@ -994,7 +994,9 @@ class IRCDoor(irc.IRC):
         session = self.session
         if m.origin is session and session is not None and "echo-message" not in self.caps:
             return
-        if m.to is None and self.in_channel is None:
+        if m.to is None and (
+            self.in_channel is None or not self.channels_api.shows(m, self.in_channel)
+        ):
             return
         key = ("irc", m.to is None, self._tag_caps())
         if m.to is None:
@@ -1077,7 +1079,11 @@ class IRCDoor(irc.IRC):
         if not event.update:
             self.server_notice(f"online ({len(event.names)}): " + ", ".join(event.names))
             return
-        if self.in_channel is None or self.session is None:
+        if (
+            self.in_channel is None
+            or self.session is None
+            or not self.channels_api.shows(event, self.in_channel)
+        ):
             return
         now = {name_key(n): n for n in event.names}
         me = self.session.user.key

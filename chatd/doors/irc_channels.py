@@ -74,5 +74,6 @@ class Channels:
         return self.room.history(HISTORY_SCAN)
 
     def shows(self, event: Event, name: str) -> bool:
-        """Whether a public message or a member list belongs to channel C{name}."""
+        """Whether a public message or a member list belongs to channel C{name} (with rooms:
+        its C{room} is C{name})."""
         return True
