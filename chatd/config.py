@@ -55,6 +55,11 @@ class Config:
         f"tcp:5050:interface=127.0.0.1:backlog={BACKLOG}",
         "minechat token-login write door",
     )
+    irc: str = _setting(
+        "server",
+        f"tcp:6667:interface=127.0.0.1:backlog={BACKLOG}",
+        "IRC door (irssi, WeeChat, HexChat); ssl:6697:... for TLS",
+    )
     metrics: str = _setting(
         "server", "none", "/metrics and /healthz for operators, e.g. tcp:9102:interface=127.0.0.1"
     )
@@ -110,7 +115,9 @@ class Config:
     catch_up: int = _setting("history", 20, "missed messages sent on login, at most")
 
     # [rooms]
-    default_room: str = _setting("rooms", "#lobby", "the room everyone is in from connecting on")
+    default_room: str = _setting(
+        "rooms", "#lobby", "the room everyone is in from connecting on (IRC: this channel)"
+    )
     max_rooms_per_person: int = _setting("rooms", 20, "rooms one person may be in at once")
     max_rooms: int = _setting("rooms", 1000, "rooms on the server at once")
     max_room_members: int = _setting(
@@ -177,7 +184,7 @@ class Config:
 
 
 # The settings that are Twisted endpoint strings (or "none").
-DOORS = ("line", "web", "minechat_read", "minechat_write")
+DOORS = ("line", "web", "minechat_read", "minechat_write", "irc")
 ENDPOINTS = (*DOORS, "metrics")
 
 

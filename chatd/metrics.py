@@ -29,7 +29,7 @@ DOOR_OF = {
     "minechat": "minechat_write",
     "minechat-read": "minechat_read",
 }
-DOORS = ("line", "web", "minechat_read", "minechat_write")
+DOORS = ("line", "web", "minechat_read", "minechat_write", "irc")
 # Seconds; a commit or a Redis round trip normally takes well under 10 ms.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

@@ -195,8 +195,11 @@ class Room(Service):
 
     # -- connections ------------------------------------------------------------------------
 
-    def connect(self, client: Client) -> Session:
+    def connect(self, client: Client, name: str | None = None) -> Session:
         """A door has a new connection: give it a guest name and tell everyone.
+
+        C{name} is the name it asked for (an IRC nick), taken when it is free and valid
+        (L{name_problem}); otherwise it gets a guest name.
 
         Over a flood cap the client is told why and closed; the session returned then is
         never in the room, and what it sends is ignored.
@@ -210,7 +213,9 @@ class Room(Service):
             client.deliver(Error(refusal))
             client.close(refusal)
             return Session(client, User("", since=now), now)
-        session = Session(client, User(self.names.guest(), since=now), now)
+        if name is None or self.names.problem(name) is not None:
+            name = self.names.guest()
+        session = Session(client, User(name, since=now), now)
         session.room = self.all_rooms.default.name
         self.members.add(session)
         name = session.user.name
@@ -264,38 +269,59 @@ class Room(Service):
             except Exception:
                 log.failure("checking the token of {peer} failed", peer=client.peer)
                 account, problem = None, "your login could not be checked; log in again later"
-            holder = None if account is None else self.members.find(account.name)
-            if account is None or (holder is not None and holder.account != account.name):
+            if account is None:
                 session = self.connect(client)
-                if account is None:
-                    self.voice.error(session, problem)
-                else:  # a guest here holds the name a moment: the long way round
-                    self.logins.move(session, account.name, token, account.last_seen, account.rooms)
+                self.voice.error(session, problem)
                 return session
-            now = self.clock.seconds()
-            refusal = self.gate.admit(client)
-            if refusal is not None:
-                client.deliver(Error(refusal))
-                client.close(refusal)
-                return Session(client, User("", since=now), now)
-            name = account.name
-            back = holder is not None or self.crowd.returned(name)
-            session = Session(client, holder or User(name, now, account=name), now)
-            session.room = self.all_rooms.default.name
-            self.members.add(session)
-            log.info("{session} connected with a token", session=session)
-            session.deliver(Identity(name, name, token))
-            self.voice.tell(session, f"Welcome back, {name}! {self.members.online_count()} online.")
-            if back:
-                self.crowd.changed()
-            else:
-                self.crowd.moved("joined", name)
-            if holder is None:
-                self.rooms.rejoin(session, account.rooms, quiet=back)
-                self.logins.catch_up(session, name, account.last_seen)
+            return self._arrive_as(client, account, token, "a token")
+
+        return defer.ensureDeferred(check())
+
+    def arrive_with_password(
+        self, client: Client, name: str, password: str
+    ) -> defer.Deferred[Session]:
+        """L{arrive} with an account's name and password (IRC's SASL PLAIN and PASS): the
+        account joins once under its own name. Fails with L{CommandError} when the login
+        is refused (then nothing joined); the Accounts' backoff applies as to C{/login}."""
+
+        async def check() -> Session:
+            account, token = await self.accounts.with_password(name, password, client.peer)
+            session = self._arrive_as(client, account, token, "a password")
+            if session.user.account == account.name:
+                session.token = token  # this device's own, as /login's
             return session
 
         return defer.ensureDeferred(check())
+
+    def _arrive_as(self, client: Client, account: Any, token: str, how: str) -> Session:
+        """Join C{client} as C{account}, whose login was just checked."""
+        holder = self.members.find(account.name)
+        if holder is not None and holder.account != account.name:
+            session = self.connect(client)  # a guest here holds the name a moment: long way
+            self.logins.move(session, account.name, token, account.last_seen, account.rooms)
+            return session
+        now = self.clock.seconds()
+        refusal = self.gate.admit(client)
+        if refusal is not None:
+            client.deliver(Error(refusal))
+            client.close(refusal)
+            return Session(client, User("", since=now), now)
+        name = account.name
+        back = holder is not None or self.crowd.returned(name)
+        session = Session(client, holder or User(name, now, account=name), now)
+        session.room = self.all_rooms.default.name
+        self.members.add(session)
+        log.info("{session} connected with {how}", session=session, how=how)
+        session.deliver(Identity(name, name, token))
+        self.voice.tell(session, f"Welcome back, {name}! {self.members.online_count()} online.")
+        if back:
+            self.crowd.changed()
+        else:
+            self.crowd.moved("joined", name)
+        if holder is None:
+            self.rooms.rejoin(session, account.rooms, quiet=back)
+            self.logins.catch_up(session, name, account.last_seen)
+        return session
 
     def listen(self, client: Client) -> None:
         """Hand C{client} every public message of the default room; it gets no name,
@@ -340,6 +366,43 @@ class Room(Service):
         if self._refused(session, SAY):
             return None
         return self.say(session, line)
+
+    def accept(self, session: Session) -> bool:
+        """Whether to act on a line a door handles itself (an IRC command): it counts
+        against the flood caps as a typed line does. A door's keep-alives (PING, PONG)
+        and capability talk do not come here."""
+        if session.closing:
+            return False
+        session.lines += 1
+        return self.gate.line(session)
+
+    def speak(self, session: Session, text: str, to: str | None = None) -> Message | None:
+        """Text that is a message whatever it starts with (IRC's PRIVMSG): public, or a
+        whisper C{to} someone. The rules of a typed line apply (size, mute, rate, login
+        required), not its commands; the door counted the line with L{accept}.
+
+        Raises L{CommandError} saying why it was refused; None when nothing was sent.
+        """
+        if session.closing:
+            return None
+        text = textrules.clean(text)
+        if not text:
+            raise UsageError("nothing to send")
+        too_long = self.gate.size(text)
+        if too_long is not None:
+            raise CommandError(too_long)
+        self._check(session, SAY)
+        if to is None:
+            return self.say(session, text)
+        try:
+            return self.whisper(session, to, text)
+        except CommandError:
+            self.gate.refund(session, SAY)  # nothing was sent
+            raise
+
+    def name_problem(self, name: str, session: Session | None = None) -> str | None:
+        """Why C{name} cannot be taken (by C{session}'s user), or None when it can."""
+        return self.names.problem(name, session.user if session is not None else None)
 
     def _refused(self, session: Session, action: Action) -> bool:
         """Ask the gate; tell the user why not, if not."""

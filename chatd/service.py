@@ -23,6 +23,7 @@ from chatd.bus import Bus
 from chatd.commands import discover, exchange
 from chatd.config import Config, ConfigError
 from chatd.doors import proxy
+from chatd.doors.irc import IRCFactory
 from chatd.doors.line import LineFactory
 from chatd.doors.minechat import MinechatReadFactory, MinechatWriteFactory
 from chatd.doors.ops import HealthResource, make_ops_site
@@ -127,6 +128,7 @@ def reach(door: str, spec: str, port: Any) -> str:
         "minechat_read": f"minechat read stream at {host}:{number} (nc {host} {number})",
         "minechat_write": f"minechat write door at {host}:{number} (nc {host} {number})",
         "metrics": f"http{s}://{host}:{number}/metrics and /healthz",
+        "irc": f"irc{s}://{host}:{number}/ (irssi: /connect {'-tls ' * tls}{host} {number})",
     }
     return how.get(door, f"{host}:{number}") + behind
 
@@ -238,6 +240,7 @@ def build(
         "web": site,
         "minechat_read": MinechatReadFactory(room),
         "minechat_write": MinechatWriteFactory(room),
+        "irc": IRCFactory(room),
     }
     registry = registry if registry is not None else CollectorRegistry()
     metrics.registry_for(
@@ -246,6 +249,7 @@ def build(
             "line": doors["line"].turn,
             "web": site.chat.turn,
             "minechat_read": doors["minechat_read"].turn,
+            "irc": doors["irc"].turn,
         },
         registry,
     )

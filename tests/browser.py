@@ -39,10 +39,11 @@ def _free_port() -> int:
 class Chatd:
     """chatd in a subprocess, restartable on the same ports and data directory."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, irc: bool = False) -> None:
         self.data_dir = data_dir
         self.web = _free_port()
         self.line = _free_port()
+        self.irc = _free_port() if irc else None
         self.log = data_dir / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -55,6 +56,7 @@ class Chatd:
         command += ["--web", f"tcp:{self.web}:interface=127.0.0.1"]
         command += ["--line", f"tcp:{self.line}:interface=127.0.0.1"]
         command += ["--minechat-read", "none", "--minechat-write", "none"]
+        command += ["--irc", f"tcp:{self.irc}:interface=127.0.0.1" if self.irc else "none"]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + TIMEOUT

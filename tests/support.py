@@ -20,7 +20,13 @@ from chatd.doors import proxy
 from chatd.service import ChatService, build
 
 TIMEOUT = 5.0
-OFF = {"line": "none", "web": "none", "minechat_read": "none", "minechat_write": "none"}
+OFF = {
+    "line": "none",
+    "web": "none",
+    "minechat_read": "none",
+    "minechat_write": "none",
+    "irc": "none",
+}
 
 
 @dataclass

@@ -94,7 +94,7 @@ async def cluster(
         args = [
             *TWISTD, "-n", "--pidfile=", "--logfile", str(log), "chatd",
             "--line", f"tcp:{port}:interface=127.0.0.1",
-            "--web", "none", "--minechat-read", "none", "--minechat-write", "none",
+            "--web", "none", "--minechat-read", "none", "--minechat-write", "none", "--irc", "none",
             "--data-dir", str(data),
             "--redis-url", redis, "--redis-prefix", redis_prefix, "--node", name,
             "--presence-ttl", str(PRESENCE_TTL),

@@ -59,7 +59,7 @@ def test_sections_for_plugins_are_kept_for_them(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("[server]\nlien = tcp:7000\n", "[server] has no setting 'lien'; known: data_dir, line,"),
+        ("[server]\nlien = tcp:7000\n", "[server] has no setting 'lien'; known: data_dir, irc,"),
         ("[limits]\nmax_line_bytes = lots\n", "[limits] max_line_bytes: 'lots' is not a valid int"),
         ("[limits]\nmax_line_bytes = -1\n", "[limits] max_line_bytes: must not be negative"),
         ("[accounts]\nlogin_required = maybe\n", "'maybe' is not a valid bool"),

@@ -43,6 +43,8 @@ def command(data_dir: Path, port: int) -> list[str]:
         "none",
         "--minechat-write",
         "none",
+        "--irc",
+        "none",
         "--data-dir",
         str(data_dir),
     ]

@@ -69,7 +69,7 @@ def test_twistd_lists_chatd_after_a_plain_install(tmp_path: Path) -> None:
     server = subprocess.Popen(
         [venv / "bin" / "chatd", "--data-dir", tmp_path / "data", "--web", "none",
          "--line", "tcp:0:interface=127.0.0.1", "--minechat-read", "none",
-         "--minechat-write", "none"],
+         "--minechat-write", "none", "--irc", "none"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:

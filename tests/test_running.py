@@ -58,7 +58,7 @@ async def test_sighup_reloads_limits_and_reopens_the_audit_log_without_dropping_
     command = [
         *TWISTD, "-n", "--pidfile=", "chatd", "--config", str(config), "--data-dir", str(data),
         "--line", f"tcp:{line}:interface=127.0.0.1", "--web", f"tcp:{web}:interface=127.0.0.1",
-        "--minechat-read", "none", "--minechat-write", "none",
+        "--minechat-read", "none", "--minechat-write", "none", "--irc", "none",
         "--metrics", f"tcp:{metrics}:interface=127.0.0.1",
     ]  # fmt: skip
     with open(log, "wb") as output:
@@ -133,6 +133,8 @@ def test_a_port_in_use_is_one_line_and_exit_code_1(tmp_path):
                 "--minechat-read",
                 "none",
                 "--minechat-write",
+                "none",
+                "--irc",
                 "none",
                 "--line",
                 f"tcp:{port}:interface=127.0.0.1",
@@ -255,6 +257,8 @@ async def test_doors_from_socket_activation_as_the_systemd_unit_gives_them(tmp_p
                 "none",
                 "--minechat-write",
                 "none",
+                "--irc",
+                "none",
             ],  # fmt: skip
             stdout=output,
             stderr=output,
@@ -294,5 +298,5 @@ def test_the_systemd_units_verify(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     # An unknown key or a bad value is only a warning, exit code 0 nonetheless.
     assert "chatd." not in done.stdout + done.stderr, done.stdout + done.stderr
-    assert "index=0" in service and "index=3" in service
-    assert (UNITS / "chatd.socket").read_text().count("ListenStream=") == 4
+    assert "index=0" in service and "index=4" in service
+    assert (UNITS / "chatd.socket").read_text().count("ListenStream=") == 5

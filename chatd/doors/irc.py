@@ -1,0 +1,1138 @@
+"""The IRC door: irssi, WeeChat, HexChat and any IRC client, in the same chat as everyone.
+
+The chat is one conversation, shown as the channel C{default_room} (C{#lobby}); a client
+that only connects is in it. Registration (NICK, USER, PASS, CAP, SASL PLAIN), the usual
+commands and the IRCv3 capabilities clients use are answered here; the chat's rules stay in
+the Room: a PRIVMSG is L{Room.speak}, a NICK is L{Room.rename}, a login is the Room's, and
+every line but PING, PONG and CAP counts against the flood caps (L{Room.accept}).
+
+Everything about channels goes through L{Channels} (irc_channels), the one place to point
+at rooms.
+Parsing, formatting, splitting and nick mapping are pure functions in L{irc_wire}.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.words.protocols import irc
+
+from chatd import __version__
+from chatd.doors import irc_wire as wire
+from chatd.doors.irc_channels import Channels
+from chatd.doors.output import STREAM_CHUNK, Output, Turn
+from chatd.errors import CommandError, UsageError
+from chatd.events import Error, Event, History, Identity, Message, Notice, Presence
+from chatd.people import Session, name_key
+from chatd.room import Room
+from chatd.text import chunks, clock_time, cut_message
+
+log = Logger(namespace="chatd.doors.irc")
+
+SERVER = "chatd"  # the server's name in prefixes; also the host part of every user's mask
+USER = "chat"  # the user part of every mask: chatd has no idents
+NETWORK = "chatd"
+REGISTRATION_TIMEOUT = 60.0  # seconds from connecting to NICK + USER (+ CAP END)
+EARLY_LINES = 100  # lines a client may send before it has registered
+SASL_ATTEMPTS = 3  # before registration; the Accounts' backoff applies to each
+SASL_CHUNK = 400  # RFC: AUTHENTICATE payloads come in pieces of 400 bytes
+CHATHISTORY_MAX = 100  # messages one CHATHISTORY answers with at most
+
+# IRCv3 numerics Twisted's table lacks.
+RPL_LOGGEDIN = "900"
+RPL_SASLSUCCESS = "903"
+ERR_SASLFAIL = "904"
+ERR_SASLTOOLONG = "905"
+ERR_SASLABORTED = "906"
+RPL_SASLMECHS = "908"
+ERR_INPUTTOOLONG = "417"
+ERR_NICKCHANGETOOFAST = "438"
+RPL_WHOISACCOUNT = "330"
+RPL_CREATIONTIME = "329"
+
+CAPS = (
+    "account-tag",
+    "away-notify",
+    "batch",
+    "draft/chathistory",
+    "echo-message",
+    "message-tags",
+    "sasl",
+    "server-time",
+)
+CAP_VALUES = {"sasl": "PLAIN"}
+
+# The Crowd's and the Logins' notices, which IRC clients see as JOIN, QUIT and NICK.
+_MOVED = re.compile(r"[\w.\-]+(?:, [\w.\-]+)*(?: and \d+ others?)? (?:joined|left)")
+_RENAMED = re.compile(r"(?:the other )?([\w.\-]+) is now (?:known as )?([\w.\-]+)")
+
+_batches = itertools.count(1)
+
+
+def mask(name: str) -> str:
+    """The C{nick!user@host} of the chatd user called C{name}."""
+    return f"{wire.nick_of(name)}!{USER}@{SERVER}"
+
+
+class IRCDoor(irc.IRC):
+    """One IRC connection: Twisted's IRC server protocol with chatd's chat behind it."""
+
+    door = "irc"
+    factory: IRCFactory
+    session: Session | None = None
+    peer = "?"
+
+    def connectionMade(self) -> None:
+        self.hostname = SERVER
+        self.peer = getattr(self.transport.getPeer(), "host", "?")
+        room = self.factory.room
+        self.room = room
+        self.output = Output(
+            self.transport, self.factory.turn, room.config.max_output_bytes, lambda: self.session
+        )
+        self._buffer = b""
+        self._skipping = False  # the rest of a line too long to read
+        self.nick = "*"  # what the client is called on the wire
+        self.wanted: str | None = None  # NICK before registration
+        self.user_given = False
+        self.password: str | None = None  # PASS
+        self.caps: set[str] = set()
+        self.negotiating = False  # CAP LS/REQ seen, CAP END not yet
+        self.cap_302 = False
+        self.sasl: str | None = None  # the payload so far, while an AUTHENTICATE runs
+        self.sasl_tries = 0
+        self.checking = False  # a login is being checked
+        self.welcomed = False
+        self.early: list[Event] | None = []  # events before the welcome
+        self.early_lines = 0
+        self.in_channel: str | None = None
+        self.members: dict[str, str] = {}  # name key -> name, as this client was told
+        self.user_modes = ""
+        self.gone = False
+        self.timeout = room.clock.callLater(REGISTRATION_TIMEOUT, self._too_slow)
+        self.channels_api = self.factory.channels
+        self.factory.doors.add(self)
+
+    # -- bytes in ---------------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        """Lines end with LF (CR LF, or a bare LF as mIRC sends); each is decoded on its
+        own, so a character split between two reads is whole again."""
+        *lines, rest = (self._buffer + data).split(b"\n")
+        self._buffer = rest
+        for line in lines:
+            if self.gone:
+                return
+            if self._skipping:  # the end of a line too long to read
+                self._skipping = False
+            elif len(line) > wire.MAX_INPUT_BYTES:
+                self._too_long()
+            else:
+                self._line(line.rstrip(b"\r"))
+        if len(self._buffer) > wire.MAX_INPUT_BYTES and not self.gone:
+            self._buffer = b""
+            self._too_long()
+            self._skipping = True
+
+    def _too_long(self) -> None:
+        self.numeric(
+            ERR_INPUTTOOLONG,
+            f"Input line was too long (over {wire.MAX_INPUT_BYTES} bytes); nothing of it was read",
+        )
+
+    def _line(self, raw: bytes) -> None:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("utf-8", "replace")
+            self.server_notice("your line was not valid UTF-8; the bad bytes became \ufffd")
+        if not text.strip(" "):
+            return
+        try:
+            line = wire.parse(text)
+        except wire.BadLine:
+            self.numeric(irc.ERR_UNKNOWNCOMMAND, "*", "that line holds no IRC command")
+            return
+        command = line.command
+        if not self.welcomed:  # no session to count against yet: a bound of its own
+            self.early_lines += 1
+            if self.early_lines > EARLY_LINES:
+                self.close(f"more than {EARLY_LINES} lines before registering")
+                return
+        elif command in UNCOUNTED:
+            pass  # keep-alives and capability talk never count against the flood caps
+        elif not hasattr(self, f"irc_{command}") and self.room.commands.get(command.lower()):
+            pass  # a chatd command: Room.receive counts it
+        elif not self.room.accept(self.session):
+            return  # the flood rules told the client why
+        self.handle(line)
+
+    def handle(self, line: wire.Line) -> None:
+        """Run one command; whatever goes wrong, the client hears of it."""
+        command = line.command
+        method: Callable[[list[str]], Any] | None = getattr(self, f"irc_{command}", None)
+        if method is None:
+            self._unknown(command, line.params)
+            return
+        if not self.welcomed and command not in BEFORE_REGISTRATION:
+            self.numeric(irc.ERR_NOTREGISTERED, "You have not registered (NICK and USER first)")
+            return
+        try:
+            method(line.params)
+        except Exception:
+            log.failure("IRC {command} from {peer} failed", command=command, peer=self.peer)
+            self.server_notice(f"{command} failed on the server; please try again later")
+
+    def _unknown(self, command: str, params: list[str]) -> None:
+        """A chatd command sent raw (C{/quote HELP}, irssi's unknown C{/REGISTER ...}) runs
+        as if typed; anything else is unknown."""
+        cmd = self.room.commands.get(command.lower())
+        if self.welcomed and cmd is not None and self.session is not None:
+            self.room.receive(self.session, " ".join([f"/{command.lower()}", *params]))
+            return
+        if not self.welcomed:
+            self.numeric(irc.ERR_NOTREGISTERED, "You have not registered (NICK and USER first)")
+            return
+        self.numeric(irc.ERR_UNKNOWNCOMMAND, command, "Unknown command")
+
+    # -- bytes out --------------------------------------------------------------------------
+
+    def sendLine(self, line: str) -> None:
+        self.output.write(line.encode("utf-8", "replace") + b"\r\n")
+
+    def send(
+        self,
+        command: str,
+        *params: str,
+        prefix: str | None = SERVER,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        self.sendLine(wire.format_line(command, params, prefix, tags))
+
+    def numeric(self, number: str, *params: str) -> None:
+        """A numeric reply to this client (named by the nick it asked for, until welcomed)."""
+        self.send(number, self.nick if self.welcomed else self.wanted or "*", *params)
+
+    def server_notice(self, text: str) -> None:
+        for line in text.split("\n"):
+            self._text("NOTICE", SERVER, self.nick, line, None)
+
+    def _text(
+        self, command: str, prefix: str, target: str, text: str, tags: dict[str, str] | None
+    ) -> None:
+        """PRIVMSG or NOTICE lines holding C{text}, each within 512 bytes."""
+        for piece in _pieces(command, prefix, target, text):
+            self.send(command, target, piece, prefix=prefix, tags=tags)
+
+    def close(self, reason: str) -> None:
+        """The Room (or the door) ends the connection: ERROR says why, then it closes."""
+        if self.gone:
+            return
+        log.info("closing {peer}: {reason}", peer=self.peer, reason=reason)
+        self.send("ERROR", f"Closing link: {reason}", prefix=None)
+        self.gone = True
+        self.output.finish()
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.gone = True
+        self.factory.doors.discard(self)
+        if self.timeout.active():
+            self.timeout.cancel()
+        if self.session is not None:
+            self.factory.away.pop(self.session.user.key, None)
+            self.room.disconnect(self.session, "IRC connection closed")
+
+    def _too_slow(self) -> None:
+        if not self.welcomed:
+            self.close(f"not registered within {REGISTRATION_TIMEOUT:g} seconds")
+
+    # -- registration -----------------------------------------------------------------------
+
+    def irc_CAP(self, params: list[str]) -> None:
+        sub = params[0].upper() if params else ""
+        if sub == "LS":
+            if not self.welcomed:
+                self.negotiating = True
+            self.cap_302 = self.cap_302 or (len(params) > 1 and params[1].isdigit())
+            offered = " ".join(
+                f"{c}={CAP_VALUES[c]}" if self.cap_302 and c in CAP_VALUES else c for c in CAPS
+            )
+            self.send("CAP", self.nick, "LS", offered)
+        elif sub == "LIST":
+            self.send("CAP", self.nick, "LIST", " ".join(sorted(self.caps)))
+        elif sub == "REQ":
+            if not self.welcomed:
+                self.negotiating = True
+            asked = params[1].split() if len(params) > 1 else []
+            wanted = [c.removeprefix("-") for c in asked]
+            if asked and all(c in CAPS for c in wanted):
+                for c in asked:
+                    if c.startswith("-"):
+                        self.caps.discard(c[1:])
+                    else:
+                        self.caps.add(c)
+                self.send("CAP", self.nick, "ACK", " ".join(asked))
+            else:
+                self.send("CAP", self.nick, "NAK", " ".join(asked))
+        elif sub == "END":
+            self.negotiating = False
+            self._try_register()
+        else:
+            self.numeric("410", sub or "*", "Invalid CAP command; use LS, LIST, REQ or END")
+
+    def irc_PASS(self, params: list[str]) -> None:
+        if self.welcomed:
+            self.numeric(irc.ERR_ALREADYREGISTRED, "You may not reregister")
+        elif not params:
+            self.numeric(irc.ERR_NEEDMOREPARAMS, "PASS", "Not enough parameters")
+        else:
+            self.password = params[0]
+
+    def irc_NICK(self, params: list[str]) -> None:
+        if not params or not params[0]:
+            self.numeric(irc.ERR_NONICKNAMEGIVEN, "No nickname given")
+            return
+        nick = params[0]
+        name = wire.name_of(nick)
+        if not self.welcomed:
+            self.wanted = nick
+            self._try_register()
+            return
+        assert self.session is not None
+        if name == self.session.user.name:
+            return
+        problem = self.room.name_problem(name, self.session)
+        if problem is not None:
+            taken = name in problem or (
+                name_key(name) != name_key(self.session.user.name)
+                and "belongs to an account" in problem
+            )
+            self.numeric(
+                irc.ERR_NICKNAMEINUSE if taken else irc.ERR_ERRONEUSNICKNAME, nick, problem
+            )
+            return
+        try:
+            self.room.rename(self.session, name)
+        except CommandError as e:
+            self.numeric(ERR_NICKCHANGETOOFAST, nick, str(e))
+
+    def irc_USER(self, params: list[str]) -> None:
+        if self.welcomed:
+            self.numeric(irc.ERR_ALREADYREGISTRED, "You may not reregister")
+        elif len(params) < 4:
+            self.numeric(irc.ERR_NEEDMOREPARAMS, "USER", "Not enough parameters")
+        else:
+            self.user_given = True
+            self._try_register()
+
+    def irc_AUTHENTICATE(self, params: list[str]) -> None:
+        """SASL PLAIN (IRCv3 sasl-3.1): the account's name and password, base64."""
+        if "sasl" not in self.caps:
+            self.numeric(ERR_SASLFAIL, "SASL authentication failed: CAP REQ sasl first")
+            return
+        arg = params[0] if params else ""
+        if self.checking:
+            self.numeric(ERR_SASLFAIL, "SASL authentication failed: a login is being checked")
+            return
+        if arg == "*":
+            self.sasl = None
+            self.numeric(ERR_SASLABORTED, "SASL authentication aborted")
+            return
+        if self.sasl is None:
+            if arg.upper() != "PLAIN":
+                self.numeric(RPL_SASLMECHS, "PLAIN", "are available SASL mechanisms")
+                self.numeric(ERR_SASLFAIL, "SASL authentication failed: only PLAIN is offered")
+                return
+            if self.session is not None and self.session.user.account is not None:
+                self.numeric("907", "You have already authenticated using SASL")
+                return
+            self.sasl = ""
+            self.send("AUTHENTICATE", "+", prefix=None)
+            return
+        if arg != "+":
+            self.sasl += arg
+        if len(self.sasl) > 4 * SASL_CHUNK:
+            self.sasl = None
+            self.numeric(ERR_SASLTOOLONG, "SASL message too long")
+            return
+        if len(arg) == SASL_CHUNK:
+            return  # more comes
+        payload, self.sasl = self.sasl, None
+        try:
+            _, name, password = base64.b64decode(payload, validate=True).decode().split("\0")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            self.numeric(ERR_SASLFAIL, "SASL authentication failed: not authzid\\0name\\0password")
+            return
+        self.sasl_tries += 1
+        if self.sasl_tries > SASL_ATTEMPTS and not self.welcomed:
+            self.numeric(ERR_SASLFAIL, f"SASL authentication failed: {SASL_ATTEMPTS} tries")
+            return
+        self._log_in(name, password, sasl=True)
+
+    def _log_in(self, name: str, password: str, sasl: bool) -> None:
+        """Check an account's password: before the welcome the account arrives (it joins
+        once, under its own name); after it, the guest logs in."""
+        self.checking = True
+        if self.session is None:
+            d = self.room.arrive_with_password(self, name, password)
+        else:
+            d = defer.maybeDeferred(self.room.login, self.session, name, password)
+            d.addCallback(lambda _: self.session)
+
+        def done(session: Session) -> None:
+            self.checking = False
+            if self.gone:
+                self.room.disconnect(session, "IRC connection closed while logging in")
+                return
+            self.session = session
+            if not session.user.name:
+                return  # refused by the flood rules: told and closed
+            account = session.user.account or name
+            if sasl:
+                self.numeric(
+                    RPL_LOGGEDIN, mask(account), account, f"You are now logged in as {account}"
+                )
+                self.numeric(RPL_SASLSUCCESS, "SASL authentication successful")
+            self._try_register()
+
+        def failed(failure: Any) -> None:
+            self.checking = False
+            if failure.check(CommandError):
+                why = failure.getErrorMessage()
+            else:
+                log.failure("logging {peer} in failed", failure, peer=self.peer)
+                why = "the login could not be checked; try again later"
+            if self.gone:
+                return
+            if sasl:
+                self.numeric(ERR_SASLFAIL, f"SASL authentication failed: {why}")
+            else:
+                self.numeric(irc.ERR_PASSWDMISMATCH, f"Password incorrect: {why}")
+                self.close(f"PASS refused: {why}")
+
+        d.addCallbacks(done, failed)
+
+    def _try_register(self) -> None:
+        """Welcome the client once it has said NICK and USER and ended its CAP talk."""
+        if self.welcomed or self.gone or self.checking:
+            return
+        if self.wanted is None or not self.user_given or self.negotiating:
+            return
+        if self.session is None and self.password is not None:
+            account, colon, password = self.password.partition(":")
+            name = account if colon else wire.name_of(self.wanted)
+            self.password = None
+            self._log_in(name, password if colon else account, sasl=False)
+            return
+        if self.session is None:
+            name = wire.name_of(self.wanted)
+            problem = self.room.name_problem(name)
+            if problem is not None:
+                taken = name in problem
+                self.numeric(
+                    irc.ERR_NICKNAMEINUSE if taken else irc.ERR_ERRONEUSNICKNAME,
+                    self.wanted,
+                    problem,
+                )
+                self.wanted = None
+                return
+            self.session = self.room.connect(self, name)
+            if not self.session.user.name:
+                return  # refused by the flood rules: told and closed
+        self._welcome()
+
+    def _welcome(self) -> None:
+        assert self.session is not None
+        if self.timeout.active():
+            self.timeout.cancel()
+        self.welcomed = True
+        name = self.session.user.name
+        self.nick = wire.nick_of(name)
+        self.numeric(irc.RPL_WELCOME, f"Welcome to chatd, {self.nick}")
+        self.numeric(irc.RPL_YOURHOST, f"Your host is {SERVER}, running chatd {__version__}")
+        self.numeric(irc.RPL_CREATED, "This server is the chatd chat: telnet, web and IRC alike")
+        self.numeric(irc.RPL_MYINFO, SERVER, f"chatd-{__version__}", "i", "nt")
+        self._isupport()
+        self._motd()
+        self.members = {}
+        self._join(self.channels_api.lobby)
+        early, self.early = self.early or [], None
+        for event in early:
+            self.deliver(event)
+
+    def _isupport(self) -> None:
+        config = self.room.config
+        tokens = [
+            "AWAYLEN=200",
+            "CASEMAPPING=ascii",
+            "CHANLIMIT=#:1",
+            "CHANMODES=,,,nt",
+            "CHANNELLEN=50",
+            "CHANTYPES=#",
+            f"CHATHISTORY={CHATHISTORY_MAX}",
+            "MSGREFTYPES=msgid,timestamp",
+            f"NETWORK={NETWORK}",
+            f"NICKLEN={config.max_name_length + 1}",
+            "PREFIX=(o)@",
+            "TARGMAX=PRIVMSG:4,NOTICE:4,JOIN:,PART:,NAMES:1,WHOIS:1",
+            "TOPICLEN=300",
+            "UTF8ONLY",
+        ]
+        self.numeric(irc.RPL_ISUPPORT, *tokens, "are supported by this server")
+
+    def _motd(self) -> None:
+        lobby = self.channels_api.lobby
+        self.numeric(irc.RPL_MOTDSTART, f"- {SERVER} message of the day -")
+        for line in (
+            f"You are in {lobby} with everyone: telnet, the web page and IRC users alike.",
+            "chatd's commands work as raw commands: /quote HELP lists them",
+            "(irssi and WeeChat also pass unknown ones on: /register NAME PASSWORD).",
+            "Log in with SASL PLAIN, or PASS name:password, to chat under your account.",
+        ):
+            self.numeric(irc.RPL_MOTD, f"- {line}")
+        self.numeric(irc.RPL_ENDOFMOTD, "End of /MOTD command")
+
+    # -- keep-alives, the end -----------------------------------------------------------------
+
+    def irc_PING(self, params: list[str]) -> None:
+        if not params:
+            self.numeric("409", "No origin specified")
+            return
+        self.send("PONG", SERVER, params[0])
+
+    def irc_PONG(self, params: list[str]) -> None:
+        pass  # an answer to nothing we asked: clients send them to keep the link up
+
+    def irc_QUIT(self, params: list[str]) -> None:
+        reason = params[0] if params else "Client quit"
+        self.close(f"Quit: {reason}")
+
+    # -- channels ---------------------------------------------------------------------------
+
+    def irc_JOIN(self, params: list[str]) -> None:
+        if not params:
+            self.numeric(irc.ERR_NEEDMOREPARAMS, "JOIN", "Not enough parameters")
+            return
+        if params[0] == "0":
+            if self.in_channel:
+                self.irc_PART([self.in_channel])
+            return
+        for name in params[0].split(","):
+            if not name:
+                continue
+            try:
+                found = self.channels_api.join(self.session, name)
+            except CommandError as e:
+                self.numeric(irc.ERR_NOSUCHCHANNEL, name, str(e))
+                continue
+            if self.in_channel != found:
+                self._join(found)
+
+    def _join(self, name: str) -> None:
+        """Tell the client it is in channel C{name}: JOIN, the topic, the names."""
+        self.in_channel = name
+        me = self.session.user.name
+        self.send("JOIN", name, prefix=mask(me))
+        self._topic(name)
+        self.members = {name_key(n): n for n in self.channels_api.names(name)}
+        self.members.setdefault(name_key(me), me)
+        self._names(name)
+
+    def _topic(self, name: str) -> None:
+        topic = self.channels_api.topic(name)
+        if topic:
+            self.numeric(irc.RPL_TOPIC, name, topic)
+        else:
+            self.numeric(irc.RPL_NOTOPIC, name, "No topic is set")
+
+    def _names(self, name: str) -> None:
+        nicks = [wire.nick_of(n) for n in self.channels_api.names(name)]
+        head = f":{SERVER} {irc.RPL_NAMREPLY} {self.nick} = {name} :"
+        budget = wire.LINE_BYTES - 2 - wire.utf8_len(head)
+        line: list[str] = []
+        size = 0
+        for nick in nicks:
+            n = wire.utf8_len(nick) + 1
+            if line and size + n > budget:
+                self.numeric(irc.RPL_NAMREPLY, "=", name, " ".join(line))
+                line, size = [], 0
+            line.append(nick)
+            size += n
+        if line:
+            self.numeric(irc.RPL_NAMREPLY, "=", name, " ".join(line))
+        self.numeric(irc.RPL_ENDOFNAMES, name, "End of /NAMES list")
+
+    def _channel(self, name: str) -> str | None:
+        """The channel C{name}, or None after telling the client it does not exist."""
+        found = self.channels_api.find(name)
+        if found is None:
+            self.numeric(irc.ERR_NOSUCHCHANNEL, name, self.channels_api.missing(name))
+        return found
+
+    def irc_PART(self, params: list[str]) -> None:
+        if not params:
+            self.numeric(irc.ERR_NEEDMOREPARAMS, "PART", "Not enough parameters")
+            return
+        reason = params[1] if len(params) > 1 else ""
+        for name in params[0].split(","):
+            found = self._channel(name)
+            if found is None:
+                continue
+            if self.in_channel != found:
+                self.numeric(irc.ERR_NOTONCHANNEL, found, "You're not on that channel")
+                continue
+            self.channels_api.part(self.session, found)
+            self.send(
+                "PART", found, *([reason] if reason else []), prefix=mask(self.session.user.name)
+            )
+            self.in_channel = None
+            self.server_notice(
+                f"you left {found} here: its messages are not shown until you JOIN {found} again "
+                "(you are still online in the chat)"
+            )
+
+    def irc_NAMES(self, params: list[str]) -> None:
+        if not params:
+            self._names(self.channels_api.lobby)
+            return
+        for name in params[0].split(","):
+            found = self.channels_api.find(name)
+            if found is None:
+                self.numeric(irc.RPL_ENDOFNAMES, name, "End of /NAMES list")
+            else:
+                self._names(found)
+
+    def irc_TOPIC(self, params: list[str]) -> None:
+        if not params:
+            self.numeric(irc.ERR_NEEDMOREPARAMS, "TOPIC", "Not enough parameters")
+            return
+        found = self._channel(params[0])
+        if found is None:
+            return
+        if len(params) == 1:
+            self._topic(found)
+            return
+        try:
+            self.channels_api.set_topic(self.session, found, params[1])
+        except CommandError as e:
+            self.numeric(irc.ERR_CHANOPRIVSNEEDED, found, str(e))
+
+    def irc_LIST(self, params: list[str]) -> None:
+        self.numeric(irc.RPL_LISTSTART, "Channel", "Users  Name")
+        for name, count, topic in self.channels_api.conversations():
+            self.numeric(irc.RPL_LIST, name, str(count), topic)
+        self.numeric(irc.RPL_LISTEND, "End of /LIST")
+
+    def irc_KICK(self, params: list[str]) -> None:
+        if len(params) < 2:
+            self.numeric(irc.ERR_NEEDMOREPARAMS, "KICK", "Not enough parameters")
+            return
+        found = self._channel(params[0])
+        if found is None:
+            return
+        try:
+            self.channels_api.kick(self.session, found, wire.name_of(params[1]))
+        except CommandError as e:
+            self.numeric(irc.ERR_CHANOPRIVSNEEDED, found, str(e))
+
+    def irc_INVITE(self, params: list[str]) -> None:
+        if len(params) < 2:
+            self.numeric(irc.ERR_NEEDMOREPARAMS, "INVITE", "Not enough parameters")
+            return
+        nick, channel = params[0], params[1]
+        found = self._channel(channel)
+        if found is None:
+            return
+        if self.room.find(wire.name_of(nick)) is None:
+            self.numeric(irc.ERR_NOSUCHNICK, nick, "No such nick: nobody by that name is online")
+            return
+        try:
+            self.channels_api.invite(self.session, found, wire.name_of(nick))
+        except CommandError as e:
+            self.numeric(irc.ERR_USERONCHANNEL, nick, found, str(e))
+
+    def irc_WHO(self, params: list[str]) -> None:
+        target = params[0] if params else "*"
+        found = self.channels_api.find(target)
+        if found is not None:
+            names = self.channels_api.names(found)
+        elif target in ("*", "0"):
+            names = self.room.online()
+        else:
+            user = self.room.find(wire.name_of(target))
+            names = [user.name] if user is not None else []
+        channel = found or (self.channels_api.lobby if names else "*")
+        for name in names:
+            flags = "G" if name_key(name) in self.factory.away else "H"
+            self.numeric(
+                irc.RPL_WHOREPLY,
+                channel,
+                USER,
+                SERVER,
+                SERVER,
+                wire.nick_of(name),
+                flags,
+                f"0 {self._realname(name)}",
+            )
+        self.numeric(irc.RPL_ENDOFWHO, target, "End of WHO list")
+
+    def _realname(self, name: str) -> str:
+        user = self.room.find(name)
+        if user is None or not user.sessions:
+            return "on another chatd node"
+        doors = sorted({s.client.door for s in user.sessions})
+        who = f"account {user.account}" if user.account else "guest"
+        return f"{who} ({', '.join(doors)})"
+
+    def irc_WHOIS(self, params: list[str]) -> None:
+        if not params:
+            self.numeric(irc.ERR_NONICKNAMEGIVEN, "No nickname given")
+            return
+        nick = params[-1]
+        name = wire.name_of(nick)
+        user = self.room.find(name)
+        elsewhere = user is None and name_key(name) in {name_key(n) for n in self.room.online()}
+        if user is None and not elsewhere:
+            self.numeric(irc.ERR_NOSUCHNICK, nick, "No such nick: nobody by that name is online")
+        else:
+            shown = wire.nick_of(user.name if user is not None else name)
+            realname = self._realname(user.name if user is not None else name)
+            self.numeric(irc.RPL_WHOISUSER, shown, USER, SERVER, "*", realname)
+            self.numeric(irc.RPL_WHOISSERVER, shown, SERVER, "chatd")
+            if self.channels_api.lobby:
+                self.numeric(irc.RPL_WHOISCHANNELS, shown, self.channels_api.lobby)
+            if user is not None and user.account:
+                self.numeric(RPL_WHOISACCOUNT, shown, wire.nick_of(user.account), "is logged in as")
+            away = self.factory.away.get(name_key(name))
+            if away is not None:
+                self.numeric(irc.RPL_AWAY, shown, away)
+        self.numeric(irc.RPL_ENDOFWHOIS, nick, "End of /WHOIS list")
+
+    def irc_WHOWAS(self, params: list[str]) -> None:
+        nick = params[0] if params else "*"
+        self.numeric(irc.ERR_WASNOSUCHNICK, nick, "chatd keeps no record of past nicks")
+        self.numeric(irc.RPL_ENDOFWHOWAS, nick, "End of WHOWAS")
+
+    def irc_ISON(self, params: list[str]) -> None:
+        online = {name_key(n) for n in self.room.online()}
+        nicks = " ".join(params).split()
+        self.numeric(
+            irc.RPL_ISON, " ".join(n for n in nicks if name_key(wire.name_of(n)) in online)
+        )
+
+    def irc_USERHOST(self, params: list[str]) -> None:
+        replies = []
+        for nick in params[:5]:
+            user = self.room.find(wire.name_of(nick))
+            if user is not None:
+                away = "-" if user.key in self.factory.away else "+"
+                replies.append(f"{wire.nick_of(user.name)}={away}{USER}@{SERVER}")
+        self.numeric(irc.RPL_USERHOST, " ".join(replies))
+
+    def irc_MODE(self, params: list[str]) -> None:
+        if not params:
+            self.numeric(irc.ERR_NEEDMOREPARAMS, "MODE", "Not enough parameters")
+            return
+        target = params[0]
+        if target.startswith("#"):
+            found = self._channel(target)
+            if found is None:
+                return
+            change = params[1] if len(params) > 1 else ""
+            if not change:
+                self.numeric(irc.RPL_CHANNELMODEIS, found, "+nt")
+                self.numeric(RPL_CREATIONTIME, found, str(int(self.room.started)))
+            elif change.lstrip("+") == "b" and len(params) == 2:
+                self.numeric(irc.RPL_ENDOFBANLIST, found, "End of channel ban list")
+            else:
+                self.numeric(
+                    irc.ERR_CHANOPRIVSNEEDED,
+                    found,
+                    f"channel modes cannot be changed: {found} has no owner yet",
+                )
+            return
+        if name_key(wire.name_of(target)) != self.session.user.key:
+            self.numeric(irc.ERR_USERSDONTMATCH, "Can't change or see modes for other users")
+            return
+        if len(params) == 1:
+            self.numeric(irc.RPL_UMODEIS, "+" + self.user_modes)
+            return
+        change, sign, modes = params[1], "+", set(self.user_modes)
+        for c in change:
+            if c in "+-":
+                sign = c
+            elif c == "i" and sign == "+":
+                modes.add(c)
+            elif c == "i":
+                modes.discard(c)
+            else:
+                self.numeric(irc.ERR_UMODEUNKNOWNFLAG, f"Unknown MODE flag {c}; only +i is known")
+                return
+        self.user_modes = "".join(sorted(modes))
+        self.send("MODE", self.nick, change, prefix=mask(self.session.user.name))
+
+    def irc_AWAY(self, params: list[str]) -> None:
+        user = self.session.user
+        text = params[0].strip() if params else ""
+        if text:
+            self.factory.away[user.key] = text[:200]
+            self.numeric(irc.RPL_NOWAWAY, "You have been marked as being away")
+        else:
+            self.factory.away.pop(user.key, None)
+            self.numeric(irc.RPL_UNAWAY, "You are no longer marked as being away")
+        self.factory.tell_away(self, user.name, text[:200])
+
+    def irc_MOTD(self, params: list[str]) -> None:
+        self._motd()
+
+    def irc_LUSERS(self, params: list[str]) -> None:
+        count = len(self.room.online())
+        self.numeric(irc.RPL_LUSERCLIENT, f"There are {count} users on 1 server")
+
+    def irc_VERSION(self, params: list[str]) -> None:
+        self.numeric(irc.RPL_VERSION, f"chatd-{__version__}", SERVER, "the chatd chat server")
+
+    def irc_TIME(self, params: list[str]) -> None:
+        now = self.room.clock.seconds()
+        self.numeric(irc.RPL_TIME, SERVER, wire.server_time(now))
+
+    def irc_TAGMSG(self, params: list[str]) -> None:
+        pass  # typing notifications and the like: chatd has none to pass on
+
+    # -- talking ----------------------------------------------------------------------------
+
+    def irc_PRIVMSG(self, params: list[str], command: str = "PRIVMSG") -> None:
+        if not params:
+            self.numeric(irc.ERR_NORECIPIENT, f"No recipient given ({command})")
+            return
+        if len(params) < 2 or not params[1]:
+            self.numeric(irc.ERR_NOTEXTTOSEND, "No text to send")
+            return
+        text = params[1]
+        if text.startswith("\x01ACTION ") or text == "\x01ACTION\x01":
+            text = "* " + text[8:].rstrip("\x01")
+        elif text.startswith("\x01"):
+            word = text.strip("\x01").split(" ")[0]
+            self.server_notice(f"CTCP {word} is not passed on by chatd; only ACTION (/me) is")
+            return
+        for target in params[0].split(",")[:4]:
+            if target:
+                self._say(target, text)
+
+    def irc_NOTICE(self, params: list[str]) -> None:
+        self.irc_PRIVMSG(params, "NOTICE")
+
+    def _say(self, target: str, text: str) -> None:
+        session = self.session
+        if target.startswith("#"):
+            found = self._channel(target)
+            if found is None:
+                return
+            if self.in_channel != found:
+                self.numeric(
+                    irc.ERR_CANNOTSENDTOCHAN,
+                    found,
+                    f"you are not in {found} here; JOIN {found} first",
+                )
+                return
+            to = None
+        else:
+            to = self.room.recipient(wire.name_of(target))
+            if to is None:
+                self.numeric(irc.ERR_NOSUCHNICK, target, "No such nick: nobody by that name")
+                return
+        try:
+            self.room.speak(session, text, to)
+        except UsageError:
+            self.numeric(irc.ERR_NOTEXTTOSEND, "No text to send")
+            return
+        except CommandError as e:
+            self.numeric(irc.ERR_CANNOTSENDTOCHAN, target, str(e))
+            return
+        if to is not None:
+            away = self.factory.away.get(name_key(to))
+            if away is not None:
+                self.numeric(irc.RPL_AWAY, wire.nick_of(to), away)
+
+    # -- history ----------------------------------------------------------------------------
+
+    def irc_CHATHISTORY(self, params: list[str]) -> None:
+        """IRCv3 chathistory: LATEST, BEFORE, AFTER, AROUND, BETWEEN and TARGETS."""
+        sub = params[0].upper() if params else ""
+
+        def fail(code: str, why: str) -> None:
+            self.send("FAIL", "CHATHISTORY", code, *params[:3], why)
+
+        need = {"LATEST": 4, "BEFORE": 4, "AFTER": 4, "AROUND": 4, "BETWEEN": 5, "TARGETS": 4}
+        if sub not in need or len(params) < need[sub]:
+            fail(
+                "INVALID_PARAMS",
+                "use LATEST|BEFORE|AFTER|AROUND <target> <ref> <limit>, "
+                "BETWEEN <target> <ref> <ref> <limit> or TARGETS <ref> <ref> <limit>",
+            )
+            return
+        try:
+            limit = min(int(params[-1]), CHATHISTORY_MAX)
+        except ValueError:
+            fail("INVALID_PARAMS", "the limit is a number")
+            return
+        if sub == "TARGETS":
+            self._targets(params[1], params[2], limit)
+            return
+        target = params[1]
+        refs = params[2:-1]
+        parsed = [wire.history_ref(r) for r in refs]
+        if any(p is None for p in parsed) or (sub != "LATEST" and "*" in refs):
+            fail(
+                "INVALID_MSGREFTYPE",
+                "a reference is msgid=ID, timestamp=YYYY-MM-DDThh:mm:ss.sssZ, or * (LATEST)",
+            )
+            return
+        found = self.channels_api.find(target) if target.startswith("#") else None
+        if target.startswith("#") and found is None:
+            fail("INVALID_TARGET", self.channels_api.missing(target))
+            return
+        if found is None:  # whispers are not kept in history: an empty answer
+            self._history_batch(target, [])
+            return
+
+        def answer(messages: list[Message]) -> None:
+            chosen = wire.history_window(sub, messages, parsed, limit)  # type: ignore[arg-type]
+            self._history_batch(found, chosen)
+
+        def failed(failure: Any) -> None:
+            log.failure("CHATHISTORY for {peer} failed", failure, peer=self.peer)
+            fail("MESSAGE_ERROR", "the history could not be read; try again later")
+
+        self.channels_api.history(found).addCallbacks(answer, failed)
+
+    def _targets(self, a: str, b: str, limit: int) -> None:
+        refs = [wire.history_ref(a), wire.history_ref(b)]
+        if any(r is None or r[0] != "timestamp" for r in refs):
+            self.send(
+                "FAIL", "CHATHISTORY", "INVALID_PARAMS", "TARGETS", "TARGETS takes timestamps"
+            )
+            return
+        low, high = sorted(float(r[1]) for r in refs)  # type: ignore[index]
+        lobby = self.channels_api.lobby
+
+        def answer(messages: list[Message]) -> None:
+            times = [m.time for m in messages if low < m.time < high]
+            batch = self._open_batch("draft/chathistory-targets")
+            if times:
+                self.send(
+                    "CHATHISTORY",
+                    "TARGETS",
+                    lobby,
+                    f"timestamp={wire.server_time(max(times))}",
+                    tags=batch,
+                )
+            self._close_batch(batch)
+
+        self.channels_api.history(lobby).addCallback(answer)
+
+    def _open_batch(self, kind: str, *params: str) -> dict[str, str] | None:
+        if "batch" not in self.caps:
+            return None
+        ref = f"h{next(_batches)}"
+        self.send("BATCH", f"+{ref}", kind, *params)
+        return {"batch": ref}
+
+    def _close_batch(self, batch: dict[str, str] | None) -> None:
+        if batch is not None:
+            self.send("BATCH", f"-{batch['batch']}")
+
+    def _history_batch(self, target: str, messages: list[Message]) -> None:
+        """Messages as a C{chathistory} batch, each with its time and id."""
+        batch = self._open_batch("chathistory", target)
+        self.output.stream(self._history_lines(messages, batch, target))
+        if batch is not None:
+            self.output.write(
+                wire.format_line("BATCH", [f"-{batch['batch']}"], SERVER).encode() + b"\r\n"
+            )
+
+    def _history_lines(
+        self, messages: list[Message], batch: dict[str, str] | None, channel: str | None
+    ) -> Iterator[bytes]:
+        limit = self.room.config.max_message_bytes
+        lines = []
+        for m in messages:
+            lines.extend(self._message_lines(cut_message(m, limit), batch, channel, stamped=True))
+        return chunks((line.encode("utf-8", "replace") + b"\r\n" for line in lines), STREAM_CHUNK)
+
+    # -- events from the Room -----------------------------------------------------------------
+
+    def deliver(self, event: Event) -> None:
+        if self.early is not None:
+            self.early.append(event)
+            return
+        if self.gone:
+            return
+        if isinstance(event, Message):
+            self._message(event)
+        elif isinstance(event, Presence):
+            self._presence(event)
+        elif isinstance(event, Notice):
+            self._notice(event.text)
+        elif isinstance(event, Error):
+            self.server_notice(event.text)
+        elif isinstance(event, Identity):
+            self._identity(event)
+        elif isinstance(event, History):
+            self._history(event)
+
+    def _message(self, m: Message) -> None:
+        session = self.session
+        if m.origin is session and session is not None and "echo-message" not in self.caps:
+            return
+        if m.to is None and (
+            self.in_channel is None or not self.channels_api.shows(m, self.in_channel)
+        ):
+            return
+        key = ("irc", m.to is None, self._tag_caps())
+        if m.to is None:
+            data = m.rendered(
+                key, lambda m: self._encode(self._message_lines(m, None, self.in_channel))
+            )
+        else:
+            data = self._encode(self._message_lines(m, None, self.in_channel))
+        self.output.write(data)
+
+    def _tag_caps(self) -> tuple[bool, bool, bool]:
+        caps = self.caps
+        return ("server-time" in caps, "message-tags" in caps, "account-tag" in caps)
+
+    @staticmethod
+    def _encode(lines: list[str]) -> bytes:
+        return b"".join(line.encode("utf-8", "replace") + b"\r\n" for line in lines)
+
+    def _message_lines(
+        self,
+        m: Message,
+        batch: dict[str, str] | None,
+        channel: str | None,
+        stamped: bool = False,
+    ) -> list[str]:
+        """A message as PRIVMSG lines, each within 512 bytes (tags aside)."""
+        timed, tagged, accounts = self._tag_caps()
+        tags: dict[str, str] = dict(batch or {})
+        if timed:
+            tags["time"] = wire.server_time(m.time)
+        if tagged:
+            tags["msgid"] = str(m.id) if m.to is None else f"w{m.id}"
+        if accounts:
+            user = self.room.find(m.sender)
+            if user is not None and user.account:
+                tags["account"] = user.account
+        text = m.text
+        if (stamped or m.late) and not timed:
+            text = f"[{clock_time(m.time)}] {text}"
+        if m.to is None:
+            target = channel or self.channels_api.lobby
+        elif self.session is not None and name_key(m.to) == self.session.user.key:
+            target = self.nick
+        else:
+            target = wire.nick_of(m.to)  # our own whisper, from another device
+        prefix = mask(m.sender)
+        return [
+            wire.format_line("PRIVMSG", [target, piece], prefix, tags or None)
+            for piece in _pieces("PRIVMSG", prefix, target, text)
+        ]
+
+    def _history(self, event: History) -> None:
+        if not event.messages:
+            self.server_notice(f"{event.reason}: nothing")
+            return
+        self.server_notice(f"{event.reason} ({len(event.messages)}):")
+        batch = self._open_batch("chathistory", self.in_channel or self.nick)
+        self.output.stream(self._history_lines(event.messages, batch, self.in_channel))
+        if batch is not None:
+            self.output.write(
+                wire.format_line("BATCH", [f"-{batch['batch']}"], SERVER).encode() + b"\r\n"
+            )
+
+    def _notice(self, text: str) -> None:
+        """A notice, unless IRC says it as JOIN, QUIT or NICK (from the member lists)."""
+        if _MOVED.fullmatch(text):
+            return  # the Presence that follows shows it as JOIN and QUIT
+        renamed = _RENAMED.fullmatch(text)
+        if renamed and self.in_channel is not None:
+            old, new = renamed.groups()
+            key = name_key(old)
+            if key in self.members and name_key(new) not in self.members:
+                del self.members[key]
+                self.members[name_key(new)] = new
+                self.send("NICK", wire.nick_of(new), prefix=mask(old))
+            return
+        self.server_notice(text)
+
+    def _presence(self, event: Presence) -> None:
+        if not event.update:
+            self.server_notice(f"online ({len(event.names)}): " + ", ".join(event.names))
+            return
+        if (
+            self.in_channel is None
+            or self.session is None
+            or not self.channels_api.shows(event, self.in_channel)
+        ):
+            return
+        now = {name_key(n): n for n in event.names}
+        me = self.session.user.key
+        for key, name in list(self.members.items()):
+            if key not in now and key != me:
+                del self.members[key]
+                self.send("QUIT", "left the chat", prefix=mask(name))
+        for key, name in now.items():
+            if key not in self.members and key != me:
+                self.members[key] = name
+                self.send("JOIN", self.in_channel, prefix=mask(name))
+
+    def _identity(self, event: Identity) -> None:
+        nick = wire.nick_of(event.name)
+        if nick == self.nick:
+            return
+        old = self.nick
+        self.members.pop(name_key(wire.name_of(old)), None)
+        self.members[name_key(event.name)] = event.name
+        self.send("NICK", nick, prefix=f"{old}!{USER}@{SERVER}")
+        self.nick = nick
+
+
+UNCOUNTED = frozenset(("PING", "PONG", "CAP", "QUIT"))
+BEFORE_REGISTRATION = frozenset(
+    ("CAP", "PASS", "NICK", "USER", "AUTHENTICATE", "PING", "PONG", "QUIT")
+)
+
+
+def _pieces(command: str, prefix: str, target: str, text: str) -> list[str]:
+    """C{text} in pieces that fit one line each after C{:prefix COMMAND target :}."""
+    head = wire.utf8_len(f":{prefix} {command} {target} :")
+    return wire.split_text(text, wire.LINE_BYTES - 2 - head)
+
+
+class IRCFactory(Factory):
+    """The IRC door; away messages are shared by its connections (chatd has no away)."""
+
+    protocol = IRCDoor
+
+    def __init__(self, room: Room) -> None:
+        self.room = room
+        self.turn = Turn(room.clock)
+        self.channels = Channels(room)
+        self.away: dict[str, str] = {}  # name key -> away message
+        self.doors: set[IRCDoor] = set()
+
+    def tell_away(self, source: IRCDoor, name: str, text: str) -> None:
+        """away-notify: the other IRC clients that asked hear of it."""
+        for door in self.doors:
+            if door is not source and door.welcomed and "away-notify" in door.caps:
+                door.send("AWAY", *([text] if text else []), prefix=mask(name))
