@@ -377,7 +377,7 @@ async def test_away_quit_and_chatd_commands(srv):
     await ann.numeric("305")
     await cy.expect(r"^:ann!chat@chatd AWAY$")
     ann.send("HELP")  # a chatd command, sent raw
-    await ann.expect(r"^:chatd NOTICE ann :Type a line to talk to everyone")
+    await ann.expect(r"^:chatd NOTICE ann :Type a line to talk to the room")
     ann.send("QUIT :bye now")
     await ann.expect(r"^ERROR :Closing link: Quit: bye now$")
     await bob.expect(r"^\* ann left$")

@@ -94,7 +94,8 @@ async def test_a_thirdparty_command_works_for_users_on_every_door(tmp_path, monk
         telnet = await line_client(server.ports["line"])
         ws = await ws_client(server.ports["web"])
         telnet.send("/help roll")
-        await telnet.expect(r"^\* /roll <d6\|d20>: roll a die for everyone to see \(also /dice\)$")
+        await telnet.expect(r"^\* /roll <d6\|d20>  \(also /dice\)$")
+        await telnet.expect(r"^\*   roll a die for everyone to see$")
         telnet.send("/dice d20")
         name = telnet.lines[0].split()[-1]
         await ws.expect(rf"^\* {name} rolled d20: 20$")

@@ -225,6 +225,7 @@ class Command:
     @ivar counted: counts as a message for rate limits (it sends something to others).
     @ivar audit_args: write the arguments to the audit log (off for passwords).
     @ivar setup: called once with the L{Services} when the server starts, to build clients.
+    @ivar example: one line as a user would type it, for C{/help NAME}.
     """
 
     name: str
@@ -236,6 +237,7 @@ class Command:
     counted: bool = False
     audit_args: bool = True
     setup: Callable[[Services], Any] | None = None
+    example: str = ""
 
     @property
     def usage_line(self) -> str:
@@ -259,6 +261,7 @@ def command(
     counted: bool = False,
     audit_args: bool = True,
     setup: Callable[[Services], Any] | None = None,
+    example: str = "",
 ) -> Callable[[Runner], Command]:
     """Turn C{def run(ctx, args)} into a L{Command}, ready to be named by an entry point."""
 
@@ -273,6 +276,7 @@ def command(
             counted=counted,
             audit_args=audit_args,
             setup=setup,
+            example=example,
         )
 
     return wrap

@@ -19,6 +19,7 @@ def _name_and_password(args: str) -> tuple[str, str]:
 
 @command(
     "register",
+    example="/register Ann correct-horse-battery",
     usage="<name> <password>",
     help="create an account that keeps your name; you stay logged in",
     audit_args=False,
@@ -37,6 +38,7 @@ def register(ctx: Context, args: str) -> Deferred[None]:
 
 @command(
     "login",
+    example="/login Ann correct-horse-battery",
     usage="<name> <password>",
     help="log in to your account (on any number of devices)",
     audit_args=False,
@@ -46,7 +48,13 @@ def login(ctx: Context, args: str) -> Deferred[None]:
     return ctx.login(name, password)
 
 
-@command("auth", usage="<token>", help="log in with the token /register gave you", audit_args=False)
+@command(
+    "auth",
+    example="/auth 8f0c...-...(the token /register showed)",
+    usage="<token>",
+    help="log in with the token /register gave you",
+    audit_args=False,
+)
 def auth(ctx: Context, args: str) -> Deferred[None]:
     token = args.strip()
     if not token or " " in token:
@@ -61,6 +69,7 @@ def auth(ctx: Context, args: str) -> Deferred[None]:
 
 @command(
     "logout",
+    example="/logout",
     help="log this connection out (and cancel the token /login gave it); "
     "your other devices stay logged in",
 )

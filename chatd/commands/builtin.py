@@ -18,7 +18,35 @@ def _no_arguments(args: str) -> None:
         raise UsageError(f"nothing goes after the command, not {args!r}")
 
 
-@command("help", aliases=("rules",), usage="[command]", help="list the commands, or explain one")
+# /help's groups: one line each, so the whole list fits a 24-line, 80-column terminal.
+# A plugin's command, in none of them, is listed under "more".
+GROUPS = (
+    ("talk", ("whisper", "send", "history", "list", "status", "exit")),
+    ("rooms", ("join", "part", "rooms", "topic", "who", "kick", "invite")),
+    ("you", ("rename", "register", "login", "auth", "logout")),
+    ("later", ("scheduled", "cancel")),
+    ("other", ("report", "exchange", "help")),
+)
+
+
+def _wrapped(label: str, words: list[str], width: int = 78) -> list[str]:
+    """C{label: /a /b ...} in lines of at most C{width} columns."""
+    lines, line = [], f"  {label + ':':7}"
+    for word in words:
+        if len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = " " * 9
+        line += " " + word
+    return [*lines, line]
+
+
+@command(
+    "help",
+    example="/help send",
+    aliases=("rules",),
+    usage="[command]",
+    help="list the commands, or explain one",
+)
 def help_(ctx: Context, args: str) -> None:
     commands = ctx.services.commands
     words = args.lstrip("/").split()
@@ -27,18 +55,26 @@ def help_(ctx: Context, args: str) -> None:
         if cmd is None:
             raise CommandError(f"there is no command /{words[0]}; /help lists them all")
         aliases = ", ".join("/" + a for a in cmd.aliases)
-        ctx.reply(f"{cmd.usage_line}: {cmd.help}" + (f" (also {aliases})" if aliases else ""))
+        lines = [cmd.usage_line + (f"  (also {aliases})" if aliases else ""), f"  {cmd.help}"]
+        if cmd.example:
+            lines.append(f"  for example: {cmd.example}")
+        ctx.reply("\n".join(lines))
         return
-    lines = ["Type a line to talk to everyone. Commands:"]
-    for cmd in commands:
-        aliases = ", ".join("/" + a for a in cmd.aliases)
-        lines.append(f"  {cmd.usage_line}" + (f"  (also {aliases})" if aliases else ""))
-        lines.append(f"      {cmd.help}")
+    known = {c.name: c for c in commands}
+    lines = ["Type a line to talk to the room. Commands (/help NAME explains one):"]
+    for label, names in GROUPS:
+        present = ["/" + n for n in names if n in known]
+        if present:
+            lines += _wrapped(label, present)
+    grouped = {n for _, names in GROUPS for n in names}
+    more = ["/" + c.name for c in commands if c.name not in grouped]
+    if more:
+        lines += _wrapped("more", more)
     lines.append("Start a message with // to send a line that begins with /.")
     ctx.reply("\n".join(lines))
 
 
-@command("list", aliases=("users",), help="who is online")
+@command("list", example="/list", aliases=("users",), help="who is online")
 def list_(ctx: Context, args: str) -> Deferred[None]:
     _no_arguments(args)
     return ctx.online().addCallback(lambda names: ctx.show(Presence(names)))
@@ -46,6 +82,7 @@ def list_(ctx: Context, args: str) -> Deferred[None]:
 
 @command(
     "whisper",
+    example="/w Ann see you at six",
     aliases=("w", "private", "msg"),
     usage="<name> <text>",
     help="a private message to one user",
@@ -58,20 +95,22 @@ def whisper(ctx: Context, args: str) -> None:
     ctx.whisper(name, text)
 
 
-@command("rename", aliases=("nick",), usage="<new_name>", help="change your name")
+@command(
+    "rename", example="/rename Joe", aliases=("nick",), usage="<new_name>", help="change your name"
+)
 def rename(ctx: Context, args: str) -> None:
     if not args or " " in args:
         raise UsageError("a name has no spaces" if args else "")
     ctx.rename(args)
 
 
-@command("exit", aliases=("quit",), help="leave the chat")
+@command("exit", example="/exit", aliases=("quit",), help="leave the chat")
 def exit_(ctx: Context, args: str) -> None:
     ctx.reply(f"Goodbye, {ctx.name}!")
     ctx.close("said goodbye")
 
 
-@command("status", help="facts about the chat and about you")
+@command("status", example="/status", help="facts about the chat and about you")
 def status(ctx: Context, args: str) -> None:
     _no_arguments(args)
     s = ctx.status()

@@ -174,6 +174,7 @@ def setup(services: Services) -> None:
 
 @command(
     "exchange",
+    example="/exchange 3 USD EUR",
     usage=f"<days 1-{MAX_DAYS}> [CUR ...]",
     bare=True,
     counted=True,

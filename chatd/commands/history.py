@@ -10,7 +10,12 @@ from chatd.events import History, Message
 MOST = 500  # one answer's limit, so a typo cannot ask for the whole database
 
 
-@command("history", usage="[n]", help="the last n public messages (within the history time)")
+@command(
+    "history",
+    example="/history 50",
+    usage="[n]",
+    help="the last n public messages (within the history time)",
+)
 def history(ctx: Context, args: str) -> Deferred[None]:
     if not args:
         n = ctx.services.config.history_default

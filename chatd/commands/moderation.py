@@ -9,6 +9,7 @@ from chatd.scheduling import MAX_DELAY
 
 @command(
     "report",
+    example="/report Spammer",
     aliases=("ban",),
     usage="<name>",
     help="complain about a user; enough complaints from different users mute them",
@@ -45,6 +46,7 @@ def _options(args: str) -> tuple[str | None, str | None, str]:
 
 @command(
     "send",
+    example="/send -u Ann -t 600 the meeting starts in 10 minutes",
     usage="[-u|--username NAME] [-t|--time SECONDS] <text>",
     help="send to everyone or to one user, now or in SECONDS",
     counted=True,
@@ -75,7 +77,12 @@ def send(ctx: Context, args: str) -> None:
     )
 
 
-@command("cancel", usage="[number]", help="cancel your last scheduled message (or #number)")
+@command(
+    "cancel",
+    example="/cancel 2",
+    usage="[number]",
+    help="cancel your last scheduled message (or #number)",
+)
 def cancel(ctx: Context, args: str) -> None:
     number = args.lstrip("#")
     if number and not number.isdigit():
@@ -84,7 +91,7 @@ def cancel(ctx: Context, args: str) -> None:
     ctx.reply(f"cancelled {entry.describe(ctx.services.clock.seconds())}")
 
 
-@command("scheduled", help="your messages waiting to be sent")
+@command("scheduled", example="/scheduled", help="your messages waiting to be sent")
 def scheduled(ctx: Context, args: str) -> None:
     pending = ctx.scheduled()
     if not pending:

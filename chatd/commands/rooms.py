@@ -8,21 +8,32 @@ from chatd.events import Presence
 MOST_MINUTES = 7 * 24 * 60  # a kick lasts a week at most
 
 
-@command("join", usage="#room", help="join a room (made if new) and talk there; /join #lobby")
+@command(
+    "join",
+    example="/join #dev",
+    usage="#room",
+    help="join a room (made if new) and talk there; /join #lobby",
+)
 def join(ctx: Context, args: str) -> None:
     if not args or " " in args:
         raise UsageError("one room name, such as #dev")
     ctx.join(args)
 
 
-@command("part", aliases=("leave",), usage="[#room]", help="leave a room (the current one)")
+@command(
+    "part",
+    example="/part #dev",
+    aliases=("leave",),
+    usage="[#room]",
+    help="leave a room (the current one)",
+)
 def part(ctx: Context, args: str) -> None:
     if " " in args:
         raise UsageError("one room name, or none for the current room")
     ctx.part(args or None)
 
 
-@command("rooms", help="every room, with how many are in it and its topic")
+@command("rooms", example="/rooms", help="every room, with how many are in it and its topic")
 def rooms(ctx: Context, args: str) -> None:
     if args:
         raise UsageError(f"nothing goes after the command, not {args!r}")
@@ -35,7 +46,12 @@ def rooms(ctx: Context, args: str) -> None:
     ctx.reply("rooms (> where you talk, + yours):\n" + "\n".join(lines))
 
 
-@command("topic", usage="[text]", help="show the current room's topic, or set it (its owner)")
+@command(
+    "topic",
+    example="/topic release on Friday",
+    usage="[text]",
+    help="show the current room's topic, or set it (its owner)",
+)
 def topic(ctx: Context, args: str) -> None:
     if not args:
         shown = ctx.topic(None)
@@ -44,7 +60,7 @@ def topic(ctx: Context, args: str) -> None:
     ctx.set_topic("" if args == "-" else args)
 
 
-@command("who", usage="[#room]", help="who is in a room (the current one)")
+@command("who", example="/who #dev", usage="[#room]", help="who is in a room (the current one)")
 def who(ctx: Context, args: str) -> None:
     if " " in args:
         raise UsageError("one room name, or none for the current room")
@@ -55,6 +71,7 @@ def who(ctx: Context, args: str) -> None:
 
 @command(
     "kick",
+    example="/kick Spammer 30",
     usage="<name> [minutes]",
     help="remove someone from the current room for a while (its owner)",
 )
@@ -72,6 +89,7 @@ def kick(ctx: Context, args: str) -> None:
 
 @command(
     "invite",
+    example="/invite Ann",
     usage="<name>",
     help="make the current room invite-only and let someone in (its owner)",
 )
