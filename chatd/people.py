@@ -6,6 +6,7 @@ of one user). Flood control, moderation and the command context type against the
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -60,7 +61,7 @@ class User:
 class Session:
     """One connection of one user."""
 
-    __slots__ = ("id", "client", "user", "since", "lines", "token", "closing", "room")
+    __slots__ = ("id", "client", "user", "since", "lines", "token", "closing", "room", "waiting")
 
     _ids = itertools.count(1)
 
@@ -74,6 +75,9 @@ class Session:
         # and /auth may be shared with other devices (minechat has no other), so they stay.
         self.token: str | None = None
         self.closing = False  # said goodbye: what it sends after that is ignored
+        # Lines typed while a command of this connection is still running (a login whose
+        # password is being checked): they are taken in order once it has finished.
+        self.waiting: deque[str] | None = None
         # The room what it types goes to; a text door prefixes the lines of other rooms.
         self.room: str | None = None
 

@@ -10,6 +10,7 @@ lists are the L{Crowd}; later messages are the L{Scheduler}; other nodes are the
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -340,12 +341,46 @@ class Room(Service):
     # -- input ------------------------------------------------------------------------------
 
     def receive(self, session: Session, line: str) -> Any:
-        """One line typed by a user: a command, or a public message."""
+        """One line typed by a user: a command, or a public message.
+
+        A connection's lines take effect in the order they were typed: while one of its
+        commands is still running (a password being checked, a rate being fetched), the
+        lines after it wait for it.
+        """
         if session.closing:
             return None
         session.lines += 1
         if not self.gate.line(session):
             return None
+        if session.waiting is not None:
+            session.waiting.append(line)
+            return None
+        return self._in_turn(session, line)
+
+    def _in_turn(self, session: Session, line: str) -> Any:
+        """Take C{line}; if it started a command still running, what follows waits."""
+        result = self._take(session, line)
+        if isinstance(result, defer.Deferred) and not result.called:
+            session.waiting = deque()
+
+            def finished(outcome: object) -> object:
+                self._resume(session)
+                return outcome
+
+            result.addBoth(finished)
+        return result
+
+    def _resume(self, session: Session) -> None:
+        """The running command finished: take the lines typed meanwhile, in order."""
+        waiting, session.waiting = session.waiting or deque(), None
+        while waiting and not session.closing:
+            self._in_turn(session, waiting.popleft())
+            if session.waiting is not None:  # another slow command: the rest waits for it
+                session.waiting.extend(waiting)
+                return
+
+    def _take(self, session: Session, line: str) -> Any:
+        """Act on one line: a command, or a public message."""
         line = textrules.clean(line)
         if not line:
             return None

@@ -103,3 +103,22 @@ def test_a_scheduled_message_that_fell_due_while_down_goes_out_late_at_start_up(
     late = [line for line in reader.take() if "after the restart" in line]
     assert len(late) == 1
     assert late[0].startswith("[") and late[0].endswith("] Ann: after the restart")
+
+
+def test_a_connections_lines_take_effect_in_the_order_typed() -> None:
+    """A line typed while a command of the same connection is still running waits for it
+    (cluster-faults case 3: /login typed before /register finished after it)."""
+    from twisted.internet import defer
+
+    from chatd.commands import command
+
+    chat = Chat()
+    slow: defer.Deferred[None] = defer.Deferred()
+    chat.room.commands.add(command("slow")(lambda ctx, args: slow))
+    ann, bob = chat.join(name="Ann"), chat.join("10.0.0.2", name="Bob")
+    ann.send("/slow")
+    ann.send("/nick Annie")
+    ann.send("after the slow one")
+    assert said(bob) == []
+    slow.callback(None)
+    assert bob.take()[-2:] == ["* Ann is now known as Annie", "Annie: after the slow one"]
