@@ -96,7 +96,7 @@ async def test_login_on_a_second_device_shares_one_user(srv):
     await phone.expect(r"^>> \w+: hi both$")
     phone.send("/status")
     await phone.expect(
-        r"^\* your sessions \(2\): line from 127\.0\.0\.1 .*, line from .*\(this one\)$"
+        r"^\* your sessions \(2\): telnet from 127\.0\.0\.1 .*, telnet from .*\(this one\)$"
     )
 
 

@@ -395,7 +395,7 @@ async def test_behind_haproxy_each_user_counts_under_their_own_address(tmp_path)
         line = b""
         while not line.startswith(b"* your sessions"):
             line = await ann.lines(1)
-        assert line.startswith(b"* your sessions (1): line from 192.0.2.1 ")
+        assert line.startswith(b"* your sessions (1): telnet from 192.0.2.1 ")
         again = await raw_client(port, via_haproxy_from="192.0.2.1")
         assert b"too many connections from your address" in await again.lines(1)
     finally:

@@ -257,7 +257,7 @@ async def health_of(port: int, want: int, within: float = 30.0) -> str:
 
 
 @pytest_twisted.ensureDeferred
-async def test_in_a_cluster_redis_is_checked_and_its_latency_and_gaps_counted(
+async def test_in_a_cluster_redis_is_checked_and_its_latency_counted(
     tmp_path,
     pg_url,  # noqa: F811
     redis_prefix,  # noqa: F811
@@ -289,7 +289,9 @@ async def test_in_a_cluster_redis_is_checked_and_its_latency_and_gaps_counted(
         assert await health_of(port, 200) == "ok\n"
         bob.send("after")
         await alice.expect(r": after$", timeout=30)
-        assert value(await scrape(port), "chatd_bus_gaps_total") >= 1
+        # The stream replays what node a missed: a cut Redis is no gap (one is counted only
+        # when the stream lost events: trimmed, or Redis restarted empty).
+        assert value(await scrape(port), "chatd_bus_gaps_total") == 0
     finally:
         proxy.cut()
         await a.stop()

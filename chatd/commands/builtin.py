@@ -8,6 +8,9 @@ from chatd.commands import CommandError, Context, UsageError, command
 from chatd.events import Presence
 from chatd.ratelimit import duration
 
+# What people call each door in /status (a door's own name is for logs and metrics).
+DOOR_NAMES = {"line": "telnet", "ws": "WebSocket", "json": "browser", "irc": "IRC"}
+
 
 def count(n: int, thing: str) -> str:
     return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
@@ -115,7 +118,8 @@ def status(ctx: Context, args: str) -> None:
     _no_arguments(args)
     s = ctx.status()
     devices = ", ".join(
-        f"{door} from {peer} for {duration(age)}" + (" (this one)" if this else "")
+        f"{DOOR_NAMES.get(door, door)} from {peer} for {duration(age)}"
+        + (" (this one)" if this else "")
         for door, peer, age, this in s.devices
     )
     here = f" ({s.here} on this server)" if s.here is not None else ""
