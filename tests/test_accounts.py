@@ -50,7 +50,8 @@ async def registered(srv, name="Alice", password="correct horse"):
     """A telnet user who has just registered C{name}, and the token they got."""
     client = await line_client(srv.ports["line"])
     client.send(f"/register {name} {password}")
-    line = await client.expect(rf"^\* account {name} created")
+    await client.expect(rf"^\* account {name} created")
+    line = await client.expect(rf"^\*   {TOKEN}$")
     return client, re.search(TOKEN, line).group(0)
 
 
@@ -61,7 +62,9 @@ async def test_register_logs_in_tells_the_others_and_reserves_the_name(srv):
     guest = alice.lines[0].split()[-1]
     alice.send("/register Alice correct horse")
     await alice.expect(r"^\* you are Alice \(logged in\)$")
-    await alice.expect(rf"^\* account Alice created; you are logged in\. Your token .*: {TOKEN}$")
+    await alice.expect(r"^\* account Alice created; you are logged in\.$")
+    await alice.expect(r"^\* Your token, for /auth on another device \(keep it secret\):$")
+    await alice.expect(rf"^\*   {TOKEN}$")
     await bob.expect(rf"^\* {guest} is now Alice$")
     bob.send("/rename alice")
     await bob.expect(r"^! the name Alice belongs to an account; /login Alice <password>")

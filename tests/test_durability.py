@@ -73,7 +73,8 @@ async def test_messages_and_accounts_survive_sigkill(tmp_path):
         alice = await line_client(port)
         bob = await line_client(port)
         alice.send("/register Alice correct horse")
-        token = re.search(TOKEN, await alice.expect(r"^\* account Alice created")).group(0)
+        await alice.expect(r"^\* account Alice created")
+        token = re.search(TOKEN, await alice.expect(rf"^\*   {TOKEN}$")).group(0)
         for i in range(1, 6):
             alice.send(f"remember me {i}")
         await bob.expect(r"^Alice: remember me 5$")  # seen by someone: must not be lost

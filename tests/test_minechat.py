@@ -217,6 +217,7 @@ async def test_tokens_work_on_every_door(srv):
     await telnet.expect(r"^\* you are ")
     telnet.send("/register mallory password123")
     created = await telnet.expect(r"^\* account mallory created")
+    created = await telnet.expect(r"^\*   [0-9a-f]{8}-")
     token = created.rsplit(" ", 1)[-1]
     client = await writer(srv)
     client.send(token.encode() + b"\n")

@@ -28,9 +28,11 @@ def register(ctx: Context, args: str) -> Deferred[None]:
     name, password = _name_and_password(args)
 
     def done(token: str) -> None:
+        # The token on a line of its own: it is copied, and must not wrap at 80 columns.
         ctx.reply(
-            f"account {name} created; you are logged in. Your token (for /auth on another "
-            f"device, keep it secret): {token}"
+            f"account {name} created; you are logged in.\n"
+            "Your token, for /auth on another device (keep it secret):\n"
+            f"  {token}"
         )
 
     return ctx.register(name, password).addCallback(done)
