@@ -159,14 +159,14 @@ class Logins:
         if online:
             assert target is not None
             if self.members.detach(session):
-                self.voice.notice_all(f"{old.name} is now {name}", exclude=session)
+                self.voice.notice_all(f"{old.name} is now known as {name}", exclude=session)
             self.members.attach(session, target)
         elif len(old.sessions) == 1:
             was = old.name
             self.members.rename(old, name)
             old.account = name
             if was != name:
-                self.voice.notice_all(f"{was} is now {name}", exclude=session)
+                self.voice.notice_all(f"{was} is now known as {name}", exclude=session)
         else:
             self.members.detach(session)
             self.members.attach(session, User(name, self.clock.seconds(), account=name))
@@ -195,7 +195,7 @@ class Logins:
             self.remember_seen(account)
             self.members.rename(user, guest)
             user.account = None
-            self.voice.notice_all(f"{account} is now {guest}", exclude=session)
+            self.voice.notice_all(f"{account} is now known as {guest}", exclude=session)
         else:
             self.members.detach(session)
             self.members.attach(session, User(guest, self.clock.seconds()))

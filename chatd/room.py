@@ -663,7 +663,8 @@ class Room(Service):
         for s in user.sessions:
             s.deliver(Identity(new, user.account))
         if why is None:
-            self.voice.notice_all(f"{old} is now known as {new}")
+            # The renamer hears it once, as "you are ..." (its Identity).
+            self.voice.notice_all(f"{old} is now known as {new}", skip=frozenset({user.key}))
         else:
             self.voice.tell_user(user, Notice(why))
             self.voice.notice_all(

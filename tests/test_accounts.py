@@ -65,7 +65,7 @@ async def test_register_logs_in_tells_the_others_and_reserves_the_name(srv):
     await alice.expect(r"^\* account Alice created; you are logged in\.$")
     await alice.expect(r"^\* Your token, for /auth on another device \(keep it secret\):$")
     await alice.expect(rf"^\*   {TOKEN}$")
-    await bob.expect(rf"^\* {guest} is now Alice$")
+    await bob.expect(rf"^\* {guest} is now known as Alice$")
     bob.send("/rename alice")
     await bob.expect(r"^! the name Alice belongs to an account; /login Alice <password>")
     bob.send("/register ALICE another password")
@@ -189,7 +189,7 @@ async def test_auth_with_the_token_and_logout(srv):
     await alice.expect(rf"^\* {guest} joined$")  # alice's own device stays logged in
     alice.send("/logout")
     await alice.expect(r"^\* you are \w+$")
-    await laptop.expect(r"^\* Alice is now \w+$")
+    await laptop.expect(r"^\* Alice is now known as \w+$")
     laptop.send("/logout")
     await laptop.expect(r"^! you are not logged in$")
 
