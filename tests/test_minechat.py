@@ -185,7 +185,7 @@ async def test_messages_cross_every_door(srv):
     ws = await ws_client(srv.ports["web"])
     await ws.expect(r"^\* you are ")
     client, _, _ = await register(srv, "kim")
-    await telnet.expect(r"^\* .* is now kim$")
+    await telnet.expect(r"^\* .* is now known as kim$")
     client.send(b"hi all\nfrom minechat\n\n")
     await telnet.expect(r"^kim: hi all / from minechat$")
     await ws.expect(r"^kim: hi all / from minechat$")
