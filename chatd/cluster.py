@@ -32,7 +32,7 @@ from chatd.outbox import Outbox
 from chatd.people import User, name_key
 from chatd.rooms import Rooms
 from chatd.sequence import READ_LIMIT, Sequence
-from chatd.store import ANY_ID, Store
+from chatd.store import ANY_ID, Store, log_failed
 from chatd.voice import Voice
 
 log = Logger(namespace="chatd.cluster")
@@ -293,7 +293,7 @@ class ClusterLink:
         node.crowd.retell()
         node.rooms.restore()  # topics, kicks and invitations changed meanwhile
         node.store.read_account_names().addCallbacks(
-            self._accounts_known, lambda f: log.failure("reading account names failed", f)
+            self._accounts_known, lambda f: log_failed(log, f, "reading account names failed")
         )
         after_id = min(last_id, self.heard_id)
         since = node.clock.seconds() - node.config.history_ttl
@@ -306,7 +306,7 @@ class ClusterLink:
                 node.show_in_order(message)
 
         d.addCallbacks(
-            show, lambda f: log.failure("recovering after id {id} failed", f, id=after_id)
+            show, lambda f: log_failed(log, f, "recovering after id {id} failed", id=after_id)
         )
 
     def _accounts_known(self, names: list[str]) -> None:

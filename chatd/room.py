@@ -44,7 +44,7 @@ from chatd.ratelimit import duration
 from chatd.rooms import Rooms
 from chatd.scheduling import Pending, Scheduler, account_of
 from chatd.sequence import READ_LIMIT, SHOWN_KEPT, Sequence
-from chatd.store import ANY_ID, Store, StoreUnavailable
+from chatd.store import ANY_ID, UNAVAILABLE, Store, StoreUnavailable, log_failed
 from chatd.voice import Voice
 
 __all__ = ["Client", "Room", "Session", "User"]
@@ -267,6 +267,9 @@ class Room(Service):
                 problem = "your saved login is no longer valid; log in again"
             except CommandError as e:
                 account, problem = None, str(e)
+            except StoreUnavailable:  # the store logs the outage once
+                account = None
+                problem = f"your login could not be checked ({UNAVAILABLE}); log in again"
             except Exception:
                 log.failure("checking the token of {peer} failed", peer=client.peer)
                 account, problem = None, "your login could not be checked; log in again later"
@@ -485,6 +488,8 @@ class Room(Service):
             self.voice.error(session, f"{why}usage: {cmd.usage_line}")
         elif isinstance(e, CommandError):
             self.voice.error(session, str(e))
+        elif isinstance(e, StoreUnavailable):  # the store logs the outage once
+            self.voice.error(session, f"/{cmd.name} could not be done: {UNAVAILABLE}")
         else:
             log.failure("/{name} failed", failure, name=cmd.name)
             self.voice.error(session, f"/{cmd.name} failed on the server; please try again later")
@@ -577,7 +582,7 @@ class Room(Service):
             slot.action = action
 
         def failed(failure: Any) -> None:
-            log.failure("reading the messages before {id} failed", failure, id=message.id)
+            log_failed(log, failure, "reading the messages before {id} failed", id=message.id)
             slot.action = lambda: show(message)
 
         return d.addCallbacks(fetched, failed)
@@ -634,7 +639,7 @@ class Room(Service):
             self.voice.tell(session, f"{to} is offline and will get it when they log in")
 
         def failed(failure: Any) -> None:
-            log.failure("keeping a whisper for {to} failed", failure, to=to)
+            log_failed(log, failure, "keeping a whisper for {to} failed", to=to)
             self.voice.error(session, f"your message to {to} could not be kept; try again")
 
         self.store.keep_whisper(to, message).addCallbacks(kept, failed)
@@ -707,7 +712,9 @@ class Room(Service):
     # -- scheduled messages -----------------------------------------------------------------
 
     def schedule(self, session: Session, seconds: int, text: str, to: str | None) -> Pending:
-        return self.scheduler.add(owner(session.user), seconds, text, to)
+        return self.scheduler.add(
+            owner(session.user), seconds, text, to, lambda why: self.voice.error(session, why)
+        )
 
     def _send_scheduled(self, entry: Pending) -> None:
         """A scheduled message is due: send it, if its author may still speak.
@@ -890,7 +897,7 @@ class Room(Service):
     def _purge(self) -> defer.Deferred[Any]:
         self.moderation.prune(self.clock.seconds())
         d = self.store.purge_messages(self.clock.seconds() - self.config.history_ttl)
-        return d.addErrback(lambda f: log.failure("purging old history failed", f))
+        return d.addErrback(lambda f: log_failed(log, f, "purging old history failed"))
 
     # -- what /status shows -----------------------------------------------------------------
 

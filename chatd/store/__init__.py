@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatd.config import Config
 
@@ -34,6 +36,19 @@ class StoreError(Exception):
 class StoreUnavailable(StoreError):
     """The database did not answer (unreachable, or silent past the deadline): the call was
     not done, and the store logs the outage once, not per call."""
+
+
+# What a user is told when a call they caused met a database outage (the L{StoreUnavailable}).
+UNAVAILABLE = "the database is not answering right now; try again in a moment"
+
+
+def log_failed(log: Logger, failure: Failure, what: str, **fields: object) -> Failure | None:
+    """Log a failed store call: a traceback for a fault, nothing for an outage, which the
+    store logs once when it starts and once when it ends (not once per call, with a
+    traceback each: 80 in 10 s of an outage buried everything else in the log)."""
+    if not failure.check(StoreUnavailable):
+        log.failure(what, failure, **fields)
+    return None
 
 
 class NameTaken(StoreError):
