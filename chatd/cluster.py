@@ -179,8 +179,9 @@ class ClusterLink:
             self.heard_id = max(self.heard_id, event.id)
             node.show_in_order(event)
         elif isinstance(event, Message):
-            users = {node.members.find(event.to), node.members.find(event.sender)} - {None}
-            recipients = tuple(s for u in users if u is not None for s in u.sessions)
+            event.by = node.members.find(event.sender)  # its devices here see their own echo
+            users = {node.members.find(event.to), event.by} - {None}
+            recipients = tuple(s for u in users if isinstance(u, User) for s in u.sessions)
             node.outbox.later(lambda: deliver(recipients, event))
         elif isinstance(event, Notice):
             rooms = node.rooms.all

@@ -63,7 +63,8 @@ class FakeClient:
         for e in self.events:
             if isinstance(e, Message) and e.to is None and e.origin is self.session:
                 continue
-            rendered = text.line(e, viewer, self._here.get(id(e), here))
+            mine = e.mine(self.session) if isinstance(e, Message) else None
+            rendered = text.line(e, viewer, self._here.get(id(e), here), mine)
             if rendered:
                 out.extend(rendered.split("\n"))
         return out
