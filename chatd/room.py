@@ -24,7 +24,7 @@ from chatd.accounts import Accounts
 from chatd.audit import AuditLog, bounded
 from chatd.bus import Bus
 from chatd.cluster import ClusterLink
-from chatd.commands import Command, Registry, RoomInfo, Services, Status
+from chatd.commands import Command, Elsewhere, Registry, RoomInfo, Services, Status
 from chatd.config import Config
 from chatd.conversation import Conversation, Conversations
 from chatd.crowd import Crowd
@@ -54,6 +54,10 @@ log = Logger(namespace="chatd.room")
 NOT_SAVED = "your message could not be saved, so nobody got it; try again"
 PURGE_EVERY = 60.0  # seconds between removals of expired history
 SHUTTING_DOWN = "the server is shutting down"
+MAYBE_STALE = (
+    "the other servers did not answer at once: the list that follows may be out of date "
+    "(their people as last heard)"
+)
 GOODBYE_WAIT = 5.0  # seconds a stopping server waits for pending saves before saying goodbye
 SCHEDULED = Action("scheduled", speaks=True)  # counted when it was scheduled
 
@@ -974,7 +978,21 @@ class RoomContext:
             self.reply(told)
 
     def online(self) -> defer.Deferred[list[str]]:
-        return self._room.link.who()
+        names: defer.Deferred[list[str]] = defer.Deferred()
+
+        def answered(answer: tuple[list[str], bool]) -> None:
+            if answer[1]:
+                self.reply(MAYBE_STALE)
+            names.callback(answer[0])
+
+        self._room.link.who().addCallback(answered)
+        return names
+
+    def elsewhere(self) -> defer.Deferred[Elsewhere]:
+        account = self.session.user.account
+        if account is None:
+            return defer.succeed(Elsewhere([], []))  # a guest is on one server only
+        return self._room.link.sessions_of(account)
 
     def history(self, limit: int) -> defer.Deferred[list[Message]]:
         return self._room.history(limit, self.room)
