@@ -248,6 +248,8 @@ class ClusterLink:
             self.heard_id = max(self.heard_id, event.id)
             node.show_in_order(event)
         elif isinstance(event, Message):
+            if node.store.shared_ids:
+                node.sequence.private(event.id)  # the store's: no public message has it
             event.by = node.members.find(event.sender)  # its devices here see their own echo
             users = {node.members.find(event.to), event.by} - {None}
             recipients = tuple(s for u in users if isinstance(u, User) for s in u.sessions)

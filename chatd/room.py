@@ -621,7 +621,8 @@ class Room(Service):
         text = textrules.clean(text)
         if not text:
             raise UsageError("nothing to send")
-        id = self.sequence.next_private()
+        shared = self.store.shared_ids
+        id = self.sequence.given + 1 if shared else self.sequence.next_private()
         message = Message(id, self.clock.seconds(), user.name, text, name, session)
         self.messages_sent += 1
         target = self.members.find(name)
@@ -629,8 +630,27 @@ class Room(Service):
             self._keep_for_later(session, message)
             return message
         recipients = (*(target.sessions if target else ()), *user.sessions)
-        self.outbox.later(lambda: deliver(recipients, message))
-        self.link.whispered(message)  # the sender's other devices may be elsewhere too
+        if not shared:
+            self.outbox.later(lambda: deliver(recipients, message))
+            self.link.whispered(message)  # the sender's other devices may be elsewhere too
+            return message
+        # Other nodes take ids from the store too: one counted here may be their message's.
+        slot = self.outbox.reserve()
+
+        def numbered(id: int) -> None:
+            message.id = self.sequence.private(id)
+            slot.action = lambda: deliver(recipients, message)
+            self.link.whispered(message)
+
+        def failed(failure: Any) -> None:
+            log_failed(log, failure, "numbering a whisper to {to} failed", to=name)
+            why = UNAVAILABLE if failure.check(StoreUnavailable) else "please try again"
+            slot.action = lambda: self.voice.error(
+                session, f"your message to {name} could not be sent: {why}"
+            )
+
+        d = self.store.take_id(id).addCallbacks(numbered, failed)
+        d.addBoth(lambda _: self.outbox.fill(slot))
         return message
 
     def _keep_for_later(self, session: Session, message: Message) -> None:
@@ -639,6 +659,8 @@ class Room(Service):
         assert to is not None
 
         def kept(_: object) -> None:
+            if self.store.shared_ids:
+                self.sequence.private(message.id)  # the store's id, not the one proposed
             self.voice.tell_user(session.user, message)
             self.voice.tell(session, f"{to} is offline and will get it when they log in")
 

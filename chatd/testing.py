@@ -180,6 +180,11 @@ class MemoryStore:
         self.kept.setdefault(to.casefold(), []).append(message)
         return defer.succeed(message)
 
+    shared_ids = False  # one node's store, or nodes in a test that number alike
+
+    def take_id(self, proposed: int) -> defer.Deferred[int]:
+        return defer.succeed(proposed)
+
     def take_whispers(self, name: str) -> defer.Deferred[list[Message]]:
         return defer.succeed(self.kept.pop(name.casefold(), []))
 

@@ -76,6 +76,9 @@ class Scheduled(NamedTuple):
 class Store(Protocol):
     last_id: int  # highest message id ever given out, as read at open
     account_names: list[str]  # every account's name, as read at open
+    # Whether other nodes take ids from this store too (PostgreSQL): then a whisper's id
+    # comes from it (L{take_id}), since one this node counted may be another's message's.
+    shared_ids: bool
 
     def start(self) -> None:
         """Start the worker that runs the queries (call with the reactor running or about to)."""
@@ -104,6 +107,10 @@ class Store(Protocol):
 
     def keep_whisper(self, account: str, message: Message) -> Deferred[None]:
         """Keep a private message for an account that is offline."""
+
+    def take_id(self, proposed: int) -> Deferred[int]:
+        """An id no message or whisper of any node has or will have: C{proposed}, unless
+        another node went past it."""
 
     def take_whispers(self, account: str) -> Deferred[list[Message]]:
         """The private messages kept for C{account}, oldest first, and forget them."""
