@@ -175,12 +175,12 @@ class ClusterLink:
 
         async def ask() -> Elsewhere:
             if not self.bus.answering():
-                return Elsewhere([], ["the other servers (the link to them is down)"])
+                return Elsewhere([], ["other servers"])  # the link to them is down
             try:
                 where = await self.bus.by_node().addTimeout(ASK_TIMEOUT, clock)
             except Exception as e:
                 log.info("presence unknown: {e}", e=e)
-                return Elsewhere([], ["the other servers (the link to them is not answering)"])
+                return Elsewhere([], ["other servers"])
             key = name_key(account)
             nodes = sorted(
                 n
