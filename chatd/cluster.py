@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatd.bus import PRESENCE, Bus, Undelivered
 from chatd.bus.wire import from_wire, to_wire
@@ -177,7 +178,7 @@ class ClusterLink:
             if not self.bus.answering():
                 return Elsewhere([], ["other servers"])  # the link to them is down
             try:
-                where = await self.bus.by_node().addTimeout(ASK_TIMEOUT, clock)
+                where = await _within(self.bus.by_node(), ASK_TIMEOUT, clock)
             except Exception as e:
                 log.info("presence unknown: {e}", e=e)
                 return Elsewhere([], ["other servers"])
@@ -421,3 +422,26 @@ class _Ask:
         self.nodes = nodes
         self.devices: list[tuple[str, str, str, float]] = []
         self.done: defer.Deferred[None] = defer.Deferred()
+
+
+def _within(d: defer.Deferred[Any], seconds: float, clock: IReactorTime) -> defer.Deferred[Any]:
+    """What C{d} fires with, or L{defer.TimeoutError} after C{seconds}. C{d} itself is not
+    cancelled: a Redis command's Deferred answered after a cancel would break the client's
+    queue of replies."""
+    out: defer.Deferred[Any] = defer.Deferred()
+    timer = clock.callLater(
+        seconds, lambda: out.called or out.errback(defer.TimeoutError(f"{seconds:g} s"))
+    )
+
+    def fired(result: Any) -> None:
+        if timer.active():
+            timer.cancel()
+        if out.called:
+            return
+        if isinstance(result, Failure):
+            out.errback(result)
+        else:
+            out.callback(result)
+
+    d.addBoth(fired)
+    return out
