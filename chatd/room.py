@@ -621,21 +621,29 @@ class Room(Service):
         text = textrules.clean(text)
         if not text:
             raise UsageError("nothing to send")
-        shared = self.store.shared_ids
-        id = self.sequence.given + 1 if shared else self.sequence.next_private()
-        message = Message(id, self.clock.seconds(), user.name, text, name, session)
+        message = Message(self._whisper_id(), self.clock.seconds(), user.name, text, name, session)
         self.messages_sent += 1
         target = self.members.find(name)
         if target is None and self.members.is_elsewhere(name) is None:
             self._keep_for_later(session, message)
             return message
-        recipients = (*(target.sessions if target else ()), *user.sessions)
-        if not shared:
+        # The sender's other devices may be elsewhere too: the link tells the other nodes.
+        self._send_whisper(message, (*(target.sessions if target else ()), *user.sessions))
+        return message
+
+    def _whisper_id(self) -> int:
+        """A whisper's id: its own alone; in a cluster, the one proposed to the store."""
+        return self.sequence.given + 1 if self.store.shared_ids else self.sequence.next_private()
+
+    def _send_whisper(self, message: Message, recipients: tuple[Session, ...]) -> None:
+        """Deliver C{message} here, in the order, and tell the other nodes. In a cluster
+        the store numbers it first: an id counted here may be another node's message's."""
+        if not self.store.shared_ids:
             self.outbox.later(lambda: deliver(recipients, message))
-            self.link.whispered(message)  # the sender's other devices may be elsewhere too
-            return message
-        # Other nodes take ids from the store too: one counted here may be their message's.
+            self.link.whispered(message)
+            return
         slot = self.outbox.reserve()
+        sender = message.origin
 
         def numbered(id: int) -> None:
             message.id = self.sequence.private(id)
@@ -643,15 +651,14 @@ class Room(Service):
             self.link.whispered(message)
 
         def failed(failure: Any) -> None:
-            log_failed(log, failure, "numbering a whisper to {to} failed", to=name)
-            why = UNAVAILABLE if failure.check(StoreUnavailable) else "please try again"
-            slot.action = lambda: self.voice.error(
-                session, f"your message to {name} could not be sent: {why}"
-            )
+            log_failed(log, failure, "numbering a whisper to {to} failed", to=message.to)
+            if isinstance(sender, Session):
+                why = UNAVAILABLE if failure.check(StoreUnavailable) else "please try again"
+                text = f"your message to {message.to} could not be sent: {why}"
+                slot.action = lambda: self.voice.error(sender, text)
 
-        d = self.store.take_id(id).addCallbacks(numbered, failed)
+        d = self.store.take_id(message.id).addCallbacks(numbered, failed)
         d.addBoth(lambda _: self.outbox.fill(slot))
-        return message
 
     def _keep_for_later(self, session: Session, message: Message) -> None:
         """A whisper to an account that is offline: delivered at its next login."""
@@ -794,13 +801,11 @@ class Room(Service):
             log.info("scheduled message #{id}: nobody called {to}", id=entry.id, to=entry.to)
             return
         message = Message(
-            self.sequence.next_private(), self.clock.seconds(), account, entry.text, to, None, late
+            self._whisper_id(), self.clock.seconds(), account, entry.text, to, None, late
         )
         self.messages_sent += 1
         target = self.members.find(to)
-        if target is not None:
-            self.voice.tell_user(target, message)
-        self.link.whispered(message)
+        self._send_whisper(message, tuple(target.sessions) if target is not None else ())
 
     # -- accounts ---------------------------------------------------------------------------
 
