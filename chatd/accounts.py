@@ -22,7 +22,7 @@ from twisted.logger import Logger
 
 from chatd.errors import CommandError
 from chatd.ratelimit import RateLimiter, duration
-from chatd.store import Account, Store
+from chatd.store import Account, Store, StoreUnavailable
 
 log = Logger(namespace="chatd.accounts")
 
@@ -222,6 +222,8 @@ class Accounts:
         try:
             hashed = await self.in_thread(hash_password, password)
             await self.store.set_password_hash(name, hashed)
+        except StoreUnavailable:
+            pass  # the store logs the outage once; the next login upgrades it
         except Exception:
             log.failure("could not store a stronger password hash for {name}", name=name)
         else:

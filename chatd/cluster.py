@@ -17,9 +17,11 @@ from typing import Any, Protocol
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatd.bus import PRESENCE, Bus, Undelivered
 from chatd.bus.wire import from_wire, to_wire
+from chatd.commands import Elsewhere
 from chatd.config import Config
 from chatd.crowd import Crowd
 from chatd.errors import CommandError
@@ -32,7 +34,7 @@ from chatd.outbox import Outbox
 from chatd.people import User, name_key
 from chatd.rooms import Rooms
 from chatd.sequence import READ_LIMIT, Sequence
-from chatd.store import ANY_ID, Store
+from chatd.store import ANY_ID, Store, log_failed
 from chatd.voice import Voice
 
 log = Logger(namespace="chatd.cluster")
@@ -42,6 +44,10 @@ MODERATION = "moderation"  # the bus kind for reports, mutes and accounts' spent
 CLAIM = "claim"  # the bus kind for "my user has this name", when two nodes gave out one
 ACCOUNT = "account"  # the bus kind for a new account's name: no guest elsewhere may take it
 ROOM = "room"  # the bus kind for a room's state, or for its members on one node
+SESSIONS = "sessions"  # the bus kind for "where are this account's sessions?" and answers
+# Seconds /list and /status wait for the other nodes; then they answer with what is known
+# (a frozen Redis would otherwise hold them for its reply timeout, 10 s).
+ASK_TIMEOUT = 1.0
 
 
 class Node(Protocol):
@@ -83,6 +89,8 @@ class ClusterLink:
         # Dead nodes drop out of the bus's presence on their own: look again now and then.
         self._presence = task.LoopingCall(self._refresh_presence)
         self._presence.clock = node.clock
+        self._asking: defer.Deferred[list[str]] | None = None  # a /list's question, unanswered
+        self._asks: dict[str, _Ask] = {}  # /status questions waiting for answers, by token
 
     def start(self) -> None:
         self._presence.start(self.node.config.presence_ttl, now=False)
@@ -129,11 +137,72 @@ class ClusterLink:
     def report(self, name: str, by: Hashable) -> None:
         self._tell(MODERATION, {"report": name, "by": by})
 
-    def who(self) -> defer.Deferred[list[str]]:
-        d = self.bus.online()
-        d.addCallback(self._heard)
-        d.addErrback(lambda f: log.warn("presence unknown: {e}", e=f.getErrorMessage()))
-        return d.addCallback(lambda _: self.node.members.online())
+    def who(self) -> defer.Deferred[tuple[list[str], bool]]:
+        """Ask the bus, for at most L{ASK_TIMEOUT}; at once from the last known list when
+        the bus is away, or a question asked before is still unanswered (a frozen Redis)."""
+        members = self.node.members
+        if not self.bus.answering() or self._asking is not None:
+            return defer.succeed((members.online(), True))
+        asking = self._asking = self.bus.online()
+        result: defer.Deferred[tuple[list[str], bool]] = defer.Deferred()
+        timer = self.node.clock.callLater(
+            ASK_TIMEOUT, lambda: result.called or result.callback((members.online(), True))
+        )
+
+        def answered(names: list[str]) -> bool:
+            self._heard(names)
+            return False
+
+        def unanswered(failure: Any) -> bool:
+            log.info("presence unknown: {e}", e=failure.getErrorMessage())
+            return True
+
+        def done(stale: bool) -> None:
+            if self._asking is asking:
+                self._asking = None
+            if timer.active():
+                timer.cancel()
+            if not result.called:
+                result.callback((members.online(), stale))
+
+        asking.addCallbacks(answered, unanswered).addCallback(done)
+        return result
+
+    def sessions_of(self, account: str) -> defer.Deferred[Elsewhere]:
+        """Ask the nodes where C{account} is online (by their presence) for its sessions;
+        those that do not answer within L{ASK_TIMEOUT} are named instead."""
+        clock = self.node.clock
+        deadline = clock.seconds() + ASK_TIMEOUT
+
+        async def ask() -> Elsewhere:
+            if not self.bus.answering():
+                return Elsewhere([], ["other servers"])  # the link to them is down
+            try:
+                where = await _within(self.bus.by_node(), ASK_TIMEOUT, clock)
+            except Exception as e:
+                log.info("presence unknown: {e}", e=e)
+                return Elsewhere([], ["other servers"])
+            key = name_key(account)
+            nodes = sorted(
+                n
+                for n, names in where.items()
+                if n != self.bus.node and any(name_key(str(x)) == key for x in names)
+            )
+            if not nodes:
+                return Elsewhere([], [])
+            token = uuid.uuid4().hex
+            waiting = self._asks[token] = _Ask(set(nodes))
+            self._tell(SESSIONS, {"ask": token, "account": account, "nodes": nodes})
+            wait = max(0.0, deadline - clock.seconds())
+            try:
+                await waiting.done.addTimeout(wait, clock)
+            except defer.TimeoutError:
+                pass
+            finally:
+                del self._asks[token]
+            return Elsewhere(waiting.devices, [f"server {n}" for n in sorted(waiting.nodes)])
+
+        return defer.ensureDeferred(ask())
 
     def members_of(self, room: str, names: list[str]) -> None:
         self._tell(ROOM, {"room": room, "node": self.id, "names": names})
@@ -162,6 +231,7 @@ class ClusterLink:
             CLAIM: self._claimed,
             ACCOUNT: self._registered,
             ROOM: self._room,
+            SESSIONS: self._sessions,
         }
         if kind in handler:
             try:
@@ -179,8 +249,11 @@ class ClusterLink:
             self.heard_id = max(self.heard_id, event.id)
             node.show_in_order(event)
         elif isinstance(event, Message):
-            users = {node.members.find(event.to), node.members.find(event.sender)} - {None}
-            recipients = tuple(s for u in users if u is not None for s in u.sessions)
+            if node.store.shared_ids:
+                node.sequence.private(event.id)  # the store's: no public message has it
+            event.by = node.members.find(event.sender)  # its devices here see their own echo
+            users = {node.members.find(event.to), event.by} - {None}
+            recipients = tuple(s for u in users if isinstance(u, User) for s in u.sessions)
             node.outbox.later(lambda: deliver(recipients, event))
         elif isinstance(event, Notice):
             rooms = node.rooms.all
@@ -203,6 +276,30 @@ class ClusterLink:
             return
         names = [str(n) for n in payload["names"]]
         self.node.rooms.heard_members(str(payload["node"]), str(payload["room"]), names)
+
+    def _sessions(self, payload: dict[str, Any]) -> None:
+        """Another node's C{/status} asks where an account's sessions are, or answers."""
+        if "ask" in payload:
+            if self.bus.node not in payload["nodes"]:
+                return
+            account = str(payload["account"])
+            user = self.node.members.find(account)
+            now = self.node.clock.seconds()
+            devices = []
+            if user is not None and user.account == account:
+                devices = [[s.client.door, s.client.peer, now - s.since] for s in user.sessions]
+            answer = {"answer": payload["ask"], "node": self.bus.node, "devices": devices}
+            self._tell(SESSIONS, answer)
+            return
+        waiting = self._asks.get(str(payload["answer"]))
+        node = str(payload["node"])
+        if waiting is None or node not in waiting.nodes:
+            return  # answered too late, or twice
+        waiting.nodes.discard(node)
+        for door, peer, age in payload["devices"]:
+            waiting.devices.append((node, str(door), str(peer), float(age)))
+        if not waiting.nodes:
+            waiting.done.callback(None)
 
     def _registered(self, payload: dict[str, Any]) -> None:
         """Another node made an account: its name is reserved here too, online or not."""
@@ -293,7 +390,7 @@ class ClusterLink:
         node.crowd.retell()
         node.rooms.restore()  # topics, kicks and invitations changed meanwhile
         node.store.read_account_names().addCallbacks(
-            self._accounts_known, lambda f: log.failure("reading account names failed", f)
+            self._accounts_known, lambda f: log_failed(log, f, "reading account names failed")
         )
         after_id = min(last_id, self.heard_id)
         since = node.clock.seconds() - node.config.history_ttl
@@ -306,7 +403,7 @@ class ClusterLink:
                 node.show_in_order(message)
 
         d.addCallbacks(
-            show, lambda f: log.failure("recovering after id {id} failed", f, id=after_id)
+            show, lambda f: log_failed(log, f, "recovering after id {id} failed", id=after_id)
         )
 
     def _accounts_known(self, names: list[str]) -> None:
@@ -314,3 +411,37 @@ class ClusterLink:
         for name in names:
             if self.node.names.owner(name) is None:
                 self._reserve(name)
+
+
+class _Ask:
+    """A C{/status} question on the bus: the nodes still to answer, and what they said."""
+
+    __slots__ = ("nodes", "devices", "done")
+
+    def __init__(self, nodes: set[str]) -> None:
+        self.nodes = nodes
+        self.devices: list[tuple[str, str, str, float]] = []
+        self.done: defer.Deferred[None] = defer.Deferred()
+
+
+def _within(d: defer.Deferred[Any], seconds: float, clock: IReactorTime) -> defer.Deferred[Any]:
+    """What C{d} fires with, or L{defer.TimeoutError} after C{seconds}. C{d} itself is not
+    cancelled: a Redis command's Deferred answered after a cancel would break the client's
+    queue of replies."""
+    out: defer.Deferred[Any] = defer.Deferred()
+    timer = clock.callLater(
+        seconds, lambda: out.called or out.errback(defer.TimeoutError(f"{seconds:g} s"))
+    )
+
+    def fired(result: Any) -> None:
+        if timer.active():
+            timer.cancel()
+        if out.called:
+            return
+        if isinstance(result, Failure):
+            out.errback(result)
+        else:
+            out.callback(result)
+
+    d.addBoth(fired)
+    return out

@@ -34,9 +34,12 @@ class Message(Event):
 
     @ivar origin: the session that sent it; text doors do not echo a line to its sender.
     @ivar room: the conversation it was said in; empty for a whisper (between people).
+    @ivar by: the person (a L{chatd.people.User}) who sent it, on this node; with
+        C{origin}, what tells a whisper's own echo (L{mine}) from one received. Like
+        C{origin}, it never leaves its node.
     """
 
-    __slots__ = ("id", "time", "sender", "text", "to", "origin", "late", "room")
+    __slots__ = ("id", "time", "sender", "text", "to", "origin", "late", "room", "by")
     kind = "message"
 
     def __init__(
@@ -59,10 +62,23 @@ class Message(Event):
         self.origin = origin
         self.late = late
         self.room = "" if to is not None else room
+        self.by: object = getattr(origin, "user", None)
 
     @property
     def private(self) -> bool:
         return self.to is not None
+
+    def mine(self, session: object) -> bool | None:
+        """Whether C{session} sent this (or is a device of the person who did); None when
+        this node cannot tell (a message read from the store), and names must do.
+
+        By identity, not by name: a rename or a login between sending a whisper and its
+        echo (a slow save holds the echo) must not make the echo read as received."""
+        if self.origin is None and self.by is None:
+            return None
+        return session is not None and (
+            session is self.origin or getattr(session, "user", None) is self.by
+        )
 
 
 class Notice(Event):

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from twisted.internet import defer
 
+from chatd.commands import Elsewhere
 from chatd.events import Message, Notice
 from chatd.members import Members
 
@@ -43,8 +44,12 @@ class Link(Protocol):
     def report(self, name: str, by: Hashable) -> None:
         """A report of C{name}, a user on another node (that node counts it)."""
 
-    def who(self) -> defer.Deferred[list[str]]:
-        """Everyone online, asked now; the last answer if the cluster cannot tell."""
+    def who(self) -> defer.Deferred[tuple[list[str], bool]]:
+        """Everyone online, asked now, and False; the last answer and True (it may be out
+        of date) if the cluster cannot tell at once."""
+
+    def sessions_of(self, account: str) -> defer.Deferred[Elsewhere]:
+        """C{account}'s sessions on the other nodes, asked now."""
 
     def members_of(self, room: str, names: list[str]) -> None:
         """Who is in C{room} on this node now (the default room's are everyone)."""
@@ -89,8 +94,11 @@ class Alone:
     def report(self, name: str, by: Hashable) -> None:
         pass
 
-    def who(self) -> defer.Deferred[list[str]]:
-        return defer.succeed(self.members.online())
+    def who(self) -> defer.Deferred[tuple[list[str], bool]]:
+        return defer.succeed((self.members.online(), False))
+
+    def sessions_of(self, account: str) -> defer.Deferred[Elsewhere]:
+        return defer.succeed(Elsewhere([], []))
 
     def members_of(self, room: str, names: list[str]) -> None:
         pass

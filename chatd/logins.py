@@ -25,7 +25,7 @@ from chatd.people import Session, User
 from chatd.rooms import Rooms
 from chatd.scheduling import Scheduler, cancelled_text
 from chatd.sequence import Sequence
-from chatd.store import Account, NameTaken, Store
+from chatd.store import UNAVAILABLE, Account, NameTaken, Store, StoreUnavailable, log_failed
 from chatd.voice import Voice
 
 log = Logger(namespace="chatd.logins")
@@ -210,7 +210,7 @@ class Logins:
         if token is not None:
 
             def failed(failure: Any) -> None:
-                log.failure("revoking the token of {session} failed", failure, session=session)
+                log_failed(log, failure, "revoking the token of {s} failed", s=session)
                 self.voice.error(
                     session,
                     "you are logged out here, but the login token of this device could not be "
@@ -230,7 +230,7 @@ class Logins:
 
     def remember_seen(self, account: str) -> None:
         d = self.store.set_last_seen(account, self.sequence.newest_shown)
-        d.addErrback(lambda f: log.failure("saving what {a} saw failed", f, a=account))
+        d.addErrback(lambda f: log_failed(log, f, "saving what {a} saw failed", a=account))
 
     def catch_up(self, session: Session, account: str, seen: int) -> None:
         """Send what the account missed: public messages since C{seen}, kept whispers."""
@@ -247,6 +247,11 @@ class Logins:
                 if kept:
                     self.voice.tell_user(session.user, History(kept, "private messages while away"))
 
-        defer.ensureDeferred(send()).addErrback(
-            lambda f: log.failure("catching {a} up failed", f, a=account)
-        )
+        def failed(failure: Any) -> None:
+            log_failed(log, failure, "catching {a} up failed", a=account)
+            why = UNAVAILABLE if failure.check(StoreUnavailable) else "please try again later"
+            self.voice.error(
+                session, f"what you missed while away could not be read: {why} (/history)"
+            )
+
+        defer.ensureDeferred(send()).addErrback(failed)

@@ -24,7 +24,7 @@ from chatd.accounts import Accounts
 from chatd.audit import AuditLog, bounded
 from chatd.bus import Bus
 from chatd.cluster import ClusterLink
-from chatd.commands import Command, Registry, RoomInfo, Services, Status
+from chatd.commands import Command, Elsewhere, Registry, RoomInfo, Services, Status
 from chatd.config import Config
 from chatd.conversation import Conversation, Conversations
 from chatd.crowd import Crowd
@@ -44,7 +44,7 @@ from chatd.ratelimit import duration
 from chatd.rooms import Rooms
 from chatd.scheduling import Pending, Scheduler, account_of
 from chatd.sequence import READ_LIMIT, SHOWN_KEPT, Sequence
-from chatd.store import ANY_ID, Store, StoreUnavailable
+from chatd.store import ANY_ID, UNAVAILABLE, Store, StoreUnavailable, log_failed
 from chatd.voice import Voice
 
 __all__ = ["Client", "Room", "Session", "User"]
@@ -54,6 +54,10 @@ log = Logger(namespace="chatd.room")
 NOT_SAVED = "your message could not be saved, so nobody got it; try again"
 PURGE_EVERY = 60.0  # seconds between removals of expired history
 SHUTTING_DOWN = "the server is shutting down"
+MAYBE_STALE = (
+    "the other servers did not answer at once: the list that follows may be out of date "
+    "(their people as last heard)"
+)
 GOODBYE_WAIT = 5.0  # seconds a stopping server waits for pending saves before saying goodbye
 SCHEDULED = Action("scheduled", speaks=True)  # counted when it was scheduled
 
@@ -267,6 +271,9 @@ class Room(Service):
                 problem = "your saved login is no longer valid; log in again"
             except CommandError as e:
                 account, problem = None, str(e)
+            except StoreUnavailable:  # the store logs the outage once
+                account = None
+                problem = f"your login could not be checked ({UNAVAILABLE}); log in again"
             except Exception:
                 log.failure("checking the token of {peer} failed", peer=client.peer)
                 account, problem = None, "your login could not be checked; log in again later"
@@ -485,6 +492,8 @@ class Room(Service):
             self.voice.error(session, f"{why}usage: {cmd.usage_line}")
         elif isinstance(e, CommandError):
             self.voice.error(session, str(e))
+        elif isinstance(e, StoreUnavailable):  # the store logs the outage once
+            self.voice.error(session, f"/{cmd.name} could not be done: {UNAVAILABLE}")
         else:
             log.failure("/{name} failed", failure, name=cmd.name)
             self.voice.error(session, f"/{cmd.name} failed on the server; please try again later")
@@ -577,7 +586,7 @@ class Room(Service):
             slot.action = action
 
         def failed(failure: Any) -> None:
-            log.failure("reading the messages before {id} failed", failure, id=message.id)
+            log_failed(log, failure, "reading the messages before {id} failed", id=message.id)
             slot.action = lambda: show(message)
 
         return d.addCallbacks(fetched, failed)
@@ -612,17 +621,44 @@ class Room(Service):
         text = textrules.clean(text)
         if not text:
             raise UsageError("nothing to send")
-        id = self.sequence.next_private()
-        message = Message(id, self.clock.seconds(), user.name, text, name, session)
+        message = Message(self._whisper_id(), self.clock.seconds(), user.name, text, name, session)
         self.messages_sent += 1
         target = self.members.find(name)
         if target is None and self.members.is_elsewhere(name) is None:
             self._keep_for_later(session, message)
             return message
-        recipients = (*(target.sessions if target else ()), *user.sessions)
-        self.outbox.later(lambda: deliver(recipients, message))
-        self.link.whispered(message)  # the sender's other devices may be elsewhere too
+        # The sender's other devices may be elsewhere too: the link tells the other nodes.
+        self._send_whisper(message, (*(target.sessions if target else ()), *user.sessions))
         return message
+
+    def _whisper_id(self) -> int:
+        """A whisper's id: its own alone; in a cluster, the one proposed to the store."""
+        return self.sequence.given + 1 if self.store.shared_ids else self.sequence.next_private()
+
+    def _send_whisper(self, message: Message, recipients: tuple[Session, ...]) -> None:
+        """Deliver C{message} here, in the order, and tell the other nodes. In a cluster
+        the store numbers it first: an id counted here may be another node's message's."""
+        if not self.store.shared_ids:
+            self.outbox.later(lambda: deliver(recipients, message))
+            self.link.whispered(message)
+            return
+        slot = self.outbox.reserve()
+        sender = message.origin
+
+        def numbered(id: int) -> None:
+            message.id = self.sequence.private(id)
+            slot.action = lambda: deliver(recipients, message)
+            self.link.whispered(message)
+
+        def failed(failure: Any) -> None:
+            log_failed(log, failure, "numbering a whisper to {to} failed", to=message.to)
+            if isinstance(sender, Session):
+                why = UNAVAILABLE if failure.check(StoreUnavailable) else "please try again"
+                text = f"your message to {message.to} could not be sent: {why}"
+                slot.action = lambda: self.voice.error(sender, text)
+
+        d = self.store.take_id(message.id).addCallbacks(numbered, failed)
+        d.addBoth(lambda _: self.outbox.fill(slot))
 
     def _keep_for_later(self, session: Session, message: Message) -> None:
         """A whisper to an account that is offline: delivered at its next login."""
@@ -630,11 +666,13 @@ class Room(Service):
         assert to is not None
 
         def kept(_: object) -> None:
+            if self.store.shared_ids:
+                self.sequence.private(message.id)  # the store's id, not the one proposed
             self.voice.tell_user(session.user, message)
             self.voice.tell(session, f"{to} is offline and will get it when they log in")
 
         def failed(failure: Any) -> None:
-            log.failure("keeping a whisper for {to} failed", failure, to=to)
+            log_failed(log, failure, "keeping a whisper for {to} failed", to=to)
             self.voice.error(session, f"your message to {to} could not be kept; try again")
 
         self.store.keep_whisper(to, message).addCallbacks(kept, failed)
@@ -707,7 +745,9 @@ class Room(Service):
     # -- scheduled messages -----------------------------------------------------------------
 
     def schedule(self, session: Session, seconds: int, text: str, to: str | None) -> Pending:
-        return self.scheduler.add(owner(session.user), seconds, text, to)
+        return self.scheduler.add(
+            owner(session.user), seconds, text, to, lambda why: self.voice.error(session, why)
+        )
 
     def _send_scheduled(self, entry: Pending) -> None:
         """A scheduled message is due: send it, if its author may still speak.
@@ -761,13 +801,11 @@ class Room(Service):
             log.info("scheduled message #{id}: nobody called {to}", id=entry.id, to=entry.to)
             return
         message = Message(
-            self.sequence.next_private(), self.clock.seconds(), account, entry.text, to, None, late
+            self._whisper_id(), self.clock.seconds(), account, entry.text, to, None, late
         )
         self.messages_sent += 1
         target = self.members.find(to)
-        if target is not None:
-            self.voice.tell_user(target, message)
-        self.link.whispered(message)
+        self._send_whisper(message, tuple(target.sessions) if target is not None else ())
 
     # -- accounts ---------------------------------------------------------------------------
 
@@ -890,7 +928,7 @@ class Room(Service):
     def _purge(self) -> defer.Deferred[Any]:
         self.moderation.prune(self.clock.seconds())
         d = self.store.purge_messages(self.clock.seconds() - self.config.history_ttl)
-        return d.addErrback(lambda f: log.failure("purging old history failed", f))
+        return d.addErrback(lambda f: log_failed(log, f, "purging old history failed"))
 
     # -- what /status shows -----------------------------------------------------------------
 
@@ -967,7 +1005,21 @@ class RoomContext:
             self.reply(told)
 
     def online(self) -> defer.Deferred[list[str]]:
-        return self._room.link.who()
+        names: defer.Deferred[list[str]] = defer.Deferred()
+
+        def answered(answer: tuple[list[str], bool]) -> None:
+            if answer[1]:
+                self.reply(MAYBE_STALE)
+            names.callback(answer[0])
+
+        self._room.link.who().addCallback(answered)
+        return names
+
+    def elsewhere(self) -> defer.Deferred[Elsewhere]:
+        account = self.session.user.account
+        if account is None:
+            return defer.succeed(Elsewhere([], []))  # a guest is on one server only
+        return self._room.link.sessions_of(account)
 
     def history(self, limit: int) -> defer.Deferred[list[Message]]:
         return self._room.history(limit, self.room)

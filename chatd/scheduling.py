@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from chatd.errors import CommandError
 from chatd.ratelimit import duration
+from chatd.store import StoreUnavailable, log_failed
 
 log = Logger(namespace="chatd.scheduling")
 MAX_DELAY = 24 * 3600  # seconds ahead a message may be scheduled
@@ -154,14 +155,31 @@ class Scheduler:
         self.send = send
         self.schedule = Schedule(clock)
 
-    def add(self, owner: Hashable, delay: float, text: str, to: str | None) -> Pending:
+    def add(
+        self,
+        owner: Hashable,
+        delay: float,
+        text: str,
+        to: str | None,
+        unsaved: Callable[[str], object] = lambda why: None,
+    ) -> Pending:
+        """Schedule C{text}; an account's is saved too, and C{unsaved} is called with what
+        to tell its author if that fails (it is still sent, unless this node restarts)."""
         entry = self.schedule.add(owner, delay, text, to, self._due)
         account = account_of(owner)
         if account is not None:
+
+            def failed(failure: Any) -> None:
+                log_failed(log, failure, "saving scheduled message #{id} failed", id=entry.id)
+                why = "the database is not answering" if failure.check(StoreUnavailable) else ""
+                unsaved(
+                    f"scheduled message #{entry.id} could not be saved"
+                    + (f" ({why})" if why else "")
+                    + ": it is still sent when due, unless this server restarts first"
+                )
+
             d = self.store.save_scheduled(self.node, entry.id, account, entry.due, text, to)
-            d.addErrback(
-                lambda f: log.failure("saving scheduled message #{id} failed", f, id=entry.id)
-            )
+            d.addErrback(failed)
         return entry
 
     def cancel(self, owner: Hashable, id: int | None = None) -> Pending:
@@ -185,7 +203,14 @@ class Scheduler:
                 log.info("{n} scheduled messages restored", n=n)
 
         d = self.store.scheduled(self.node).addCallback(restore)
-        return d.addErrback(lambda f: log.failure("restoring the scheduled messages failed", f))
+
+        def failed(failure: Any) -> None:
+            if failure.check(StoreUnavailable):
+                log.warn("scheduled messages not restored: {e}", e=failure.getErrorMessage())
+            else:
+                log.failure("restoring the scheduled messages failed", failure)
+
+        return d.addErrback(failed)
 
     def _due(self, entry: Pending) -> None:
         self._forget(entry)  # it has left the schedule
@@ -196,7 +221,7 @@ class Scheduler:
             return
         d = self.store.drop_scheduled(self.node, entry.id)
         d.addErrback(
-            lambda f: log.failure("dropping scheduled message #{id} failed", f, id=entry.id)
+            lambda f: log_failed(log, f, "dropping scheduled message #{id} failed", id=entry.id)
         )
 
 

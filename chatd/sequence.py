@@ -37,13 +37,21 @@ class Sequence:
         return self.given
 
     def next_private(self) -> int:
-        """An id that no public message will have (a whisper's)."""
-        self.given += 1
-        if self.given == self.shown_through + 1:
-            self.shown_through = self.given
-        else:
-            self._private.add(self.given)
-        return self.given
+        """An id that no public message will have (a whisper's), when this node numbers
+        alone; in a cluster a whisper's id comes from the store (L{private})."""
+        return self.private(self.given + 1)
+
+    def private(self, id: int) -> int:
+        """C{id} is a whisper's, never a public message's: the order skips it."""
+        self.given = max(self.given, id)
+        if id == self.shown_through + 1:
+            self.shown_through = id
+            while self.shown_through + 1 in self._private:
+                self._private.discard(self.shown_through + 1)
+                self.shown_through += 1
+        elif id > self.shown_through:
+            self._private.add(id)
+        return id
 
     def in_order(self, id: int) -> bool:
         """Whether every public message below C{id} has been shown."""

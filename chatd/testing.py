@@ -63,7 +63,8 @@ class FakeClient:
         for e in self.events:
             if isinstance(e, Message) and e.to is None and e.origin is self.session:
                 continue
-            rendered = text.line(e, viewer, self._here.get(id(e), here))
+            mine = e.mine(self.session) if isinstance(e, Message) else None
+            rendered = text.line(e, viewer, self._here.get(id(e), here), mine)
             if rendered:
                 out.extend(rendered.split("\n"))
         return out
@@ -178,6 +179,11 @@ class MemoryStore:
     def keep_whisper(self, to: str, message: Message) -> defer.Deferred[Message]:
         self.kept.setdefault(to.casefold(), []).append(message)
         return defer.succeed(message)
+
+    shared_ids = False  # one node's store, or nodes in a test that number alike
+
+    def take_id(self, proposed: int) -> defer.Deferred[int]:
+        return defer.succeed(proposed)
 
     def take_whispers(self, name: str) -> defer.Deferred[list[Message]]:
         return defer.succeed(self.kept.pop(name.casefold(), []))

@@ -91,12 +91,17 @@ def _notice_lines(prefix: str, text: str) -> str:
     return "\n".join(prefix + line for line in text.split("\n"))
 
 
-def message_line(message: Message, viewer: str | None = None, stamped: bool = False) -> str:
-    """One message as a text line, as seen by the user named C{viewer}."""
+def message_line(
+    message: Message, viewer: str | None = None, stamped: bool = False, mine: bool | None = None
+) -> str:
+    """One message as a text line, as seen by the user named C{viewer}; C{mine} says
+    whether the viewer sent it (L{Message.mine}), and when None names are compared."""
     stamp = f"[{clock_time(message.time)}] " if stamped or message.late else ""
     if message.to is None:
         return f"{stamp}{message.sender}: {message.text}"
-    if viewer is not None and viewer == message.sender and viewer != message.to:
+    if mine is None:
+        mine = viewer is not None and viewer == message.sender and viewer != message.to
+    if mine:
         return f"{stamp}* to {message.to}: {message.text}"
     return f"{stamp}>> {message.sender}: {message.text}"
 
@@ -113,18 +118,21 @@ def elsewhere(event: Event, here: str | None) -> str | None:
     return room  # here "" : the viewer is elsewhere, whichever room it is
 
 
-def line(event: Event, viewer: str | None = None, here: str | None = None) -> str:
+def line(
+    event: Event, viewer: str | None = None, here: str | None = None, mine: bool | None = None
+) -> str:
     """Render an event for a text door (telnet, plain WebSocket), without the newline.
 
     An empty string means the event has no text form (a door writes nothing). An event of
     a room other than C{here} (the viewer's current room) is prefixed with that room.
+    C{mine}: whether the viewer sent a message (L{Message.mine}).
     """
     room = elsewhere(event, here)
     if room is not None:
-        plain = line(event, viewer)
+        plain = line(event, viewer, None, mine)
         return "\n".join(f"[{room}] {part}" for part in plain.split("\n")) if plain else ""
     if isinstance(event, Message):
-        return message_line(event, viewer)
+        return message_line(event, viewer, mine=mine)
     if isinstance(event, Notice):
         return _notice_lines("* ", event.text)
     if isinstance(event, Error):
@@ -146,16 +154,19 @@ def line(event: Event, viewer: str | None = None, here: str | None = None) -> st
     raise TypeError(f"no text form for {event!r}")
 
 
-def history_lines(event: History, viewer: str | None, limit: int) -> Iterator[str]:
+def history_lines(
+    event: History, viewer: str | None, limit: int, session: object = None
+) -> Iterator[str]:
     """A history event's lines, one at a time: a heading, then each message, its text cut
-    to C{limit} bytes (0: whole). Lazy, so a door can send them as its client reads."""
+    to C{limit} bytes (0: whole). Lazy, so a door can send them as its client reads.
+    C{session}: the viewer's, to tell its own whispers (L{Message.mine})."""
     if not event.messages:
         yield f"* {event.reason}: nothing yet"
         return
     yield f"* {event.reason} ({len(event.messages)}):"
     rooms = event.room is None and len({m.room for m in event.messages if m.room}) > 1
     for m in event.messages:
-        shown = message_line(cut_message(m, limit), viewer, stamped=True)
+        shown = message_line(cut_message(m, limit), viewer, True, m.mine(session))
         yield f"[{m.room}] {shown}" if rooms and m.room else shown
 
 
@@ -164,7 +175,9 @@ def cut_message(m: Message, limit: int) -> Message:
     text = cut(m.text, limit)
     if text is m.text:
         return m
-    return Message(m.id, m.time, m.sender, text, m.to, m.origin, m.late, m.room)
+    copy = Message(m.id, m.time, m.sender, text, m.to, m.origin, m.late, m.room)
+    copy.by = m.by
+    return copy
 
 
 def chunks(pieces: Iterator[bytes], size: int) -> Iterator[bytes]:

@@ -184,6 +184,14 @@ async def test_presence_lists_every_live_node_and_forgets_a_dead_one(buses):
 
 
 @pytest_twisted.ensureDeferred
+async def test_presence_says_who_is_on_which_node(buses):
+    a, b = buses("a"), buses("b")
+    await a.set_present(["Ann"])
+    await b.set_present(["bob", "Ann"])
+    assert await a.by_node() == {a.node: ["Ann"], b.node: ["Ann", "bob"]}
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_cut_reader_reads_on_from_where_it_was(buses, admin):
     a = buses("a", retry=lambda attempt: 0.3)
     b = buses("b", retry=lambda attempt: 0.3)
@@ -312,6 +320,31 @@ async def test_whispers_of_an_outage_reach_a_node_that_reconnects_later(buses, p
     await a.publish("event", to_wire(Notice("later")))
     await until(lambda: len(got) == 7, "the next event")
     assert [from_wire(p).text for _, p in got].count("psst 0") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_started_while_redis_is_away_reads_that_outages_events_once(buses, proxies):
+    """Starting at the stream's end when Redis comes back would skip what the other nodes
+    published meanwhile, for this node's users too (a whisper to someone who just joined)."""
+    a = buses("a")
+    proxy_b = await proxies()
+    await proxy_b.cut()
+    b = buses("b", endpoint=TCP4ClientEndpoint(reactor, HOST, proxy_b.port), retry=lambda n: 0.1)
+    got, gaps = collect(b), []
+    b.on_gap(gaps.append)
+    await until(lambda: a.subscriptions == 1, "a to read")
+    await pause(0.3)  # b tried, and failed, to reach Redis
+    assert b.subscriptions == 0
+    for i in range(3):
+        await a.publish("event", to_wire(Message(100 + i, 1.0, "ann", f"psst {i}", "bob")))
+
+    await proxy_b.heal()
+    await until(lambda: len(got) == 3, "b to read what was published before it got through")
+    assert [from_wire(p).text for _, p in got] == [f"psst {i}" for i in range(3)]
+    assert gaps == []
+    await a.publish("event", to_wire(Notice("later")))
+    await until(lambda: len(got) == 4, "the next event")
+    assert [from_wire(p).text for _, p in got] == [f"psst {i}" for i in range(3)] + ["later"]
 
 
 @pytest_twisted.ensureDeferred

@@ -109,6 +109,10 @@ async def test_whispers_and_messages_sent_while_redis_is_frozen_arrive_once(clus
         await alice.expect(rf"^\* to Bob: psst {i}$")
         alice.send(f"hello from a {i}")
         await pause(0.2)
+    # /list does not wait for the frozen Redis (10 s): it answers from what it knows.
+    alice.send("/list")
+    await alice.expect(r"^\* the other servers did not answer at once: the list that follows")
+    assert await alice.expect(r"^\* online \(\d+\): ") == "* online (2): Alice, Bob"
     await pause(12.0)  # past the 10 s a node waits for Redis to answer
     for i in range(4, 6):
         alice.send(f"/whisper Bob psst {i}")
@@ -154,3 +158,27 @@ async def test_a_frozen_database_gives_a_clear_error_in_time_and_nothing_lost_or
     await settled(alice, "done", bob)
     assert count(alice, r"\] Alice: into the freeze") == 0
     assert count(alice, r"\] Alice: before$") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_lists_an_accounts_sessions_on_both_nodes(cluster, proxy):  # noqa: F811
+    to_redis = await proxy(REDIS_URL, 6379)
+    url = to_redis.url(REDIS_URL)
+    a, b = await cluster("a", redis=url), await cluster("b", redis=url)
+    here = await user(a, "Visitor")
+    here.send("/register Dora correct-horse-battery")
+    await here.expect(r"^\* you are Dora \(logged in\)$")
+    there = await user(b, "Guest")
+    there.send("/login Dora correct-horse-battery")
+    await there.expect(r"^\* you are Dora \(logged in\)$")
+    await until_listed(here, ["Dora"], LEFT_WITHIN)  # b's presence has reached a
+    here.send("/status")
+    line = await here.expect(r"^\* your sessions \(\d+\): ")
+    assert line.startswith("* your sessions (2): telnet from 127.0.0.1 for ")
+    assert line.endswith(" on server b")
+
+    to_redis.freeze()
+    here.send("/status")
+    line = await here.expect(r"^\* your sessions \(\d+\): ")
+    assert line.startswith("* your sessions (1): ")
+    await here.expect(r"^\* \(not listed: your sessions on other servers, which did not answer")

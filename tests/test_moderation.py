@@ -38,6 +38,7 @@ class Store:
 
     last_id = 0
     account_names: list[str] = []
+    shared_ids = False  # whispers number themselves
 
     def __init__(self) -> None:
         self.accounts: dict[str, Account] = {}

@@ -250,6 +250,23 @@ async def test_nodes_writing_at_once_get_unique_ids_in_order(pg_url):  # noqa: F
     assert PostgresStore.open(pg_url, reactor).last_id == 600
 
 
+@pytest_twisted.ensureDeferred
+async def test_whisper_ids_come_from_the_counter_every_node_shares(pg_url):  # noqa: F811
+    """Each node proposes the id after the last it knows; the database gives a whisper and
+    another node's message different ids."""
+    a, b = PostgresStore.open(pg_url, reactor), PostgresStore.open(pg_url, reactor)
+    a.start()
+    b.start()
+    assert a.shared_ids
+    whisper = await a.take_id(1)
+    message = await b.add_message(Message(1, 1.0, "Bob", "hello"))
+    kept = Message(1, 1.0, "Ann", "later", "Cy")
+    await b.keep_whisper("Cy", kept)
+    assert sorted([whisper, message.id, kept.id]) == [1, 2, 3]
+    await a.close()
+    await b.close()
+
+
 def test_scheduled_messages_kept_as_one_blob_become_rows_on_postgres(pg_url):  # noqa: F811
     conn = psycopg_connect(pg_url)
     for statement in MIGRATIONS[0]:

@@ -14,11 +14,13 @@ the node saw, so it can fetch what came after it from the store. Public messages
 store's ids, one sequence for the whole cluster (L{Bus.last_id} is the highest seen).
 
 Presence: every node announces the names of its users (L{Bus.set_present}); L{Bus.online}
-lists everyone in the cluster, for C{/list}.
+lists everyone in the cluster, for C{/list}, and L{Bus.by_node} says who is on which node
+(C{/status} asks the nodes where an account is logged in for its sessions there).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -41,6 +43,7 @@ class Bus(Service):
     """What the Room codes against; subclasses move the payloads."""
 
     def __init__(self) -> None:
+        self.node = uuid.uuid4().hex  # this node's name on the bus (a subclass may set it)
         self.last_id = 0
         self._handlers: list[Handler] = []
         self._gap_handlers: list[GapHandler] = []
@@ -75,6 +78,14 @@ class Bus(Service):
         """Everyone on every live node, sorted regardless of case."""
         raise NotImplementedError
 
+    def by_node(self) -> defer.Deferred[dict[str, list[str]]]:
+        """Every live node (by its L{node} name, this one included): its users."""
+        raise NotImplementedError
+
+    def answering(self) -> bool:
+        """False while the bus is known to be away (then asking it would only wait)."""
+        return True
+
     def _track(self, payload: dict[str, Any]) -> None:
         """Remember the highest store id of a public message (whispers are not stored)."""
         if payload.get("kind") == "message" and "to" not in payload:
@@ -103,9 +114,11 @@ class LocalBus(Bus):
     C{group} list act as the nodes of one cluster (tests of cluster behaviour, no Redis).
     """
 
-    def __init__(self, group: list[LocalBus] | None = None) -> None:
+    def __init__(self, group: list[LocalBus] | None = None, node: str | None = None) -> None:
         super().__init__()
         self.group = [] if group is None else group
+        if node is not None:
+            self.node = node
 
     def startService(self) -> None:
         super().startService()
@@ -130,3 +143,7 @@ class LocalBus(Bus):
         nodes = self.group if self.running else [self]
         names = {name for node in nodes for name in node.present}
         return defer.succeed(sorted(names, key=str.casefold))
+
+    def by_node(self) -> defer.Deferred[dict[str, list[str]]]:
+        nodes = self.group if self.running else [self]
+        return defer.succeed({node.node: list(node.present) for node in nodes})

@@ -130,6 +130,8 @@ class RedisBus(Bus):
         self._seq = 0
         self._seen: dict[str, int] = {}  # run -> the highest sequence number read from it
         self._cursor: str | None = None  # the id of the last stream entry read
+        self._started_ms = 0  # when this node started (ms), a stream id's first part
+        self._late = False  # Redis did not answer when this node started
         self._redis_run: str | None = None  # Redis's run_id, to notice a restart
         self._refused: str | None = None  # the login error already logged
         reader = Factory.forProtocol(
@@ -162,6 +164,7 @@ class RedisBus(Bus):
 
     def startService(self) -> None:
         super().startService()
+        self._started_ms = int(self._clock.seconds() * 1000)
         self._sub.startService()
         self._pub.startService()
         self._refresher.start(self.presence_ttl / 3, now=True)
@@ -187,6 +190,8 @@ class RedisBus(Bus):
 
     def _retry(self, attempt: int) -> float:
         """A connection failed (or was lost): log the outage once; wait before the next."""
+        if self._cursor is None:
+            self._late = True  # the first connection comes after events it must read
         if not self._down and self.running:
             self._down = True
             log.warn(
@@ -245,16 +250,31 @@ class RedisBus(Bus):
         return defer.ensureDeferred(ready())
 
     async def _find_place(self, redis: Any) -> None:
-        """Where to read from: the stream's end on the first connection; after that, the
-        last entry read, checking that the stream still holds what came after it."""
+        """Where to read from: the stream's end on the first connection (or, when Redis was
+        away at start, the first entry added since this node started); after that, the last
+        entry read, checking that the stream still holds what came after it."""
         try:
             redis_run = _field(await redis.execute_command("INFO", "server"), "run_id")
         except txredisapi.ResponseError:
             redis_run = None  # an ACL user without INFO: a restart shows as a trimmed stream
         stream = await _stream_info(redis, self.stream)
         if self._cursor is None:
-            self._cursor = stream.get("last-generated-id", "0-0") if stream else "0-0"
             self._redis_run = redis_run
+            if not self._late or not stream:
+                self._cursor = stream.get("last-generated-id", "0-0") if stream else "0-0"
+                return
+            # Started while Redis was away: the other nodes' events of that outage were
+            # meant for this node too. Stream ids start with Redis's time in ms, so this
+            # assumes the clocks of the nodes and Redis agree (NTP) to within the outage.
+            self._cursor = f"{self._started_ms}-0"
+            if _deleted_since(stream, self._cursor):
+                log.warn(
+                    "Redis no longer holds all the events since this node started (over"
+                    " {n}): public messages are read from the store; whispers, notices and"
+                    " moderation changes of that time may be lost",
+                    n=self.backlog,
+                )
+                self._gap()
             return
         restarted = redis_run != self._redis_run
         self._redis_run = redis_run
@@ -445,7 +465,14 @@ class RedisBus(Bus):
         return False
 
     def online(self) -> defer.Deferred[list[str]]:
-        async def collect() -> list[str]:
+        def union(where: dict[str, list[str]]) -> list[str]:
+            names = {name for names in where.values() for name in names}
+            return sorted(names, key=str.casefold)
+
+        return self.by_node().addCallback(union)
+
+    def by_node(self) -> defer.Deferred[dict[str, list[str]]]:
+        async def collect() -> dict[str, list[str]]:
             redis = await self._pub.whenConnected(failAfterFailures=1)
             keys: list[str] = []
             cursor = 0
@@ -454,15 +481,22 @@ class RedisBus(Bus):
                 keys.extend(batch)
                 if int(cursor) == 0:
                     break
-            names = set(self.present)
-            for value in await redis.mget(keys) if keys else []:
+            found = {self.node: list(self.present)}
+            start = len(self._presence_keys) - 1  # the key without its "*"
+            for key, value in zip(keys, await redis.mget(keys) if keys else [], strict=True):
                 try:
-                    names.update(str(n) for n in json.loads(value))
+                    names = [str(n) for n in json.loads(value)]
                 except (TypeError, ValueError):
-                    pass  # expired between SCAN and MGET (None), or not ours
-            return sorted(names, key=str.casefold)
+                    continue  # expired between SCAN and MGET (None), or not ours
+                node = str(key)[start:]
+                if node != self.node:
+                    found[node] = names
+            return found
 
         return defer.ensureDeferred(collect())
+
+    def answering(self) -> bool:
+        return not self._down and self._refused is None
 
 
 def _envelope(fields: list[Any]) -> dict[str, Any] | None:
@@ -508,6 +542,16 @@ async def _stream_info(redis: Any, key: str) -> dict[str, Any]:
 def _id(entry_id: str) -> tuple[int, int]:
     ms, _, seq = str(entry_id).partition("-")
     return int(ms), int(seq or 0)
+
+
+def _deleted_since(stream: dict[str, Any], cursor: str) -> bool:
+    """Whether trimming took entries added after C{cursor} (which need not be an entry's
+    id): Redis 7 says which entry it deleted last; before it, the oldest entry tells."""
+    deleted = stream.get("max-deleted-entry-id")
+    if deleted is not None:
+        return _id(deleted) > _id(cursor)
+    first = stream.get("first-entry")
+    return bool(first) and _id(first[0]) > _id(cursor)
 
 
 async def _trimmed_past(redis: Any, key: str, stream: dict[str, Any], cursor: str) -> bool:

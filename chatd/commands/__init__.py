@@ -31,6 +31,7 @@ __all__ = [
     "Command",
     "CommandError",
     "Context",
+    "Elsewhere",
     "Registry",
     "RoomInfo",
     "Services",
@@ -87,6 +88,18 @@ class Status:
     devices: list[tuple[str, str, float, bool]]
     standing: list[str]
     scheduled: list[Any]
+
+
+@dataclass
+class Elsewhere:
+    """The caller's account on the other nodes of a cluster, for C{/status}.
+
+    @ivar devices: its sessions there: (node, door, address, seconds connected).
+    @ivar silent: the nodes where it is logged in that did not answer in time.
+    """
+
+    devices: list[tuple[str, str, str, float]]
+    silent: list[str]
 
 
 @dataclass(frozen=True)
@@ -155,7 +168,8 @@ class Context(Protocol):
         """Complain about C{name}; the caller (or, on a mute, everyone) is told."""
 
     def online(self) -> defer.Deferred[list[str]]:
-        """Everyone online, on every node, sorted."""
+        """Everyone online, on every node, sorted. When the other nodes do not answer at
+        once, the last known list, and the caller is told it may be out of date."""
 
     def history(self, limit: int) -> defer.Deferred[list[Message]]:
         """The last C{limit} public messages of the caller's current room, oldest first."""
@@ -191,6 +205,9 @@ class Context(Protocol):
         their name as they spell it."""
 
     def status(self) -> Status: ...
+
+    def elsewhere(self) -> defer.Deferred[Elsewhere]:
+        """The caller's account's sessions on the other nodes (none for a guest, or alone)."""
 
     def schedule(self, seconds: int, text: str, to: str | None) -> Any:
         """Send C{text} (to C{to}, or everyone) in C{seconds}; returns the entry."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred
 
-from chatd.commands import CommandError, Context, UsageError, command
+from chatd.commands import CommandError, Context, Elsewhere, UsageError, command
 from chatd.events import Presence
 from chatd.ratelimit import duration
 
@@ -114,24 +114,36 @@ def exit_(ctx: Context, args: str) -> None:
 
 
 @command("status", example="/status", help="facts about the chat and about you")
-def status(ctx: Context, args: str) -> None:
+def status(ctx: Context, args: str) -> Deferred[None]:
     _no_arguments(args)
-    s = ctx.status()
-    devices = ", ".join(
-        f"{DOOR_NAMES.get(door, door)} from {peer} for {duration(age)}"
-        + (" (this one)" if this else "")
-        for door, peer, age, this in s.devices
-    )
-    here = f" ({s.here} on this server)" if s.here is not None else ""
-    lines = [
-        f"chat: {s.online} online{here}, {count(s.connections, 'connection')}, "
-        f"{count(s.messages, 'message')} in {duration(s.uptime)} of uptime",
-        f"you: {s.name}, {'logged in' if s.account else 'guest'}, here for {duration(s.since)}",
-        f"your sessions ({len(s.devices)}): {devices}",
-        *s.standing,
-    ]
-    if s.scheduled:
-        lines.append(f"scheduled messages ({len(s.scheduled)}, /cancel cancels the last):")
-        now = ctx.services.clock.seconds()
-        lines += ["  " + p.describe(now) for p in s.scheduled]
-    ctx.reply("\n".join(lines))
+    s = ctx.status()  # now: the answers from other servers may take a moment
+
+    def reply(other: Elsewhere) -> None:
+        devices = [
+            f"{DOOR_NAMES.get(door, door)} from {peer} for {duration(age)}"
+            + (" (this one)" if this else "")
+            for door, peer, age, this in s.devices
+        ] + [
+            f"{DOOR_NAMES.get(door, door)} from {peer} for {duration(age)} on server {node}"
+            for node, door, peer, age in other.devices
+        ]
+        here = f" ({s.here} on this server)" if s.here is not None else ""
+        lines = [
+            f"chat: {s.online} online{here}, {count(s.connections, 'connection')}, "
+            f"{count(s.messages, 'message')} in {duration(s.uptime)} of uptime",
+            f"you: {s.name}, {'logged in' if s.account else 'guest'}, here for {duration(s.since)}",
+            f"your sessions ({len(devices)}): {', '.join(devices)}",
+        ]
+        if other.silent:
+            lines.append(
+                f"(not listed: your sessions on {', '.join(other.silent)}, which did not "
+                "answer in time)"
+            )
+        lines += s.standing
+        if s.scheduled:
+            lines.append(f"scheduled messages ({len(s.scheduled)}, /cancel cancels the last):")
+            now = ctx.services.clock.seconds()
+            lines += ["  " + p.describe(now) for p in s.scheduled]
+        ctx.reply("\n".join(lines))
+
+    return ctx.elsewhere().addCallback(reply)

@@ -18,7 +18,9 @@ from chatd.room import Room
 log = Logger(namespace="chatd.doors.line")
 
 
-def encode_line(event: Event, viewer: str | None = None, here: str | None = None) -> bytes:
+def encode_line(
+    event: Event, viewer: str | None = None, here: str | None = None, mine: bool | None = None
+) -> bytes:
     """The event as the line door sends it: UTF-8, each line ended by CR LF.
 
     Telnet reads a 0xFF byte as IAC, the start of a command, and wants a literal one doubled.
@@ -26,7 +28,7 @@ def encode_line(event: Event, viewer: str | None = None, here: str | None = None
     the bytes go to every client as they are, and the only IAC the door ever sends is in
     its own replies to a client's negotiation.
     """
-    rendered = text.line(event, viewer, here)
+    rendered = text.line(event, viewer, here, mine)
     if not rendered:
         return b""
     return (rendered.replace("\n", "\r\n") + "\r\n").encode("utf-8")
@@ -109,7 +111,7 @@ class LineDoor(TelnetLines):
             if event.origin is self.session and event.to is None:
                 return  # the sender does not get its own public line back
             if event.to is not None:
-                data = encode_line(event, self.session.user.name)
+                data = encode_line(event, self.session.user.name, None, event.mine(self.session))
             elif event.room != self.session.room:
                 data = event.rendered(b"line+", _elsewhere)
             else:
@@ -128,7 +130,7 @@ class LineDoor(TelnetLines):
         """History in pieces the client reads one after the other, each message within the
         message size limit whatever the store holds."""
         lines = text.history_lines(
-            event, self.session.user.name, self.factory.room.config.max_message_bytes
+            event, self.session.user.name, self.factory.room.config.max_message_bytes, self.session
         )
         return text.chunks((line.encode("utf-8") + b"\r\n" for line in lines), STREAM_CHUNK)
 

@@ -323,12 +323,17 @@ class ChatWebSocket(WebSocketServerProtocol):
             if self.state == self.STATE_OPEN:
                 self.output.stream(self._history_frames(event))
             return
-        if self.door == "json":
+        if self.door == "json" and type(event) is Message and event.to is not None:
+            # Per viewer: whether it is this device's person's own (the page's "to Bob").
+            data = {**event_json(event), "mine": bool(event.mine(self.session))}
+            prepared = self.factory.prepareMessage(json.dumps(data).encode("utf-8"))
+        elif self.door == "json":
             prepared = event.rendered("json", self.factory.prepare_json)
         elif type(event) is Message and event.origin is self.session and event.to is None:
             return  # text doors do not echo a public line to its sender
         elif type(event) is Message and event.to is not None:
-            rendered = text.line(event, self.session.user.name if self.session else None)
+            viewer = self.session.user.name if self.session else None
+            rendered = text.line(event, viewer, None, event.mine(self.session))
             prepared = self.factory.prepareMessage(rendered.encode("utf-8"))
         elif text.elsewhere(event, self.session.room if self.session else None):
             prepared = event.rendered("ws+", self.factory.prepare_elsewhere)
@@ -346,7 +351,7 @@ class ChatWebSocket(WebSocketServerProtocol):
             pieces: Iterator[bytes] = _history_json(event, limit)
         else:
             viewer = self.session.user.name if self.session else None
-            lines = text.history_lines(event, viewer, limit)
+            lines = text.history_lines(event, viewer, limit, self.session)
             pieces = text.chunks((line.encode("utf-8") + b"\n" for line in lines), STREAM_CHUNK)
         for piece in pieces:
             yield self.factory.prepareMessage(piece.removesuffix(b"\n")).payloadHybi

@@ -118,7 +118,7 @@ function showMessage(m, live) {
   const item = el("li", "msg");
   item.dataset.id = m.id;
   if (m.private) item.classList.add("private");
-  const mine = m.from === me;
+  const mine = m.mine ?? m.from === me; // "mine": by who sent it, whatever the names now
   if (mine) item.classList.add("mine");
   const time = el("time", "", clock(m.time));
   time.dateTime = new Date(m.time * 1000).toISOString();

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatd.config import Config
 
@@ -34,6 +36,19 @@ class StoreError(Exception):
 class StoreUnavailable(StoreError):
     """The database did not answer (unreachable, or silent past the deadline): the call was
     not done, and the store logs the outage once, not per call."""
+
+
+# What a user is told when a call they caused met a database outage (the L{StoreUnavailable}).
+UNAVAILABLE = "the database is not answering right now; try again in a moment"
+
+
+def log_failed(log: Logger, failure: Failure, what: str, **fields: object) -> Failure | None:
+    """Log a failed store call: a traceback for a fault, nothing for an outage, which the
+    store logs once when it starts and once when it ends (not once per call, with a
+    traceback each: 80 in 10 s of an outage buried everything else in the log)."""
+    if not failure.check(StoreUnavailable):
+        log.failure(what, failure, **fields)
+    return None
 
 
 class NameTaken(StoreError):
@@ -61,6 +76,9 @@ class Scheduled(NamedTuple):
 class Store(Protocol):
     last_id: int  # highest message id ever given out, as read at open
     account_names: list[str]  # every account's name, as read at open
+    # Whether other nodes take ids from this store too (PostgreSQL): then a whisper's id
+    # comes from it (L{take_id}), since one this node counted may be another's message's.
+    shared_ids: bool
 
     def start(self) -> None:
         """Start the worker that runs the queries (call with the reactor running or about to)."""
@@ -89,6 +107,10 @@ class Store(Protocol):
 
     def keep_whisper(self, account: str, message: Message) -> Deferred[None]:
         """Keep a private message for an account that is offline."""
+
+    def take_id(self, proposed: int) -> Deferred[int]:
+        """An id no message or whisper of any node has or will have: C{proposed}, unless
+        another node went past it."""
 
     def take_whispers(self, account: str) -> Deferred[list[Message]]:
         """The private messages kept for C{account}, oldest first, and forget them."""

@@ -83,6 +83,7 @@ class PostgresStore(Worker):
     """L{chatd.store.Store} on PostgreSQL."""
 
     dialect = sys.modules[__name__]  # the queries below, the ones PostgreSQL does its own way
+    shared_ids = True  # every node takes ids from meta.last_id
 
     def __init__(
         self,
@@ -307,6 +308,12 @@ def keep_whisper(conn: psycopg.Connection[Any], account: str, m: Message) -> Non
         " SELECT value, ?, ?, ?, ?, ? FROM n RETURNING id",
         (m.id, name_key(account), m.time, m.sender, m.to, m.text),
     ).fetchone()
+
+
+def take_id(conn: psycopg.Connection[Any], proposed: int) -> int:
+    """The next id of the cluster's one counter, for a whisper (see L{keep_whisper})."""
+    (value,) = conn.execute(NEXT_ID, (proposed,)).fetchone()
+    return int(value)
 
 
 def take_whispers(conn: psycopg.Connection[Any], account: str) -> list[Message]:

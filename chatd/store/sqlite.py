@@ -149,6 +149,11 @@ def keep_whisper(conn: sqlite3.Connection, account: str, m: Message) -> None:
     )
 
 
+def take_id(conn: sqlite3.Connection, proposed: int) -> int:
+    """One node numbers alone: its proposal is free (the Room does not ask, L{shared_ids})."""
+    return proposed
+
+
 def take_whispers(conn: sqlite3.Connection, account: str) -> list[Message]:
     key = name_key(account)
     rows = conn.execute(

@@ -49,6 +49,7 @@ class Worker:
     dialect: ModuleType
 
     where = "(unnamed)"  # the database, in log lines
+    shared_ids = False  # a database of one node: its own count of ids is the store's
 
     def __init__(self, reactor: Any, timeout: float | None = None) -> None:
         self._reactor = reactor
@@ -228,6 +229,9 @@ class Worker:
 
     def keep_whisper(self, account: str, message: Message) -> Deferred[None]:
         return self._run(self.dialect.keep_whisper, account, message)
+
+    def take_id(self, proposed: int) -> Deferred[int]:
+        return self._run(self.dialect.take_id, proposed)
 
     def take_whispers(self, account: str) -> Deferred[list[Message]]:
         return self._run(self.dialect.take_whispers, account)
