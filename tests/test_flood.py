@@ -10,7 +10,7 @@ from twisted.internet.task import Clock
 
 from chatd.config import Config
 from chatd.flood import Flood
-from tests.fakes import FakeClient
+from chatd.testing import FakeClient
 from tests.support import LineClient, line_client, start_server, ws_client
 
 

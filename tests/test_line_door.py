@@ -18,7 +18,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from chatd.config import Config, ConfigError
 from chatd.doors.line import LineFactory
 from chatd.service import build
-from tests.fakes import make_room
+from chatd.testing import make_room
 from tests.support import RawClient, line_client, raw_client, start_server
 
 
@@ -45,7 +45,7 @@ class Telnet:
 
 @pytest.fixture
 def door():
-    room, _ = make_room(
+    room = make_room(
         max_line_bytes=20, max_output_bytes=1000, lines_per_second=0, messages_per_hour=0
     )
     factory = LineFactory(room)
