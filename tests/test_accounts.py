@@ -7,17 +7,13 @@ import re
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, task
 
 from chatd.accounts import Accounts
 from chatd.commands import CommandError
 from chatd.events import Identity
 from chatd.testing import MemoryStore
-from tests.support import line_client, start_server
-
-
-def pause(seconds: float):
-    return task.deferLater(reactor, seconds, lambda: None)
+from tests.support import line_client, pause
 
 
 class Device:
@@ -43,10 +39,8 @@ TOKEN = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
 @pytest_twisted.async_yield_fixture
-async def srv(tmp_path):
-    server = await start_server(tmp_path, doors=("line",))
-    yield server
-    await server.stop()
+async def srv(serve):
+    yield await serve(doors=("line",))
 
 
 async def registered(srv, name="Alice", password="correct horse"):
@@ -243,20 +237,17 @@ async def test_passwords_and_tokens_stay_out_of_the_audit_log(srv, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_login_required_keeps_guests_quiet(tmp_path):
-    server = await start_server(tmp_path, doors=("line",), login_required=True)
-    try:
-        guest = await line_client(server.ports["line"])
-        listener = await line_client(server.ports["line"])
-        guest.send("hello?")
-        await guest.expect(r"^! log in first: /login <name> <password>, or /register")
-        guest.send("/register Carol long enough")
-        await guest.expect(r"^\* you are Carol")
-        guest.send("now I may")
-        await listener.expect(r"^Carol: now I may$")
-        assert not any("hello?" in line for line in listener.lines)
-    finally:
-        await server.stop()
+async def test_login_required_keeps_guests_quiet(serve):
+    server = await serve(doors=("line",), login_required=True)
+    guest = await line_client(server.ports["line"])
+    listener = await line_client(server.ports["line"])
+    guest.send("hello?")
+    await guest.expect(r"^! log in first: /login <name> <password>, or /register")
+    guest.send("/register Carol long enough")
+    await guest.expect(r"^\* you are Carol")
+    guest.send("now I may")
+    await listener.expect(r"^Carol: now I may$")
+    assert not any("hello?" in line for line in listener.lines)
 
 
 # -- the contract the minechat door codes against ----------------------------------------
@@ -313,24 +304,21 @@ async def test_unknown_tokens_never_lock_out_a_valid_one_from_the_same_address(s
 
 
 @pytest_twisted.ensureDeferred
-async def test_account_creation_is_limited_per_address(tmp_path):
-    server = await start_server(tmp_path, doors=("line",), accounts_per_address_per_hour=2)
+async def test_account_creation_is_limited_per_address(serve):
+    server = await serve(doors=("line",), accounts_per_address_per_hour=2)
+    room = server.room
+    for name in ("First", "Second"):
+        await room.register_account(room.connect(Device("10.1.1.1")), name)
+    third = room.connect(Device("10.1.1.1"))
     try:
-        room = server.room
-        for name in ("First", "Second"):
-            await room.register_account(room.connect(Device("10.1.1.1")), name)
-        third = room.connect(Device("10.1.1.1"))
-        try:
-            await room.register_account(third, "Third")
-        except CommandError as e:
-            assert str(e).startswith("your address has created 2 accounts this hour; try again")
-        else:
-            raise AssertionError("a third account from one address was created")
-        assert room.names.owner("third") is None  # the name is free again
-        name, _ = await room.register_account(room.connect(Device("10.2.2.2")), "Third")
-        assert name == "Third"  # another address is not affected
-        client = await line_client(server.ports["line"])
-        client.send("/register Fourth correct horse")  # the tests' own address: allowed
-        await client.expect(r"^\* you are Fourth \(logged in\)$")
-    finally:
-        await server.stop()
+        await room.register_account(third, "Third")
+    except CommandError as e:
+        assert str(e).startswith("your address has created 2 accounts this hour; try again")
+    else:
+        raise AssertionError("a third account from one address was created")
+    assert room.names.owner("third") is None  # the name is free again
+    name, _ = await room.register_account(room.connect(Device("10.2.2.2")), "Third")
+    assert name == "Third"  # another address is not affected
+    client = await line_client(server.ports["line"])
+    client.send("/register Fourth correct horse")  # the tests' own address: allowed
+    await client.expect(r"^\* you are Fourth \(logged in\)$")
