@@ -234,14 +234,14 @@ class TestRoom(Room):
         """
         if isinstance(name, Session):
             return super().join(name, peer)
-        client = self.arrive(door, peer, announce=name is None)
+        client = self.guest(door, peer, announce=name is None)
         if name is not None:
             self.rename(client.session, name)
             self.clock.advance(0)  # the reactor turn ends: the join is announced
         client.take()
         return client
 
-    def arrive(self, door: str = "line", peer: str = "10.0.0.1", announce: bool = True) -> Any:
+    def guest(self, door: str = "line", peer: str = "10.0.0.1", announce: bool = True) -> Any:
         """A new connection as a guest, with its greeting still to be read (to test it)."""
         client = FakeClient(door, peer)
         client.room = self
