@@ -27,8 +27,14 @@ async def serve(tmp_path) -> Any:
         return server
 
     yield start
-    for server in reversed(started):
-        await server.stop()
+    errors = []
+    for server in reversed(started):  # every one, even when one fails to stop
+        try:
+            await server.stop()
+        except Exception as e:
+            errors.append(e)
+    if errors:
+        raise errors[0]
 
 
 @pytest_twisted.async_yield_fixture
