@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 import pytest_twisted
 
-from tests.support import Server, start_server
+from tests.support import LogEvents, Server, start_server
 
 
 @pytest_twisted.async_yield_fixture
@@ -41,3 +42,11 @@ async def serve(tmp_path) -> Any:
 async def server(serve: Callable[..., Awaitable[Server]]) -> Any:
     """A started service with the line and web doors."""
     yield await serve()
+
+
+@pytest.fixture
+def log() -> Any:
+    """The server log's events while the test runs (C{log.texts()})."""
+    events = LogEvents()
+    yield events
+    events.stop()

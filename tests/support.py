@@ -17,7 +17,7 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import formatEvent
+from twisted.logger import formatEvent, globalLogPublisher
 
 from chatd.config import Config
 from chatd.doors import proxy
@@ -273,6 +273,20 @@ async def raw_client(port: int, via_haproxy_from: str | None = None) -> RawClien
     return client
 
 
+class LogEvents:
+    """The server log's events while a test runs (the C{log} fixture stops it after)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+
+    def stop(self) -> None:
+        globalLogPublisher.removeObserver(self.events.append)
+
+    def texts(self) -> list[str]:
+        return [formatEvent(e) for e in self.events]
+
+
 def never_reading_socket(port: int) -> socket.socket:
     """A client that connects and then never reads, with a tiny receive window."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -282,7 +296,7 @@ def never_reading_socket(port: int) -> socket.socket:
 
 
 async def flood_until_dropped(
-    server: Server, talker: Any, listener: _Received, sock: socket.socket, events: list[Any]
+    server: Server, talker: Any, listener: _Received, sock: socket.socket, log: LogEvents
 ) -> None:
     """Chat big lines until the room has dropped the silent client; the others keep up."""
     slow = server.room.members.sessions[-1]
@@ -296,6 +310,6 @@ async def flood_until_dropped(
         raise AssertionError("the client that never reads was never dropped")
     talker.send("still chatting")
     await listener.expect(r": still chatting$")
-    assert any("stopped reading; over 65536 bytes queued" in formatEvent(e) for e in events)
+    assert any("stopped reading; over 65536 bytes queued" in t for t in log.texts())
     assert talker_name is None or talker_name in server.room.online()
     sock.close()

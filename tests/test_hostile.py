@@ -12,12 +12,10 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
 import pytest_twisted
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
-from twisted.logger import globalLogPublisher
 
 from chatd import text
 from chatd.config import Config
@@ -37,30 +35,6 @@ async def until(condition: Any, what: str) -> None:
             return
         await pause(0.02)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-@pytest.fixture
-def log() -> Any:
-    """The server log's events while the test runs."""
-    events = LogEvents()
-    yield events
-    events.stop()
-
-
-class LogEvents:
-    """The server log's events while a test runs."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(self.events.append)
-
-    def stop(self) -> None:
-        globalLogPublisher.removeObserver(self.events.append)
-
-    def texts(self) -> list[str]:
-        from twisted.logger import formatEvent
-
-        return [formatEvent(e) for e in self.events]
 
 
 async def fill_history(server: Any, count: int, size: int) -> list[str]:

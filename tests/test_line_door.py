@@ -12,7 +12,6 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import SSL4ClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import StringTransport
-from twisted.logger import formatEvent, globalLogPublisher
 
 from chatd.config import Config, ConfigError
 from chatd.doors.line import LineFactory
@@ -203,19 +202,14 @@ def test_exit_closes_and_later_lines_are_ignored(door):
     assert room.online() == ["Guest2"]
 
 
-def test_a_client_that_stops_reading_is_dropped_past_the_cap(door):
+def test_a_client_that_stops_reading_is_dropped_past_the_cap(door, log):
     room, _, alice, bob = door
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        bob.protocol.output.pauseProducing()  # what the transport does when its buffer fills
-        for i in range(60):
-            alice.type(b"message %d\n" % i)
-    finally:
-        globalLogPublisher.removeObserver(events.append)
+    bob.protocol.output.pauseProducing()  # what the transport does when its buffer fills
+    for i in range(60):
+        alice.type(b"message %d\n" % i)
     assert bob.transport.disconnected  # aborted, not a polite close that waits for the buffer
     assert not alice.transport.disconnecting
-    assert any("stopped reading; over 1000 bytes queued" in formatEvent(e) for e in events)
+    assert any("stopped reading; over 1000 bytes queued" in t for t in log.texts())
 
 
 def test_a_reader_that_catches_up_is_kept(door):
@@ -254,23 +248,18 @@ async def test_telnet_users_chat_and_bad_input_is_survived(serve):
 
 
 @pytest_twisted.ensureDeferred
-async def test_connections_and_commands_are_logged_and_audited(serve, tmp_path):
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        server = await serve(doors=("line",))
-        alice = await line_client(server.ports["line"])
-        alice.send("/rename Alice")
-        await alice.expect(r"^\* you are Alice")
-        alice.send("/list")
-        await alice.expect(r"^\* online")
-        alice.close()
-        await alice.closed
-        while server.room.members.sessions:
-            await pause(0.01)
-    finally:
-        globalLogPublisher.removeObserver(events.append)
-    logged = [formatEvent(e) for e in events]
+async def test_connections_and_commands_are_logged_and_audited(serve, tmp_path, log):
+    server = await serve(doors=("line",))
+    alice = await line_client(server.ports["line"])
+    alice.send("/rename Alice")
+    await alice.expect(r"^\* you are Alice")
+    alice.send("/list")
+    await alice.expect(r"^\* online")
+    alice.close()
+    await alice.closed
+    while server.room.members.sessions:
+        await pause(0.01)
+    logged = log.texts()
     assert any("connected" in line and "line 127.0.0.1" in line for line in logged)
     assert any("runs /rename Alice" in line for line in logged)
     assert any("runs /list" in line for line in logged)
@@ -283,22 +272,17 @@ async def test_connections_and_commands_are_logged_and_audited(serve, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_telnet_client_that_never_reads_is_dropped_others_keep_chatting(serve):
-    events = []
-    globalLogPublisher.addObserver(events.append)
+async def test_a_telnet_client_that_never_reads_is_dropped_others_keep_chatting(serve, log):
     server = await serve(
         doors=("line",), max_output_bytes=65536, max_line_bytes=40_000,
         max_message_bytes=40_000, lines_per_second=0, messages_per_hour=0,
     )  # fmt: skip
-    try:
-        talker = await line_client(server.ports["line"])
-        listener = await line_client(server.ports["line"])
-        sock = never_reading_socket(server.ports["line"])
-        while len(server.room.members.sessions) < 3:
-            await pause(0.01)
-        await flood_until_dropped(server, talker, listener, sock, events)
-    finally:
-        globalLogPublisher.removeObserver(events.append)
+    talker = await line_client(server.ports["line"])
+    listener = await line_client(server.ports["line"])
+    sock = never_reading_socket(server.ports["line"])
+    while len(server.room.members.sessions) < 3:
+        await pause(0.01)
+    await flood_until_dropped(server, talker, listener, sock, log)
 
 
 @pytest_twisted.ensureDeferred

@@ -10,7 +10,6 @@ import pytest_twisted
 import treq
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
-from twisted.logger import globalLogPublisher
 from twisted.web.client import HTTPConnectionPool
 
 from tests.postgres import Outage, pg_url  # noqa: F401 - pg_url is a fixture
@@ -101,41 +100,36 @@ async def test_metrics_follow_a_small_chat(serve, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_flooders_and_slow_readers_are_counted(serve):
+async def test_flooders_and_slow_readers_are_counted(serve, log):
     server = await serve(
         doors=("line", "metrics"), lines_per_second=2, connections_per_address=3,
         max_output_bytes=65536, max_line_bytes=40_000, max_message_bytes=40_000,
         messages_per_hour=0,
     )  # fmt: skip
-    events: list[dict] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        port = server.ports["metrics"]
-        flooder = await line_client(server.ports["line"])
-        for i in range(10):
-            flooder.send(f"spam {i}")
-        await flooder.expect(r"disconnected for sending too many lines too fast")
-        await flooder.closed
-        talker = await line_client(server.ports["line"])
-        listener = await line_client(server.ports["line"])
-        crowd = await line_client(server.ports["line"])
-        refused = await line_client_refused(server.ports["line"])
-        assert "too many connections from your address" in refused
-        crowd.close()
-        await crowd.closed
-        samples = await scrape(port)
-        assert value(samples, "chatd_flood_disconnects_total") == 1
-        assert value(samples, "chatd_flood_refusals_total") == 1
+    port = server.ports["metrics"]
+    flooder = await line_client(server.ports["line"])
+    for i in range(10):
+        flooder.send(f"spam {i}")
+    await flooder.expect(r"disconnected for sending too many lines too fast")
+    await flooder.closed
+    talker = await line_client(server.ports["line"])
+    listener = await line_client(server.ports["line"])
+    crowd = await line_client(server.ports["line"])
+    refused = await line_client_refused(server.ports["line"])
+    assert "too many connections from your address" in refused
+    crowd.close()
+    await crowd.closed
+    samples = await scrape(port)
+    assert value(samples, "chatd_flood_disconnects_total") == 1
+    assert value(samples, "chatd_flood_refusals_total") == 1
 
-        server.room.gate.flood.reconfigure(server.room.config.replace(lines_per_second=0))
-        sock = never_reading_socket(server.ports["line"])
-        while len(server.room.members.sessions) < 3:
-            await pause(0.01)
-        await flood_until_dropped(server, talker, listener, sock, events)
-        samples = await scrape(port)
-        assert value(samples, "chatd_slow_reader_drops_total", door="line") == 1
-    finally:
-        globalLogPublisher.removeObserver(events.append)
+    server.room.gate.flood.reconfigure(server.room.config.replace(lines_per_second=0))
+    sock = never_reading_socket(server.ports["line"])
+    while len(server.room.members.sessions) < 3:
+        await pause(0.01)
+    await flood_until_dropped(server, talker, listener, sock, log)
+    samples = await scrape(port)
+    assert value(samples, "chatd_slow_reader_drops_total", door="line") == 1
 
 
 async def line_client_refused(port: int) -> str:

@@ -7,7 +7,6 @@ import os
 
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.logger import globalLogPublisher
 
 from tests.support import (
     flood_until_dropped,
@@ -109,23 +108,18 @@ def upgrade_request(path: str = "/ws") -> bytes:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_websocket_client_that_never_reads_is_dropped_others_keep_chatting(serve):
-    events = []
-    globalLogPublisher.addObserver(events.append)
+async def test_a_websocket_client_that_never_reads_is_dropped_others_keep_chatting(serve, log):
     server = await serve(
         max_output_bytes=65536, max_line_bytes=40_000, max_message_bytes=40_000,
         lines_per_second=0, messages_per_hour=0,
     )  # fmt: skip
-    try:
-        talker = await line_client(server.ports["line"])
-        listener = await ws_client(server.ports["web"])
-        sock = never_reading_socket(server.ports["web"])
-        sock.sendall(upgrade_request())
-        while len(server.room.members.sessions) < 3:
-            await pause(0.01)
-        await flood_until_dropped(server, talker, listener, sock, events)
-    finally:
-        globalLogPublisher.removeObserver(events.append)
+    talker = await line_client(server.ports["line"])
+    listener = await ws_client(server.ports["web"])
+    sock = never_reading_socket(server.ports["web"])
+    sock.sendall(upgrade_request())
+    while len(server.room.members.sessions) < 3:
+        await pause(0.01)
+    await flood_until_dropped(server, talker, listener, sock, log)
 
 
 def client_text_frame(text: str) -> bytes:
