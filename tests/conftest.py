@@ -15,10 +15,11 @@ from tests.support import LogEvents, Server, start_server
 async def serve(tmp_path) -> Any:
     """Start a chatd service with the given doors and settings, stopped after the test:
 
-        srv = await serve(doors=("line",), max_line_bytes=100)
+        srv = await serve(doors=("line",), haproxy=True, max_line_bytes=100)
 
-    Its data (the audit log, the SQLite file) is in C{tmp_path}; a second server at once
-    needs its own C{data_dir}.
+    Any L{Config} setting may be given; C{doors} defaults to line and web. Its data (the
+    audit log, the SQLite file) is in C{tmp_path}; a second server at once needs its own
+    C{data_dir}. A test that checks the shutdown awaits C{srv.stop()} itself.
     """
     started: list[Server] = []
 
