@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import os
 import uuid
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -69,65 +69,21 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.strip().lower().encode("ascii", "replace")).hexdigest()
 
 
-class Backoff:
-    """Slows down repeated failures for one key: after C{free} failures in a row, each next
-    try waits C{first} seconds after the last failure, doubling up to C{cap}.
-
-    Keyed by (name, address), it slows a guesser without locking anyone else out: the
-    account's owner elsewhere, and any other name from the same address, are untouched. A
-    key is forgotten on success, or once it has been quiet for C{forget} seconds.
-    """
-
-    def __init__(
-        self,
-        clock: IReactorTime,
-        free: int = 3,
-        first: float = 1.0,
-        cap: float = 300.0,
-        forget: float = 3600.0,
-    ) -> None:
-        self.clock = clock
-        self.free = free
-        self.first = first
-        self.cap = cap
-        self.forget = forget
-        self._failures: dict[Hashable, tuple[int, float]] = {}  # key -> (count, last time)
-
-    def wait(self, key: Hashable) -> float:
-        """Seconds until C{key} may try again; 0 when it may now."""
-        entry = self._failures.get(key)
-        if entry is None:
-            return 0.0
-        count, last = entry
-        now = self.clock.seconds()
-        if now - last >= self.forget:
-            del self._failures[key]
-            return 0.0
-        if count < self.free:
-            return 0.0
-        delay = min(self.cap, self.first * 2 ** min(count - self.free, 32))
-        return max(0.0, last + delay - now)
-
-    def failed(self, key: Hashable) -> None:
-        now = self.clock.seconds()
-        if len(self._failures) > 10000:
-            self._failures = {
-                k: (n, t) for k, (n, t) in self._failures.items() if now - t < self.forget
-            }
-        count = self._failures.get(key, (0, now))[0]
-        self._failures[key] = (count + 1, now)
-
-    def succeeded(self, key: Hashable) -> None:
-        self._failures.pop(key, None)
+# Wrong passwords one name may get from one address in a sliding window before that pair
+# waits: at most 18 guesses an hour per pair, and the refusal says exactly when the next
+# try is welcome (when the oldest failure leaves the window).
+FAILED_LOGINS = 3
+FAILED_LOGIN_PERIOD = 600.0
 
 
 class Accounts:
     """Creating accounts and checking secrets; the Room moves sessions once this says yes.
 
-    Wrong passwords are slowed down per (name, address) pair (L{Backoff}), so nobody can
-    lock an account's owner out by failing on purpose. Tokens are not throttled at all:
-    one has 122 random bits, so guessing is hopeless, and a throttle could only ever refuse
-    someone holding a valid one.
+    Wrong passwords are counted per (name, address) pair in a sliding window
+    (L{RateLimiter}, the same limiter as the message allowance), so nobody can lock an
+    account's owner out by failing on purpose; a login that works clears its pair. Tokens
+    are not throttled at all: one has 122 random bits, so guessing is hopeless, and a
+    throttle could only ever refuse someone holding a valid one.
 
     @param in_thread: runs a slow function off the reactor thread, returning a Deferred.
     @param creations_per_hour: accounts one address may create per hour (0: no limit).
@@ -143,19 +99,20 @@ class Accounts:
         self.store = store
         self.clock = clock
         self.in_thread = in_thread
-        self.failures = Backoff(clock)
+        self.failures = RateLimiter(clock, FAILED_LOGINS, FAILED_LOGIN_PERIOD)
         self.creations = RateLimiter(clock, creations_per_hour, 3600.0)
         # A failure is counted only once its slow check ends, so without this a guesser
-        # could start any number of checks before the backoff knew of one. Per address
+        # could start any number of checks before the limiter knew of one. Per address
         # only: per name, a stranger's endless checks would refuse the owner.
         self._checking: set[str] = set()
 
     def refusal(self, name: str, address: str) -> str | None:
         """Why a password login attempt is refused before it is checked, or None."""
-        wait = self.failures.wait((name.casefold(), address))
-        if not wait:
+        allowed, when = self.failures.can_do_action((name.casefold(), address), update=False)
+        if allowed:
             return None
-        return f"too many failed logins for {name} from your address; try again in {duration(wait)}"
+        wait = duration(when - self.clock.seconds())
+        return f"too many failed logins for {name} from your address; try again in {wait}"
 
     def reconfigure(self, creations_per_hour: int) -> None:
         """A reload: accounts made this hour count against the new allowance."""
@@ -208,9 +165,9 @@ class Accounts:
             raise CommandError(f"{account.name} has no password; log in with /auth <token>")
         key = (name.casefold(), address)
         if account is None or not ok:
-            self.failures.failed(key)
+            self.failures.can_do_action(key)  # counted: refusal() said there was room
             raise CommandError("wrong name or password")
-        self.failures.succeeded(key)
+        self.failures.reset(key)
         if needs_rehash(stored):
             await self._rehash(account.name, password)
         token = new_token()

@@ -2,7 +2,9 @@
 
 It is a sliding window: each key keeps the times of its last N actions, so when the limit is
 reached the caller can say exactly how long to wait -- until the oldest of those N actions
-leaves the period ("20 messages an hour: wait the rest of the hour").
+leaves the period ("20 messages an hour: wait the rest of the hour"). One limiter serves
+every count-per-period rule (messages, renames, new connections, accounts per address,
+failed logins), so they all phrase and age their waits alike.
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ class RateLimiter:
         times = self._actions.get(key)
         if times:
             times.pop()
+
+    def reset(self, key: Hashable) -> None:
+        """Forget C{key}'s actions (a login that works clears the failures before it)."""
+        self._actions.pop(key, None)
 
     def carry(self, source: Hashable, into: Hashable) -> None:
         """One person, a new key: C{into} keeps the stricter of the two windows (the one

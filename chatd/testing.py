@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from twisted.internet import defer
@@ -31,7 +31,7 @@ from chatd.people import Session
 from chatd.room import Room
 from chatd.store import Account, NameTaken, Scheduled
 
-__all__ = ["FakeClient", "MemoryStore", "TestRoom", "make_room"]
+__all__ = ["FakeClient", "MemoryStore", "TestRoom", "guest_names", "make_room"]
 
 
 class FakeClient:
@@ -84,9 +84,14 @@ class FakeClient:
 
 
 class MemoryStore:
-    """A store in memory that answers at once: messages, accounts, tokens and the cache."""
+    """A store in memory that answers at once: messages, accounts, tokens and the cache.
 
-    def __init__(self) -> None:
+    With C{numbers}, it numbers each saved message past the last one, as PostgreSQL does
+    for the nodes of a cluster: share one between rooms on one bus to test them as nodes.
+    """
+
+    def __init__(self, numbers: bool = False) -> None:
+        self.numbers = numbers
         self.saved: list[Message] = []
         self.accounts: dict[str, Account] = {}
         self.passwords: dict[str, str | None] = {}
@@ -105,7 +110,12 @@ class MemoryStore:
     def close(self) -> defer.Deferred[None]:
         return defer.succeed(None)
 
+    def ping(self) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
     def add_message(self, message: Message) -> defer.Deferred[Message]:
+        if self.numbers:
+            message.id = max((m.id for m in self.saved), default=0) + 1
         self.saved.append(message)
         return defer.succeed(message)
 
@@ -161,6 +171,11 @@ class MemoryStore:
     def account_for_token(self, token_hash: str) -> defer.Deferred[Account | None]:
         key = self.tokens.get(token_hash)
         return defer.succeed(None if key is None else self._with_rooms(self.accounts.get(key)))
+
+    def set_password_hash(self, name: str, password_hash: str) -> defer.Deferred[None]:
+        account = self.accounts[name.casefold()]
+        self.accounts[name.casefold()] = dataclasses.replace(account, password_hash=password_hash)
+        return defer.succeed(None)
 
     def add_token(self, name: str, token_hash: str, now: float) -> defer.Deferred[None]:
         self.tokens[token_hash] = name.casefold()
@@ -225,28 +240,47 @@ class TestRoom(Room):
         """
         if isinstance(name, Session):
             return super().join(name, peer)
+        client = self.guest(door, peer, announce=name is None)
+        if name is not None:
+            self.rename(client.session, name)
+            self.clock.advance(0)  # the reactor turn ends: the join is announced
+        client.take()
+        return client
+
+    def guest(self, door: str = "line", peer: str = "10.0.0.1", announce: bool = True) -> Any:
+        """A new connection as a guest, with its greeting still to be read (to test it)."""
         client = FakeClient(door, peer)
         client.room = self
         client.session = self.connect(client)
-        if name is not None:
-            self.rename(client.session, name)
-        self.clock.advance(0)  # the reactor turn ends: the join is announced
-        client.take()
+        if announce:
+            self.clock.advance(0)  # the reactor turn ends: the join is announced
         return client
+
+
+def guest_names() -> Iterator[str]:
+    """C{Guest1}, C{Guest2}, ...: one series, shared by rooms of one cluster, never clashes."""
+    return (f"Guest{i}" for i in itertools.count(1))
 
 
 def make_room(
     clock: Clock | None = None,
     commands: Iterable[Command] | None = None,
     store: Any = None,
+    bus: Any = None,
+    names: Iterator[str] | None = None,
     **settings: Any,
 ) -> TestRoom:
     """A started Room on C{clock} (a new L{Clock} by default) with C{commands} (by
-    default every installed command plugin) and L{Config} C{settings}."""
+    default every installed command plugin) and L{Config} C{settings}.
+
+    Rooms that are nodes of one cluster share a C{bus} group, a C{store} (numbering, see
+    L{MemoryStore}), a C{clock} and a series of guest C{names} (L{guest_names}).
+    """
     if clock is None:
         clock = Clock()
         clock.advance(1_700_000_000)
-    names = (f"Guest{i}" for i in itertools.count(1))
+    if names is None:
+        names = guest_names()
     registry = discover() if commands is None else Registry(commands)
     room = TestRoom(
         Config(**settings),
@@ -255,6 +289,7 @@ def make_room(
         store if store is not None else MemoryStore(),
         defer.maybeDeferred,
         namer=lambda: next(names),
+        bus=bus,
     )
     room.startService()
     return room

@@ -1,4 +1,8 @@
-"""Fakes for testing the Room without sockets: chatd.testing's, as plugin authors get them."""
+"""Old names for chatd.testing, kept only for tests/test_irc_door.py and
+tests/test_rooms_bus.py until they use chatd.testing directly (other work is editing them).
+
+Use C{chatd.testing.make_room} and C{TestRoom.guest} in new tests.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +20,4 @@ def make_room(**settings) -> tuple[TestRoom, Clock]:
 
 
 def join(room: TestRoom, door: str = "line") -> FakeClient:
-    client = FakeClient(door)
-    client.room = room
-    client.session = room.connect(client)
-    room.clock.advance(0)  # the reactor turn ends: the join is announced
-    return client
+    return room.guest(door)

@@ -1,19 +1,23 @@
 """Helpers for tests over real sockets: a chatd service on port 0 and simple clients.
 
-Every client collects what it receives in a queue, and C{expect} waits (with a timeout, so a
-broken server fails the test instead of hanging it) for the first line matching a pattern.
+Tests start servers with the C{serve} fixture (tests/conftest.py), which stops them after
+the test; L{start_server} is what it calls. Every client collects what it receives in a
+queue, and C{expect} waits (with a timeout, so a broken server fails the test instead of
+hanging it) for the first line matching a pattern. L{pause} is the one way to wait.
 """
 
 from __future__ import annotations
 
 import re
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import formatEvent, globalLogPublisher
 
 from chatd.config import Config
 from chatd.doors import proxy
@@ -29,17 +33,34 @@ OFF = {
 }
 
 
+def pause(seconds: float) -> defer.Deferred[None]:
+    """Let the reactor run for C{seconds} (real time: sockets, threads, other processes)."""
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
 @dataclass
 class Server:
     service: ChatService
     ports: dict[str, int]
     listeners: list[Any] = field(default_factory=list)
+    stopped: bool = False
 
     @property
     def room(self) -> Any:
         return self.service.room
 
+    async def listen(self, spec: str, door: str) -> int:
+        """Open C{door} on one more endpoint (a TLS one, say); closed by L{stop}."""
+        listener = await serverFromString(reactor, spec).listen(self.service.factories[door])
+        self.listeners.append(listener)
+        return listener.getHost().port
+
     async def stop(self) -> None:
+        """Stop listening, then the service (people are told it is shutting down). A test
+        that checks the shutdown calls this itself; the fixture's call is then a no-op."""
+        if self.stopped:
+            return
+        self.stopped = True
         for listener in self.listeners:
             await listener.stopListening()
         await defer.maybeDeferred(self.service.stopService)
@@ -68,6 +89,26 @@ async def start_server(
     return server
 
 
+class Closed(defer.Deferred[None]):
+    """Fires when the connection is closed; awaited, it fails after L{TIMEOUT} instead of
+    hanging the test (a server a fixture stops only after the test never closes it)."""
+
+    def __await__(self) -> Any:
+        waiter: defer.Deferred[None] = defer.Deferred()
+
+        def fire(result: Any) -> Any:
+            if not waiter.called:
+                waiter.callback(None)
+            return result
+
+        def timed_out(*_: Any) -> None:
+            raise AssertionError(f"the connection was not closed within {TIMEOUT}s")
+
+        self.addBoth(fire)
+        waiter.addTimeout(TIMEOUT, reactor, onTimeoutCancel=timed_out)
+        return waiter.__await__()
+
+
 class _Received:
     """A queue of received lines with pattern matching."""
 
@@ -75,7 +116,7 @@ class _Received:
         self.lines: list[str] = []
         self._waiting: list[tuple[re.Pattern[str], defer.Deferred[str]]] = []
         self._seen = 0
-        self.closed: defer.Deferred[None] = defer.Deferred()
+        self.closed = Closed()
 
     def _got(self, line: str) -> None:
         self.lines.append(line)
@@ -188,7 +229,7 @@ class RawClient(Protocol):
         self.received = b""
         self._read = 0
         self._waiting: list[tuple[int, defer.Deferred[bytes]]] = []
-        self.closed: defer.Deferred[None] = defer.Deferred()
+        self.closed = Closed()
 
     def dataReceived(self, data: bytes) -> None:
         self.received += data
@@ -230,3 +271,45 @@ async def raw_client(port: int, via_haproxy_from: str | None = None) -> RawClien
     if via_haproxy_from:
         client.send(f"PROXY TCP4 {via_haproxy_from} 127.0.0.1 40000 {port}\r\n".encode())
     return client
+
+
+class LogEvents:
+    """The server log's events while a test runs (the C{log} fixture stops it after)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+
+    def stop(self) -> None:
+        globalLogPublisher.removeObserver(self.events.append)
+
+    def texts(self) -> list[str]:
+        return [formatEvent(e) for e in self.events]
+
+
+def never_reading_socket(port: int) -> socket.socket:
+    """A client that connects and then never reads, with a tiny receive window."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+async def flood_until_dropped(
+    server: Server, talker: Any, listener: _Received, sock: socket.socket, log: LogEvents
+) -> None:
+    """Chat big lines until the room has dropped the silent client; the others keep up."""
+    slow = server.room.members.sessions[-1]
+    talker_name = talker.lines[0].split()[-1] if talker.lines else None
+    for i in range(400):
+        talker.send(f"{i} " + "z" * 30_000)
+        await listener.expect(rf": {i} z")
+        if slow not in server.room.members.sessions:
+            break
+    else:
+        raise AssertionError("the client that never reads was never dropped")
+    talker.send("still chatting")
+    await listener.expect(r": still chatting$")
+    assert any("stopped reading; over 65536 bytes queued" in t for t in log.texts())
+    assert talker_name is None or talker_name in server.room.online()
+    sock.close()

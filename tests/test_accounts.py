@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
+import pytest
 import pytest_twisted
-from twisted.internet import reactor, task
+from twisted.internet import defer, task
 
-from chatd.accounts import Backoff
+from chatd.accounts import Accounts
 from chatd.commands import CommandError
 from chatd.events import Identity
-from tests.support import line_client, start_server
-
-
-def pause(seconds: float):
-    return task.deferLater(reactor, seconds, lambda: None)
+from chatd.testing import MemoryStore
+from tests.support import line_client, pause
 
 
 class Device:
@@ -40,10 +39,8 @@ TOKEN = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
 @pytest_twisted.async_yield_fixture
-async def srv(tmp_path):
-    server = await start_server(tmp_path, doors=("line",))
-    yield server
-    await server.stop()
+async def srv(serve):
+    yield await serve(doors=("line",))
 
 
 async def registered(srv, name="Alice", password="correct horse"):
@@ -126,7 +123,7 @@ async def test_repeated_failures_are_slowed_down_for_that_address_only(srv):
         eve.send("/login Alice wrong password")
         await eve.expect(r"^! wrong name or password$")
     eve.send("/login Alice correct horse")
-    await eve.expect(r"^! too many failed logins for Alice from your address; try again in 1s$")
+    await eve.expect(r"^! too many failed logins for Alice from your address; try again in \d")
     # The owner on another device and address is not locked out by eve's failures.
     room = srv.room
     owner = Device(peer="10.9.9.9")
@@ -147,35 +144,61 @@ async def test_a_burst_of_logins_is_checked_in_turn_and_slowed_down(srv):
             break
         await pause(0.05)
     assert len(answers) == 10  # one answer each, in the order typed
-    assert answers.count("! wrong name or password") == 3  # the free tries; then backoff
+    assert answers.count("! wrong name or password") == 3  # the window's tries; then a wait
 
 
-def test_the_backoff_doubles_after_the_free_failures_and_forgets():
+def cheap_hash(password: str) -> str:
+    """A hash in chatd's format at a tiny cost, so a test checks passwords at once."""
+    salt = b"s" * 16
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=16, r=1, p=1)
+    return f"scrypt$16$1$1${salt.hex()}${digest.hex()}"
+
+
+@pytest.fixture
+def throttled():
+    """Accounts on a driven clock, with Alice's password "correct horse"."""
+    store = MemoryStore()
+    store.create_account("Alice", cheap_hash("correct horse"), "token", 0, 0)
     clock = task.Clock()
-    backoff = Backoff(clock, free=3, first=1, cap=8, forget=100)
-    key = ("alice", "10.0.0.1")
-    waits = []
-    for _ in range(7):
-        waits.append(backoff.wait(key))
-        backoff.failed(key)
-    assert waits == [0, 0, 0, 1, 2, 4, 8]
-    assert backoff.wait(key) == 8  # capped
-    assert backoff.wait(("alice", "10.0.0.2")) == 0 and backoff.wait(("bob", "10.0.0.1")) == 0
-    clock.advance(5)
-    assert backoff.wait(key) == 3
-    clock.advance(95)
-    assert backoff.wait(key) == 0  # quiet long enough: forgotten
-    backoff.failed(key)
-    assert backoff.wait(key) == 0
+    clock.advance(1_700_000_000)
+    return Accounts(store, clock, defer.maybeDeferred), clock
 
 
-def test_a_success_clears_the_backoff():
-    clock = task.Clock()
-    backoff = Backoff(clock, free=1)
-    backoff.failed("k")
-    assert backoff.wait("k") == 1
-    backoff.succeeded("k")
-    assert backoff.wait("k") == 0
+def login(accounts: Accounts, password: str, name="Alice", address="10.0.0.1") -> str:
+    """What a login attempt answers: "ok", or the refusal the user reads."""
+    outcome = []
+    defer.ensureDeferred(accounts.with_password(name, password, address)).addBoth(outcome.append)
+    (result,) = outcome
+    if isinstance(result, tuple):
+        return "ok"
+    result.trap(CommandError)
+    return str(result.value)
+
+
+def test_failed_logins_wait_until_the_oldest_leaves_the_window(throttled):
+    accounts, clock = throttled
+    for _ in range(3):
+        assert login(accounts, "wrong") == "wrong name or password"
+        clock.advance(60)
+    refused = "too many failed logins for Alice from your address; try again in "
+    assert login(accounts, "correct horse") == refused + "7m00s"  # 10 minutes after the first
+    assert login(accounts, "wrong", address="10.0.0.2") == "wrong name or password"
+    assert login(accounts, "wrong", name="Bob") == "wrong name or password"
+    clock.advance(419)
+    assert login(accounts, "correct horse") == refused + "1s"
+    clock.advance(1)
+    assert login(accounts, "wrong") == "wrong name or password"  # the first one left
+    assert login(accounts, "correct horse") == refused + "1m00s"  # the second leaves next
+
+
+def test_a_login_that_works_clears_the_failures_before_it(throttled):
+    accounts, clock = throttled
+    for _ in range(2):
+        assert login(accounts, "wrong") == "wrong name or password"
+    assert login(accounts, "correct horse") == "ok"
+    for _ in range(3):
+        assert login(accounts, "wrong") == "wrong name or password"
+    assert login(accounts, "wrong").startswith("too many failed logins for Alice")
 
 
 @pytest_twisted.ensureDeferred
@@ -214,20 +237,17 @@ async def test_passwords_and_tokens_stay_out_of_the_audit_log(srv, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_login_required_keeps_guests_quiet(tmp_path):
-    server = await start_server(tmp_path, doors=("line",), login_required=True)
-    try:
-        guest = await line_client(server.ports["line"])
-        listener = await line_client(server.ports["line"])
-        guest.send("hello?")
-        await guest.expect(r"^! log in first: /login <name> <password>, or /register")
-        guest.send("/register Carol long enough")
-        await guest.expect(r"^\* you are Carol")
-        guest.send("now I may")
-        await listener.expect(r"^Carol: now I may$")
-        assert not any("hello?" in line for line in listener.lines)
-    finally:
-        await server.stop()
+async def test_login_required_keeps_guests_quiet(serve):
+    server = await serve(doors=("line",), login_required=True)
+    guest = await line_client(server.ports["line"])
+    listener = await line_client(server.ports["line"])
+    guest.send("hello?")
+    await guest.expect(r"^! log in first: /login <name> <password>, or /register")
+    guest.send("/register Carol long enough")
+    await guest.expect(r"^\* you are Carol")
+    guest.send("now I may")
+    await listener.expect(r"^Carol: now I may$")
+    assert not any("hello?" in line for line in listener.lines)
 
 
 # -- the contract the minechat door codes against ----------------------------------------
@@ -284,24 +304,21 @@ async def test_unknown_tokens_never_lock_out_a_valid_one_from_the_same_address(s
 
 
 @pytest_twisted.ensureDeferred
-async def test_account_creation_is_limited_per_address(tmp_path):
-    server = await start_server(tmp_path, doors=("line",), accounts_per_address_per_hour=2)
+async def test_account_creation_is_limited_per_address(serve):
+    server = await serve(doors=("line",), accounts_per_address_per_hour=2)
+    room = server.room
+    for name in ("First", "Second"):
+        await room.register_account(room.connect(Device("10.1.1.1")), name)
+    third = room.connect(Device("10.1.1.1"))
     try:
-        room = server.room
-        for name in ("First", "Second"):
-            await room.register_account(room.connect(Device("10.1.1.1")), name)
-        third = room.connect(Device("10.1.1.1"))
-        try:
-            await room.register_account(third, "Third")
-        except CommandError as e:
-            assert str(e).startswith("your address has created 2 accounts this hour; try again")
-        else:
-            raise AssertionError("a third account from one address was created")
-        assert room.names.owner("third") is None  # the name is free again
-        name, _ = await room.register_account(room.connect(Device("10.2.2.2")), "Third")
-        assert name == "Third"  # another address is not affected
-        client = await line_client(server.ports["line"])
-        client.send("/register Fourth correct horse")  # the tests' own address: allowed
-        await client.expect(r"^\* you are Fourth \(logged in\)$")
-    finally:
-        await server.stop()
+        await room.register_account(third, "Third")
+    except CommandError as e:
+        assert str(e).startswith("your address has created 2 accounts this hour; try again")
+    else:
+        raise AssertionError("a third account from one address was created")
+    assert room.names.owner("third") is None  # the name is free again
+    name, _ = await room.register_account(room.connect(Device("10.2.2.2")), "Third")
+    assert name == "Third"  # another address is not affected
+    client = await line_client(server.ports["line"])
+    client.send("/register Fourth correct horse")  # the tests' own address: allowed
+    await client.expect(r"^\* you are Fourth \(logged in\)$")

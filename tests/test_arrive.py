@@ -10,12 +10,12 @@ import pytest
 
 from chatd.crowd import REJOIN_GRACE
 from chatd.room import Room
-from tests.fakes import FakeClient, join, make_room
+from chatd.testing import FakeClient, make_room
 
 
 @pytest.fixture
 def room() -> Room:
-    return make_room()[0]
+    return make_room()
 
 
 def arrive(room: Room, token: str | None) -> FakeClient:
@@ -28,7 +28,7 @@ def arrive(room: Room, token: str | None) -> FakeClient:
 
 def account(room: Room, name: str = "Alice") -> str:
     """Make an account from a guest who then leaves for good; its token."""
-    guest = join(room)
+    guest = room.guest()
     token = room.register(guest.session, name, "correct horse").result
     room.disconnect(guest.session)
     room.clock.advance(REJOIN_GRACE)
@@ -37,7 +37,7 @@ def account(room: Room, name: str = "Alice") -> str:
 
 def test_a_saved_login_joins_once_under_its_own_name(room):
     token = account(room)
-    watcher = join(room)
+    watcher = room.guest()
     watcher.take()
     alice = arrive(room, token)
     assert alice.take()[:2] == [
@@ -50,7 +50,7 @@ def test_a_saved_login_joins_once_under_its_own_name(room):
 
 def test_a_reload_is_not_heard_of(room):
     token = account(room)
-    watcher = join(room)
+    watcher = room.guest()
     alice = arrive(room, token)
     watcher.take()
     room.disconnect(alice.session)
@@ -64,7 +64,7 @@ def test_a_reload_is_not_heard_of(room):
 
 def test_leaving_for_good_is_told_after_the_grace(room):
     token = account(room)
-    watcher = join(room)
+    watcher = room.guest()
     alice = arrive(room, token)
     watcher.take()
     room.disconnect(alice.session)
@@ -77,7 +77,7 @@ def test_leaving_for_good_is_told_after_the_grace(room):
 
 def test_a_second_device_joins_the_same_user_quietly(room):
     token = account(room)
-    watcher = join(room)
+    watcher = room.guest()
     first = arrive(room, token)
     watcher.take()
     second = arrive(room, token)
@@ -87,7 +87,7 @@ def test_a_second_device_joins_the_same_user_quietly(room):
 
 def test_an_unknown_token_joins_as_a_guest_told_why(room):
     account(room)
-    watcher = join(room)
+    watcher = room.guest()
     watcher.take()
     stranger = arrive(room, "not-a-token")
     seen = stranger.take()

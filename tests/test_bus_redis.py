@@ -27,6 +27,7 @@ from chatd.bus.wire import from_wire, to_wire
 from chatd.config import redis_target
 from chatd.events import Message, Notice
 from tests.faultproxy import FaultProxy
+from tests.support import pause
 
 HOST, PORT = "127.0.0.1", 6379
 TIMEOUT = 10.0
@@ -107,7 +108,7 @@ async def down(bus: RedisBus) -> bool:
     else:
         down = False
     # Out of the ClientService's failure handling, which must not be entered again.
-    await task.deferLater(reactor, 0, lambda: None)
+    await pause(0)
     return down
 
 
@@ -116,7 +117,7 @@ async def until(check: Callable[[], Any], what: str) -> None:
     for _ in range(int(TIMEOUT / 0.02)):
         if await defer.maybeDeferred(check):
             return
-        await task.deferLater(reactor, 0.02, lambda: None)
+        await pause(0.02)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -479,10 +480,6 @@ async def test_a_stream_trimmed_past_a_node_is_a_gap(buses, proxies, admin):
     await until(lambda: got[-1:] and from_wire(got[-1][1]).text == "n 499", "the newest")
     texts = [from_wire(p).text for _, p in got[1:]]
     assert texts == [f"n {i}" for i in range(500 - len(texts), 500)]  # what was kept, in order
-
-
-async def pause(seconds: float) -> None:
-    await task.deferLater(reactor, seconds, lambda: None)
 
 
 def test_a_node_stopping_during_an_outage_says_what_it_dropped(drops):

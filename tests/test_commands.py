@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fakes import join, make_room
+from chatd.testing import make_room
 
 
 @pytest.fixture
 def chat():
-    room, clock = make_room()
-    alice, bob = join(room), join(room, "ws")
+    room = make_room()
+    clock = room.clock
+    alice, bob = room.guest(), room.guest("ws")
     alice.take(), bob.take()
     return room, clock, alice, bob
 
@@ -49,8 +50,8 @@ def test_list_shows_who_is_online(chat, typed):
 
 @pytest.mark.parametrize("alias", ["whisper", "w", "private", "msg"])
 def test_a_whisper_reaches_only_its_recipient(alias):
-    room, _ = make_room()
-    alice, bob, carol = join(room), join(room), join(room)
+    room = make_room()
+    alice, bob, carol = room.guest(), room.guest(), room.guest()
     for c in (alice, bob, carol):
         c.take()
     room.receive(alice.session, f"/{alias} guest2 meet me at  noon")
@@ -146,10 +147,10 @@ def test_status_gives_chat_wide_and_personal_facts(chat):
 def test_every_executed_command_is_in_the_audit_file(tmp_path):
     from chatd.audit import AuditLog
 
-    room, clock = make_room()
+    room = make_room()
     room.audit = AuditLog(tmp_path / "chat_log.txt")
     room.audit.open()
-    alice, _ = join(room), join(room)
+    alice, _ = room.guest(), room.guest()
     room.receive(alice.session, "/w Guest2 secret plans")
     room.receive(alice.session, "/list")
     room.receive(alice.session, "just talking")
@@ -166,7 +167,9 @@ def test_an_async_command_runs_and_its_late_failure_is_explained():
 
     from chatd.commands import UsageError, command
 
-    room, clock = make_room()
+    room = make_room()
+
+    clock = room.clock
 
     @command("later", usage="<seconds>")
     async def later(ctx, args):
@@ -176,7 +179,7 @@ def test_an_async_command_runs_and_its_late_failure_is_explained():
         ctx.reply(f"{args} seconds later")
 
     room.commands.add(later)
-    alice = join(room)
+    alice = room.guest()
     alice.take()
     room.receive(alice.session, "/later 5")
     room.receive(alice.session, "/later")  # waits for the first: lines act in typed order

@@ -15,9 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest_twisted
-from twisted.internet import reactor, task
 
-from tests.support import line_client
+from tests.support import line_client, pause
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 TOKEN = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -61,7 +60,7 @@ async def started(data_dir: Path, log: Path | None = None) -> tuple[subprocess.P
                 return process, port
         except OSError:
             assert process.poll() is None, "the server exited at start-up"
-            await task.deferLater(reactor, 0.05, lambda: None)
+            await pause(0.05)
     process.kill()
     raise AssertionError("the server did not start listening")
 
@@ -114,7 +113,7 @@ async def test_sigterm_stops_a_server_that_is_busy_logging(tmp_path):
         for _ in range(400):
             if process.poll() is not None:
                 break
-            await task.deferLater(reactor, 0.05, lambda: None)
+            await pause(0.05)
         assert process.poll() is not None, "the server did not stop on SIGTERM"
     finally:
         process.kill()

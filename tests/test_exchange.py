@@ -21,7 +21,7 @@ from chatd.commands.exchange import client_for, exchange, install
 from chatd.config import Config
 from chatd.rates import MemoryCache, RatesClient
 from chatd.room import Room
-from tests.fakes import FakeClient, MemoryStore, join
+from chatd.testing import FakeClient, MemoryStore, TestRoom
 from tests.test_rates import NOW, URL, Bank, Refusing
 
 USAGE = "usage: /exchange <days 1-10> [CUR ...]"
@@ -48,7 +48,7 @@ def chat(bank: Any = None, http: Any = None, **settings: Any) -> Chat:
     clock.advance(NOW)  # today is 02.12.2014
     names = iter(["alice", "bob"])
     store = MemoryStore()
-    room = Room(
+    room = TestRoom(
         config, clock, Registry([exchange]), store, maybeDeferred, namer=lambda: next(names)
     )
     bank = Bank() if bank is None else bank
@@ -63,7 +63,7 @@ def chat(bank: Any = None, http: Any = None, **settings: Any) -> Chat:
     )
     install(room.services, client)
     room.startService()
-    alice, bob = join(room), join(room)
+    alice, bob = room.guest(), room.guest()
     alice.take(), bob.take()
     return Chat(room, client, stub, bank, alice, bob)
 

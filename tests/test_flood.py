@@ -10,8 +10,8 @@ from twisted.internet.task import Clock
 
 from chatd.config import Config
 from chatd.flood import Flood
-from tests.fakes import FakeClient
-from tests.support import LineClient, line_client, start_server, ws_client
+from chatd.testing import FakeClient
+from tests.support import LineClient, line_client, ws_client
 
 
 def flood(**settings: float) -> tuple[Flood, Clock]:
@@ -139,43 +139,34 @@ async def _refused_line_client(port: int) -> LineClient:
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_line_door_tells_a_refused_client_and_hangs_up(tmp_path) -> None:
-    server = await start_server(tmp_path, doors=("line",), connections_per_address=1)
-    try:
-        first = await line_client(server.ports["line"])
-        second = await _refused_line_client(server.ports["line"])
-        await second.expect(r"^! too many connections from your address \(at most 1 at once\)")
-        await second.closed
-        assert server.room.online() == [first.lines[0].split()[-1]]
-        first.close()
-        await first.closed
-    finally:
-        await server.stop()
+async def test_the_line_door_tells_a_refused_client_and_hangs_up(serve) -> None:
+    server = await serve(doors=("line",), connections_per_address=1)
+    first = await line_client(server.ports["line"])
+    second = await _refused_line_client(server.ports["line"])
+    await second.expect(r"^! too many connections from your address \(at most 1 at once\)")
+    await second.closed
+    assert server.room.online() == [first.lines[0].split()[-1]]
+    first.close()
+    await first.closed
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_websocket_door_tells_a_refused_client_and_closes(tmp_path) -> None:
-    server = await start_server(tmp_path, doors=("web",), new_connections_per_minute=1)
-    try:
-        first = await ws_client(server.ports["web"])
-        second = await ws_client(server.ports["web"])
-        await second.expect(r"^! too many new connections from your address")
-        await second.closed
-        assert len(server.room.online()) == 1
-        first.close()
-        await first.closed
-    finally:
-        await server.stop()
+async def test_the_websocket_door_tells_a_refused_client_and_closes(serve) -> None:
+    server = await serve(doors=("web",), new_connections_per_minute=1)
+    first = await ws_client(server.ports["web"])
+    second = await ws_client(server.ports["web"])
+    await second.expect(r"^! too many new connections from your address")
+    await second.closed
+    assert len(server.room.online()) == 1
+    first.close()
+    await first.closed
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_telnet_flood_is_cut_off(tmp_path) -> None:
-    server = await start_server(tmp_path, doors=("line",), lines_per_second=5)
-    try:
-        client = await line_client(server.ports["line"])
-        client.send("".join(f"spam {n}\n" for n in range(20)))
-        await client.expect(r"^! you are sending more than 5 lines a second")
-        await client.expect(r"^! disconnected for sending too many lines too fast")
-        await client.closed
-    finally:
-        await server.stop()
+async def test_a_telnet_flood_is_cut_off(serve) -> None:
+    server = await serve(doors=("line",), lines_per_second=5)
+    client = await line_client(server.ports["line"])
+    client.send("".join(f"spam {n}\n" for n in range(20)))
+    await client.expect(r"^! you are sending more than 5 lines a second")
+    await client.expect(r"^! disconnected for sending too many lines too fast")
+    await client.closed

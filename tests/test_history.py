@@ -13,15 +13,13 @@ from chatd.config import Config
 from chatd.events import History
 from chatd.room import Room
 from chatd.store.sqlite import SQLiteStore
-from tests.support import line_client, start_server
+from tests.support import line_client
 from tests.test_accounts import Device, registered
 
 
 @pytest_twisted.async_yield_fixture
-async def srv(tmp_path):
-    server = await start_server(tmp_path, doors=("line",), messages_per_hour=0, lines_per_second=0)
-    yield server
-    await server.stop()
+async def srv(serve):
+    yield await serve(doors=("line",), messages_per_hour=0, lines_per_second=0)
 
 
 @pytest_twisted.async_yield_fixture
@@ -157,21 +155,18 @@ async def test_a_message_that_cannot_be_saved_is_not_sent(timed):
 
 
 @pytest_twisted.ensureDeferred
-async def test_catching_up_sends_at_most_catch_up_messages(tmp_path):
-    server = await start_server(tmp_path, doors=("line",), catch_up=2, lines_per_second=0)
-    try:
-        alice, _ = await registered(server)
-        alice.close()
-        await alice.closed
-        bob = await line_client(server.ports["line"])
-        for i in range(1, 6):
-            bob.send(f"news {i}")
-        bob.send("/history 1")
-        await bob.expect(r"news 5$")
-        back = await line_client(server.ports["line"])
-        back.send("/login Alice correct horse")
-        await back.expect(r"^\* missed while you were away \(2\):$")
-        await back.expect(r"news 4$")
-        await back.expect(r"news 5$")
-    finally:
-        await server.stop()
+async def test_catching_up_sends_at_most_catch_up_messages(serve):
+    server = await serve(doors=("line",), catch_up=2, lines_per_second=0)
+    alice, _ = await registered(server)
+    alice.close()
+    await alice.closed
+    bob = await line_client(server.ports["line"])
+    for i in range(1, 6):
+        bob.send(f"news {i}")
+    bob.send("/history 1")
+    await bob.expect(r"news 5$")
+    back = await line_client(server.ports["line"])
+    back.send("/login Alice correct horse")
+    await back.expect(r"^\* missed while you were away \(2\):$")
+    await back.expect(r"news 4$")
+    await back.expect(r"news 5$")

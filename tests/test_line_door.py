@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import datetime
-import socket
 import time
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, ssl
+from twisted.internet import reactor, ssl
 from twisted.internet.address import IPv4Address
-from twisted.internet.endpoints import SSL4ClientEndpoint, serverFromString
+from twisted.internet.endpoints import SSL4ClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import StringTransport
-from twisted.logger import formatEvent, globalLogPublisher
 
 from chatd.config import Config, ConfigError
 from chatd.doors.line import LineFactory
 from chatd.service import build
-from tests.fakes import make_room
-from tests.support import RawClient, line_client, raw_client, start_server
+from chatd.testing import make_room
+from tests.support import (
+    RawClient,
+    flood_until_dropped,
+    line_client,
+    never_reading_socket,
+    pause,
+    raw_client,
+)
 
 
 class Telnet:
@@ -45,7 +50,7 @@ class Telnet:
 
 @pytest.fixture
 def door():
-    room, _ = make_room(
+    room = make_room(
         max_line_bytes=20, max_output_bytes=1000, lines_per_second=0, messages_per_hour=0
     )
     factory = LineFactory(room)
@@ -197,19 +202,14 @@ def test_exit_closes_and_later_lines_are_ignored(door):
     assert room.online() == ["Guest2"]
 
 
-def test_a_client_that_stops_reading_is_dropped_past_the_cap(door):
+def test_a_client_that_stops_reading_is_dropped_past_the_cap(door, log):
     room, _, alice, bob = door
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        bob.protocol.output.pauseProducing()  # what the transport does when its buffer fills
-        for i in range(60):
-            alice.type(b"message %d\n" % i)
-    finally:
-        globalLogPublisher.removeObserver(events.append)
+    bob.protocol.output.pauseProducing()  # what the transport does when its buffer fills
+    for i in range(60):
+        alice.type(b"message %d\n" % i)
     assert bob.transport.disconnected  # aborted, not a polite close that waits for the buffer
     assert not alice.transport.disconnecting
-    assert any("stopped reading; over 1000 bytes queued" in formatEvent(e) for e in events)
+    assert any("stopped reading; over 1000 bytes queued" in t for t in log.texts())
 
 
 def test_a_reader_that_catches_up_is_kept(door):
@@ -226,50 +226,40 @@ def test_a_reader_that_catches_up_is_kept(door):
 
 
 @pytest_twisted.ensureDeferred
-async def test_telnet_users_chat_and_bad_input_is_survived(tmp_path):
-    server = await start_server(tmp_path, doors=("line",), max_line_bytes=100)
-    try:
-        alice = await line_client(server.ports["line"])
-        bob = await line_client(server.ports["line"])
-        alice_name = alice.lines[0].split()[-1]
-        alice.send(b"x" * 5000)
-        await alice.expect(r"^! your line was longer than 100 bytes")
-        alice.send(b"caf\xc3\xa9 \xff\xfe\n")
-        await alice.expect(r"^! your line was not valid UTF-8")
-        alice.send("clear\x1b[2J\x1b]0;title\x07\x07 mid\x08dle")
-        await bob.expect(rf"^{alice_name}: caf\u00e9 \ufffd\ufffd$")
-        await bob.expect(rf"^{alice_name}: clear middle$")
-        assert not any("x" * 100 in line for line in bob.lines)
-        alice.send("/exit")
-        await alice.closed
-        await bob.expect(rf"^\* {alice_name} left$")
-    finally:
-        await server.stop()
+async def test_telnet_users_chat_and_bad_input_is_survived(serve):
+    server = await serve(doors=("line",), max_line_bytes=100)
+    alice = await line_client(server.ports["line"])
+    bob = await line_client(server.ports["line"])
+    alice_name = alice.lines[0].split()[-1]
+    alice.send(b"x" * 5000)
+    await alice.expect(r"^! your line was longer than 100 bytes")
+    alice.send(b"caf\xc3\xa9 \xff\xfe\n")
+    await alice.expect(r"^! your line was not valid UTF-8")
+    alice.send("clear\x1b[2J\x1b]0;title\x07\x07 mid\x08dle")
+    await bob.expect(rf"^{alice_name}: caf\u00e9 \ufffd\ufffd$")
+    await bob.expect(rf"^{alice_name}: clear middle$")
+    assert not any("x" * 100 in line for line in bob.lines)
+    alice.send("/exit")
+    await alice.closed
+    await bob.expect(rf"^\* {alice_name} left$")
+    await server.stop()  # what bob reads when the server shuts down: stopped here, not after
     await bob.closed
     assert bob.lines[-1] == "* the server is shutting down"
 
 
 @pytest_twisted.ensureDeferred
-async def test_connections_and_commands_are_logged_and_audited(tmp_path):
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        server = await start_server(tmp_path, doors=("line",))
-        try:
-            alice = await line_client(server.ports["line"])
-            alice.send("/rename Alice")
-            await alice.expect(r"^\* you are Alice")
-            alice.send("/list")
-            await alice.expect(r"^\* online")
-            alice.close()
-            await alice.closed
-            while server.room.members.sessions:
-                await deferLater(0.01)
-        finally:
-            await server.stop()
-    finally:
-        globalLogPublisher.removeObserver(events.append)
-    logged = [formatEvent(e) for e in events]
+async def test_connections_and_commands_are_logged_and_audited(serve, tmp_path, log):
+    server = await serve(doors=("line",))
+    alice = await line_client(server.ports["line"])
+    alice.send("/rename Alice")
+    await alice.expect(r"^\* you are Alice")
+    alice.send("/list")
+    await alice.expect(r"^\* online")
+    alice.close()
+    await alice.closed
+    while server.room.members.sessions:
+        await pause(0.01)
+    logged = log.texts()
     assert any("connected" in line and "line 127.0.0.1" in line for line in logged)
     assert any("runs /rename Alice" in line for line in logged)
     assert any("runs /list" in line for line in logged)
@@ -281,125 +271,77 @@ async def test_connections_and_commands_are_logged_and_audited(tmp_path):
     ]
 
 
-def deferLater(seconds: float) -> defer.Deferred[None]:
-    from twisted.internet.task import deferLater as later
-
-    return later(reactor, seconds, lambda: None)
-
-
-def never_reading_socket(port: int) -> socket.socket:
-    """A client that connects and then never reads, with a tiny receive window."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-    sock.connect(("127.0.0.1", port))
-    return sock
-
-
-async def flood_until_dropped(server, talker, listener, sock, events) -> None:
-    """Chat big lines until the room has dropped the silent client; the others keep up."""
-    slow = server.room.members.sessions[-1]
-    talker_name = talker.lines[0].split()[-1] if talker.lines else None
-    for i in range(400):
-        talker.send(f"{i} " + "z" * 30_000)
-        await listener.expect(rf": {i} z")
-        if slow not in server.room.members.sessions:
-            break
-    else:
-        raise AssertionError("the client that never reads was never dropped")
-    talker.send("still chatting")
-    await listener.expect(r": still chatting$")
-    assert any("stopped reading; over 65536 bytes queued" in formatEvent(e) for e in events)
-    assert talker_name is None or talker_name in server.room.online()
-    sock.close()
-
-
 @pytest_twisted.ensureDeferred
-async def test_a_telnet_client_that_never_reads_is_dropped_others_keep_chatting(tmp_path):
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    server = await start_server(
-        tmp_path, doors=("line",), max_output_bytes=65536, max_line_bytes=40_000,
+async def test_a_telnet_client_that_never_reads_is_dropped_others_keep_chatting(serve, log):
+    server = await serve(
+        doors=("line",), max_output_bytes=65536, max_line_bytes=40_000,
         max_message_bytes=40_000, lines_per_second=0, messages_per_hour=0,
     )  # fmt: skip
-    try:
-        talker = await line_client(server.ports["line"])
-        listener = await line_client(server.ports["line"])
-        sock = never_reading_socket(server.ports["line"])
-        while len(server.room.members.sessions) < 3:
-            await deferLater(0.01)
-        await flood_until_dropped(server, talker, listener, sock, events)
-    finally:
-        globalLogPublisher.removeObserver(events.append)
-        await server.stop()
+    talker = await line_client(server.ports["line"])
+    listener = await line_client(server.ports["line"])
+    sock = never_reading_socket(server.ports["line"])
+    while len(server.room.members.sessions) < 3:
+        await pause(0.01)
+    await flood_until_dropped(server, talker, listener, sock, log)
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_slow_reader_who_says_goodbye_is_disconnected_once_it_has_read_everything(
-    tmp_path,
+    serve,
 ):
-    server = await start_server(
-        tmp_path, doors=("line",), max_line_bytes=40_000, max_message_bytes=40_000,
+    server = await serve(
+        doors=("line",), max_line_bytes=40_000, max_message_bytes=40_000,
         max_output_bytes=2**24, lines_per_second=0, messages_per_hour=0,
     )  # fmt: skip
-    try:
-        talker = await line_client(server.ports["line"])
-        sock = never_reading_socket(server.ports["line"])
-        port = sock.getsockname()[1]
-        while not any(
-            s.client.transport.getPeer().port == port for s in server.room.members.sessions
-        ):
-            await deferLater(0.01)
-        (slow,) = (
-            s for s in server.room.members.sessions if s.client.transport.getPeer().port == port
-        )
-        for i in range(500):  # until Twisted's buffer for it is full, under max_output_bytes
-            talker.send(f"{i} " + "z" * 30_000)
-            talker.send("/list")
-            await talker.expect(r"^\* online \(2\)")
-            if slow.client.output.paused:
-                break
-        else:
-            connected = slow in server.room.members.sessions
-            raise AssertionError(f"the reader never fell behind; still connected: {connected}")
-        sock.sendall(b"/exit\n")
-        sock.setblocking(False)
-        received = b""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # read everything; the server must then close
-            try:
-                data = sock.recv(65536)
-            except BlockingIOError:
-                await deferLater(0.005)
-                continue
-            if not data:
-                break
-            received += data
-        else:
-            raise AssertionError("the server never closed the connection after /exit")
-        assert received.rstrip().endswith(b"* Goodbye, " + slow.user.name.encode() + b"!")
-        sock.close()
-    finally:
-        await server.stop()
+    talker = await line_client(server.ports["line"])
+    sock = never_reading_socket(server.ports["line"])
+    port = sock.getsockname()[1]
+    while not any(s.client.transport.getPeer().port == port for s in server.room.members.sessions):
+        await pause(0.01)
+    (slow,) = (s for s in server.room.members.sessions if s.client.transport.getPeer().port == port)
+    for i in range(500):  # until Twisted's buffer for it is full, under max_output_bytes
+        talker.send(f"{i} " + "z" * 30_000)
+        talker.send("/list")
+        await talker.expect(r"^\* online \(2\)")
+        if slow.client.output.paused:
+            break
+    else:
+        connected = slow in server.room.members.sessions
+        raise AssertionError(f"the reader never fell behind; still connected: {connected}")
+    sock.sendall(b"/exit\n")
+    sock.setblocking(False)
+    received = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # read everything; the server must then close
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            await pause(0.005)
+            continue
+        if not data:
+            break
+        received += data
+    else:
+        raise AssertionError("the server never closed the connection after /exit")
+    assert received.rstrip().endswith(b"* Goodbye, " + slow.user.name.encode() + b"!")
+    sock.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_behind_haproxy_each_user_counts_under_their_own_address(tmp_path):
-    server = await start_server(tmp_path, ("line",), haproxy=True, connections_per_address=1)
+async def test_behind_haproxy_each_user_counts_under_their_own_address(serve):
+    server = await serve(doors=("line",), haproxy=True, connections_per_address=1)
     port = server.ports["line"]
-    try:
-        ann = await raw_client(port, via_haproxy_from="192.0.2.1")
-        await ann.lines(2)  # who you are, and the welcome
-        bob = await raw_client(port, via_haproxy_from="192.0.2.2")
-        await bob.lines(2)  # HAProxy's own address would have refused this one
-        ann.send(b"/status\n")
-        line = b""
-        while not line.startswith(b"* your sessions"):
-            line = await ann.lines(1)
-        assert line.startswith(b"* your sessions (1): telnet from 192.0.2.1 ")
-        again = await raw_client(port, via_haproxy_from="192.0.2.1")
-        assert b"too many connections from your address" in await again.lines(1)
-    finally:
-        await server.stop()
+    ann = await raw_client(port, via_haproxy_from="192.0.2.1")
+    await ann.lines(2)  # who you are, and the welcome
+    bob = await raw_client(port, via_haproxy_from="192.0.2.2")
+    await bob.lines(2)  # HAProxy's own address would have refused this one
+    ann.send(b"/status\n")
+    line = b""
+    while not line.startswith(b"* your sessions"):
+        line = await ann.lines(1)
+    assert line.startswith(b"* your sessions (1): telnet from 192.0.2.1 ")
+    again = await raw_client(port, via_haproxy_from="192.0.2.1")
+    assert b"too many connections from your address" in await again.lines(1)
 
 
 def self_signed_pem(directory) -> str:
@@ -435,34 +377,26 @@ def self_signed_pem(directory) -> str:
 
 
 @pytest_twisted.ensureDeferred
-async def test_exit_over_tls_closes_the_connection(tmp_path):
-    server = await start_server(tmp_path, doors=())
+async def test_exit_over_tls_closes_the_connection(serve, tmp_path):
+    server = await serve(doors=())
     pem = self_signed_pem(tmp_path)
-    endpoint = serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={pem}")
-    listener = await endpoint.listen(server.service.factories["line"])
-    try:
-        client = RawClient()
-        await SSL4ClientEndpoint(
-            reactor, "127.0.0.1", listener.getHost().port, ssl.CertificateOptions()
-        ).connect(Factory.forProtocol(lambda: client))
-        await client.lines(2)  # who you are, and the welcome
-        client.send(b"/exit\r\n")
-        assert (await client.lines(1)).startswith(b"* Goodbye, ")
-        await client.closed.addTimeout(5, reactor)  # the server closes, not the client
-    finally:
-        await listener.stopListening()
-        await server.stop()
+    port = await server.listen(f"ssl:0:interface=127.0.0.1:privateKey={pem}", "line")
+    client = RawClient()
+    await SSL4ClientEndpoint(reactor, "127.0.0.1", port, ssl.CertificateOptions()).connect(
+        Factory.forProtocol(lambda: client)
+    )
+    await client.lines(2)  # who you are, and the welcome
+    client.send(b"/exit\r\n")
+    assert (await client.lines(1)).startswith(b"* Goodbye, ")
+    await client.closed.addTimeout(5, reactor)  # the server closes, not the client
 
 
 @pytest_twisted.ensureDeferred
-async def test_behind_haproxy_a_connection_without_its_header_is_closed(tmp_path):
-    server = await start_server(tmp_path, ("line",), haproxy=True, handshake_timeout=0.3)
-    try:
-        silent = await raw_client(server.ports["line"])  # never sends the PROXY header
-        await silent.closed.addTimeout(5, reactor)
-        assert not server.room.members.sessions
-    finally:
-        await server.stop()
+async def test_behind_haproxy_a_connection_without_its_header_is_closed(serve):
+    server = await serve(doors=("line",), haproxy=True, handshake_timeout=0.3)
+    silent = await raw_client(server.ports["line"])  # never sends the PROXY header
+    await silent.closed.addTimeout(5, reactor)
+    assert not server.room.members.sessions
 
 
 def test_the_proxy_protocol_inside_tls_is_refused_with_a_clear_error(tmp_path):

@@ -10,7 +10,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 
 from chatd.commands import CommandError
-from tests.support import TIMEOUT, RawClient, line_client, raw_client, start_server, ws_client
+from tests.support import TIMEOUT, RawClient, line_client, raw_client, ws_client
 
 DOORS = ("line", "web", "minechat_read", "minechat_write")
 
@@ -25,10 +25,8 @@ def account_line(nickname: str, token: str) -> bytes:
 
 
 @pytest_twisted.async_yield_fixture
-async def srv(tmp_path):
-    server = await start_server(tmp_path, doors=DOORS, max_line_bytes=64)
-    yield server
-    await server.stop()
+async def srv(serve):
+    yield await serve(doors=DOORS, max_line_bytes=64)
 
 
 async def writer(srv: Any) -> RawClient:
@@ -226,38 +224,32 @@ async def test_tokens_work_on_every_door(srv):
 
 
 @pytest_twisted.ensureDeferred
-async def test_refused_message_is_still_acknowledged(tmp_path):
-    srv = await start_server(tmp_path, doors=DOORS, messages_per_hour=1)
-    try:
-        read = await listener(srv)
-        client, _, _ = await register(srv, "olga")
-        client.send(b"one\n\ntwo\n\nthree\n\n")
-        assert await client.lines(3) == SENT + SENT + SENT  # no error line: none exists
-        telnet = await line_client(srv.ports["line"])
-        telnet.send("after")  # messages reach listeners in order: this one comes last
-        await read.lines(2)
-        name = telnet.lines[0].split()[-1]
-        assert read.received == f"olga: one\n{name}: after\n".encode()
-        telnet.close()
-    finally:
-        await srv.stop()
+async def test_refused_message_is_still_acknowledged(serve):
+    srv = await serve(doors=DOORS, messages_per_hour=1)
+    read = await listener(srv)
+    client, _, _ = await register(srv, "olga")
+    client.send(b"one\n\ntwo\n\nthree\n\n")
+    assert await client.lines(3) == SENT + SENT + SENT  # no error line: none exists
+    telnet = await line_client(srv.ports["line"])
+    telnet.send("after")  # messages reach listeners in order: this one comes last
+    await read.lines(2)
+    name = telnet.lines[0].split()[-1]
+    assert read.received == f"olga: one\n{name}: after\n".encode()
+    telnet.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_flood_caps_apply_to_both_ports(tmp_path):
-    srv = await start_server(tmp_path, doors=DOORS, connections_per_address=1)
-    try:
-        telnet = await line_client(srv.ports["line"])
-        refused_writer = await raw_client(srv.ports["minechat_write"])
-        await refused_writer.closed
-        assert refused_writer.received == GREETING
-        refused_reader = await raw_client(srv.ports["minechat_read"])
-        await refused_reader.closed
-        assert refused_reader.received == b""
-        assert srv.room.members.listeners == ()
-        telnet.close()
-    finally:
-        await srv.stop()
+async def test_flood_caps_apply_to_both_ports(serve):
+    srv = await serve(doors=DOORS, connections_per_address=1)
+    telnet = await line_client(srv.ports["line"])
+    refused_writer = await raw_client(srv.ports["minechat_write"])
+    await refused_writer.closed
+    assert refused_writer.received == GREETING
+    refused_reader = await raw_client(srv.ports["minechat_read"])
+    await refused_reader.closed
+    assert refused_reader.received == b""
+    assert srv.room.members.listeners == ()
+    telnet.close()
 
 
 @pytest_twisted.ensureDeferred

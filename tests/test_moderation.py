@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from chatd.commands import CommandError, command, discover
-from chatd.config import Config
-from chatd.events import Message
+from chatd.commands import CommandError, command
 from chatd.gate import LOGIN_FIRST
 from chatd.room import Room
-from chatd.store import Account, Scheduled
-from tests.fakes import FakeClient
+from chatd.testing import FakeClient, MemoryStore, make_room
 
 
 class Door(FakeClient):
@@ -33,103 +29,16 @@ class Door(FakeClient):
         return self.take()
 
 
-class Store:
-    """Just enough of a store, answering at once, for guests and token-only accounts."""
-
-    last_id = 0
-    account_names: list[str] = []
-    shared_ids = False  # whispers number themselves
-
-    def __init__(self) -> None:
-        self.accounts: dict[str, Account] = {}
-        self.tokens: dict[str, str] = {}
-        self.cache: dict[str, str] = {}
-        self.rows: dict[tuple[str, int], Scheduled] = {}  # scheduled messages
-
-    def start(self) -> None:
-        pass
-
-    def close(self) -> defer.Deferred[None]:
-        return defer.succeed(None)
-
-    def add_message(self, message: Message) -> defer.Deferred[Message]:
-        return defer.succeed(message)
-
-    def purge_messages(self, before: float) -> defer.Deferred[int]:
-        return defer.succeed(0)
-
-    def messages(self, *args: Any) -> defer.Deferred[list[Message]]:
-        return defer.succeed([])
-
-    def rooms(self) -> defer.Deferred[list[str]]:
-        return defer.succeed([])
-
-    def save_room(self, room: str, state: str) -> defer.Deferred[None]:
-        return defer.succeed(None)
-
-    def join_room(self, account: str, room: str) -> defer.Deferred[None]:
-        return defer.succeed(None)
-
-    def part_room(self, account: str, room: str) -> defer.Deferred[None]:
-        return defer.succeed(None)
-
-    def take_whispers(self, account: str) -> defer.Deferred[list[Message]]:
-        return defer.succeed([])
-
-    def create_account(self, name: str, password_hash: Any, token_hash: str, *_: Any) -> Any:
-        self.accounts[name] = Account(name, password_hash, 0)
-        self.tokens[token_hash] = name
-        return defer.succeed(None)
-
-    def read_account_names(self) -> defer.Deferred[list[str]]:
-        return defer.succeed(list(self.accounts))
-
-    def account_for_token(self, token_hash: str) -> defer.Deferred[Account | None]:
-        name = self.tokens.get(token_hash)
-        return defer.succeed(self.accounts[name] if name else None)
-
-    def set_last_seen(self, name: str, message_id: int) -> defer.Deferred[None]:
-        return defer.succeed(None)
-
-    def cache_get(self, key: str) -> defer.Deferred[str | None]:
-        return defer.succeed(self.cache.get(key))
-
-    def cache_put(self, key: str, value: str) -> defer.Deferred[None]:
-        self.cache[key] = value
-        return defer.succeed(None)
-
-    def save_scheduled(self, node, id, account, due, text, to) -> defer.Deferred[None]:
-        self.rows[(node, id)] = Scheduled(id, account, due, text, to)
-        return defer.succeed(None)
-
-    def drop_scheduled(self, node: str, id: int) -> defer.Deferred[None]:
-        self.rows.pop((node, id), None)
-        return defer.succeed(None)
-
-    def scheduled(self, node: str) -> defer.Deferred[list[Scheduled]]:
-        mine = sorted((id, row) for (n, id), row in self.rows.items() if n == node)
-        return defer.succeed([row for _, row in mine])
-
-
 class Chat:
     """A room on a driven clock, and a way to connect people to it."""
 
     def __init__(
-        self, store: Store | None = None, start: float = 1_700_000_000, **settings: Any
+        self, store: MemoryStore | None = None, start: float = 1_700_000_000, **settings: Any
     ) -> None:
-        self.store = store or Store()
-        self.clock = Clock()
-        self.clock.advance(start)
-        names = (f"Guest{i}" for i in itertools.count(1))
-        self.room = Room(
-            Config(**settings),
-            self.clock,
-            discover(),
-            self.store,
-            defer.maybeDeferred,
-            namer=lambda: next(names),
-        )
-        self.room.startService()
+        clock = Clock()
+        clock.advance(start)
+        self.room = make_room(clock, store=store, **settings)
+        self.store, self.clock = self.room.store, clock
         self._tokens: dict[str, str] = {}
 
     def join(self, peer: str = "10.0.0.1", name: str | None = None) -> Door:

@@ -9,14 +9,18 @@ import pytest
 import pytest_twisted
 import treq
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet import reactor, task
-from twisted.logger import globalLogPublisher
+from twisted.internet import reactor
 from twisted.web.client import HTTPConnectionPool
 
 from tests.postgres import Outage, pg_url  # noqa: F401 - pg_url is a fixture
-from tests.support import line_client, start_server, ws_client
+from tests.support import (
+    flood_until_dropped,
+    line_client,
+    never_reading_socket,
+    pause,
+    ws_client,
+)
 from tests.test_cluster import REDIS_URL, redis_prefix  # noqa: F401 - redis_prefix too
-from tests.test_line_door import flood_until_dropped, never_reading_socket
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -45,101 +49,87 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples[(name, tuple(sorted(labels.items())))]
 
 
-def later(seconds: float) -> object:
-    return task.deferLater(reactor, seconds, lambda: None)
+@pytest_twisted.ensureDeferred
+async def test_metrics_follow_a_small_chat(serve, tmp_path):
+    server = await serve(doors=("line", "web", "metrics"))
+    other = await serve(data_dir=tmp_path / "other", doors=("line", "metrics"))
+    port = server.ports["metrics"]
+    alice = await line_client(server.ports["line"])
+    bob = await line_client(server.ports["line"])
+    carol = await ws_client(server.ports["web"])
+    alice.send("warming up")  # every join notice and member list is out once this is read
+    await bob.expect(r": warming up$")
+    await carol.expect(r": warming up$")
+    before = await scrape(port)
+    assert value(before, "chatd_connections", door="line") == 2
+    assert value(before, "chatd_connections", door="web") == 1
+    assert value(before, "chatd_connections", door="minechat_read") == 0
+    assert value(before, "chatd_users") == 3
+
+    alice.send("hello")
+    bob.send("hi")
+    await carol.expect(r": hello$")
+    await carol.expect(r": hi$")
+    await bob.expect(r": hello$")
+    await alice.expect(r": hi$")
+    after = await scrape(port)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("chatd_messages_total") == 2
+    # A line client does not get its own public line back: hello to Bob, hi to Alice.
+    assert moved("chatd_deliveries_total", door="line") == 2
+    assert moved("chatd_deliveries_total", door="web") == 2  # Carol got both
+    assert moved("chatd_store_batch_seconds_count") >= 1  # the two messages were saved
+    assert value(after, "chatd_store_batch_seconds_sum") > 0
+    assert value(after, "chatd_errors_total", kind="store") == 0
+    assert value(after, "chatd_slow_reader_drops_total", door="line") == 0
+
+    bob.close()
+    await bob.closed
+    await pause(0.05)
+    gone = await scrape(port)
+    assert value(gone, "chatd_connections", door="line") == 1
+    # The other server in this process counts only its own.
+    theirs = await scrape(other.ports["metrics"])
+    assert value(theirs, "chatd_connections", door="line") == 0
+    assert value(theirs, "chatd_messages_total") == 0
+    carol.close()
+    await carol.closed
 
 
 @pytest_twisted.ensureDeferred
-async def test_metrics_follow_a_small_chat(tmp_path):
-    server = await start_server(tmp_path, doors=("line", "web", "metrics"))
-    other = await start_server(tmp_path / "other", doors=("line", "metrics"))
-    try:
-        port = server.ports["metrics"]
-        alice = await line_client(server.ports["line"])
-        bob = await line_client(server.ports["line"])
-        carol = await ws_client(server.ports["web"])
-        alice.send("warming up")  # every join notice and member list is out once this is read
-        await bob.expect(r": warming up$")
-        await carol.expect(r": warming up$")
-        before = await scrape(port)
-        assert value(before, "chatd_connections", door="line") == 2
-        assert value(before, "chatd_connections", door="web") == 1
-        assert value(before, "chatd_connections", door="minechat_read") == 0
-        assert value(before, "chatd_users") == 3
-
-        alice.send("hello")
-        bob.send("hi")
-        await carol.expect(r": hello$")
-        await carol.expect(r": hi$")
-        await bob.expect(r": hello$")
-        await alice.expect(r": hi$")
-        after = await scrape(port)
-
-        def moved(name: str, **labels: str) -> float:
-            return value(after, name, **labels) - value(before, name, **labels)
-
-        assert moved("chatd_messages_total") == 2
-        # A line client does not get its own public line back: hello to Bob, hi to Alice.
-        assert moved("chatd_deliveries_total", door="line") == 2
-        assert moved("chatd_deliveries_total", door="web") == 2  # Carol got both
-        assert moved("chatd_store_batch_seconds_count") >= 1  # the two messages were saved
-        assert value(after, "chatd_store_batch_seconds_sum") > 0
-        assert value(after, "chatd_errors_total", kind="store") == 0
-        assert value(after, "chatd_slow_reader_drops_total", door="line") == 0
-
-        bob.close()
-        await bob.closed
-        await later(0.05)
-        gone = await scrape(port)
-        assert value(gone, "chatd_connections", door="line") == 1
-        # The other server in this process counts only its own.
-        theirs = await scrape(other.ports["metrics"])
-        assert value(theirs, "chatd_connections", door="line") == 0
-        assert value(theirs, "chatd_messages_total") == 0
-        carol.close()
-        await carol.closed
-    finally:
-        await server.stop()
-        await other.stop()
-
-
-@pytest_twisted.ensureDeferred
-async def test_flooders_and_slow_readers_are_counted(tmp_path):
-    server = await start_server(
-        tmp_path, doors=("line", "metrics"), lines_per_second=2, connections_per_address=3,
+async def test_flooders_and_slow_readers_are_counted(serve, log):
+    server = await serve(
+        doors=("line", "metrics"), lines_per_second=2, connections_per_address=3,
         max_output_bytes=65536, max_line_bytes=40_000, max_message_bytes=40_000,
         messages_per_hour=0,
     )  # fmt: skip
-    events: list[dict] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        port = server.ports["metrics"]
-        flooder = await line_client(server.ports["line"])
-        for i in range(10):
-            flooder.send(f"spam {i}")
-        await flooder.expect(r"disconnected for sending too many lines too fast")
-        await flooder.closed
-        talker = await line_client(server.ports["line"])
-        listener = await line_client(server.ports["line"])
-        crowd = await line_client(server.ports["line"])
-        refused = await line_client_refused(server.ports["line"])
-        assert "too many connections from your address" in refused
-        crowd.close()
-        await crowd.closed
-        samples = await scrape(port)
-        assert value(samples, "chatd_flood_disconnects_total") == 1
-        assert value(samples, "chatd_flood_refusals_total") == 1
+    port = server.ports["metrics"]
+    flooder = await line_client(server.ports["line"])
+    for i in range(10):
+        flooder.send(f"spam {i}")
+    await flooder.expect(r"disconnected for sending too many lines too fast")
+    await flooder.closed
+    talker = await line_client(server.ports["line"])
+    listener = await line_client(server.ports["line"])
+    crowd = await line_client(server.ports["line"])
+    refused = await line_client_refused(server.ports["line"])
+    assert "too many connections from your address" in refused
+    crowd.close()
+    await crowd.closed
+    samples = await scrape(port)
+    assert value(samples, "chatd_flood_disconnects_total") == 1
+    assert value(samples, "chatd_flood_refusals_total") == 1
 
-        server.room.gate.flood.reconfigure(server.room.config.replace(lines_per_second=0))
-        sock = never_reading_socket(server.ports["line"])
-        while len(server.room.members.sessions) < 3:
-            await later(0.01)
-        await flood_until_dropped(server, talker, listener, sock, events)
-        samples = await scrape(port)
-        assert value(samples, "chatd_slow_reader_drops_total", door="line") == 1
-    finally:
-        globalLogPublisher.removeObserver(events.append)
-        await server.stop()
+    server.room.gate.flood.reconfigure(server.room.config.replace(lines_per_second=0))
+    sock = never_reading_socket(server.ports["line"])
+    while len(server.room.members.sessions) < 3:
+        await pause(0.01)
+    await flood_until_dropped(server, talker, listener, sock, log)
+    samples = await scrape(port)
+    assert value(samples, "chatd_slow_reader_drops_total", door="line") == 1
 
 
 async def line_client_refused(port: int) -> str:
@@ -158,12 +148,10 @@ async def line_client_refused(port: int) -> str:
 
 
 @pytest_twisted.ensureDeferred
-async def test_healthz_says_503_while_the_database_is_unreachable(tmp_path, pg_url):  # noqa: F811
+async def test_healthz_says_503_while_the_database_is_unreachable(serve, pg_url):  # noqa: F811
     outage = Outage(pg_url)
     outage.restore()
-    server = await start_server(
-        tmp_path, doors=("web", "metrics"), storage_url=outage.url, health_timeout=3.0
-    )
+    server = await serve(doors=("web", "metrics"), storage_url=outage.url, health_timeout=3.0)
     try:
         for door in ("metrics", "web"):  # the load balancer may ask either port
             code, _, body = await get(f"http://127.0.0.1:{server.ports[door]}/healthz")
@@ -180,47 +168,40 @@ async def test_healthz_says_503_while_the_database_is_unreachable(tmp_path, pg_u
         assert (code, body) == (200, "ok\n")
     finally:
         outage.cut()
-        await server.stop()
 
 
 @pytest_twisted.ensureDeferred
-async def test_healthz_names_a_database_that_does_not_answer_in_time(tmp_path):
-    server = await start_server(tmp_path, doors=("metrics",), health_timeout=0.2)
-    try:
-        # The store's one worker thread is busy: the check waits behind the work.
-        blocker = server.room.store._run(lambda conn: __import__("time").sleep(1.0))
-        code, _, body = await get(f"http://127.0.0.1:{server.ports['metrics']}/healthz")
-        assert (code, body) == (503, "database: no answer within 0.2 s\n")
-        await blocker
-        code, _, body = await get(f"http://127.0.0.1:{server.ports['metrics']}/healthz")
-        assert (code, body) == (200, "ok\n")
-    finally:
-        await server.stop()
+async def test_healthz_names_a_database_that_does_not_answer_in_time(serve):
+    server = await serve(doors=("metrics",), health_timeout=0.2)
+    # The store's one worker thread is busy: the check waits behind the work.
+    blocker = server.room.store._run(lambda conn: __import__("time").sleep(1.0))
+    code, _, body = await get(f"http://127.0.0.1:{server.ports['metrics']}/healthz")
+    assert (code, body) == (503, "database: no answer within 0.2 s\n")
+    await blocker
+    code, _, body = await get(f"http://127.0.0.1:{server.ports['metrics']}/healthz")
+    assert (code, body) == (200, "ok\n")
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_page_is_served_with_security_headers_and_no_versions(tmp_path):
-    server = await start_server(tmp_path, doors=("web",))
-    try:
-        code, headers, body = await get(f"http://127.0.0.1:{server.ports['web']}/")
-        assert code == 200 and "<title>chatd</title>" in body
-        policy = headers[b"Content-Security-Policy"][0].decode()
-        assert "default-src 'none'" in policy and "script-src 'self'" in policy
-        assert "frame-ancestors 'none'" in policy and "connect-src 'self'" in policy
-        assert headers[b"X-Content-Type-Options"] == [b"nosniff"]
-        assert headers[b"Referrer-Policy"] == [b"no-referrer"]
-        assert b"Server" not in headers
-        # The page has nothing inline the policy would block.
-        assert "<script>" not in body and "<style" not in body and " style=" not in body
-        code, headers, _ = await get(f"http://127.0.0.1:{server.ports['web']}/static/app.js")
-        assert code == 200 and b"Server" not in headers
-        assert headers[b"X-Content-Type-Options"] == [b"nosniff"]
-        # Autobahn's handshake answer names no version either.
-        handshake = await raw_handshake(server.ports["web"])
-        assert handshake.startswith(b"HTTP/1.1 101")
-        assert b"\r\nserver:" not in handshake.lower()
-    finally:
-        await server.stop()
+async def test_the_page_is_served_with_security_headers_and_no_versions(serve):
+    server = await serve(doors=("web",))
+    code, headers, body = await get(f"http://127.0.0.1:{server.ports['web']}/")
+    assert code == 200 and "<title>chatd</title>" in body
+    policy = headers[b"Content-Security-Policy"][0].decode()
+    assert "default-src 'none'" in policy and "script-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy and "connect-src 'self'" in policy
+    assert headers[b"X-Content-Type-Options"] == [b"nosniff"]
+    assert headers[b"Referrer-Policy"] == [b"no-referrer"]
+    assert b"Server" not in headers
+    # The page has nothing inline the policy would block.
+    assert "<script>" not in body and "<style" not in body and " style=" not in body
+    code, headers, _ = await get(f"http://127.0.0.1:{server.ports['web']}/static/app.js")
+    assert code == 200 and b"Server" not in headers
+    assert headers[b"X-Content-Type-Options"] == [b"nosniff"]
+    # Autobahn's handshake answer names no version either.
+    handshake = await raw_handshake(server.ports["web"])
+    assert handshake.startswith(b"HTTP/1.1 101")
+    assert b"\r\nserver:" not in handshake.lower()
 
 
 async def raw_handshake(port: int) -> bytes:
@@ -234,7 +215,7 @@ async def raw_handshake(port: int) -> bytes:
     for _ in range(100):
         if b"\r\n\r\n" in client.received:
             break
-        await later(0.02)
+        await pause(0.02)
     client.transport.loseConnection()
     return client.received.split(b"\r\n\r\n")[0] + b"\r\n"
 
@@ -252,12 +233,13 @@ async def health_of(port: int, want: int, within: float = 30.0) -> str:
         code, _, body = await get(f"http://127.0.0.1:{port}/healthz")
         if code == want:
             return body
-        await later(0.2)
+        await pause(0.2)
     raise AssertionError(f"/healthz stayed {code}: {body}")
 
 
 @pytest_twisted.ensureDeferred
 async def test_in_a_cluster_redis_is_checked_and_its_latency_counted(
+    serve,
     tmp_path,
     pg_url,  # noqa: F811
     redis_prefix,  # noqa: F811
@@ -265,8 +247,10 @@ async def test_in_a_cluster_redis_is_checked_and_its_latency_counted(
     proxy = Outage(REDIS_URL)
     proxy.restore()
     shared = {"storage_url": pg_url, "redis_prefix": redis_prefix, "presence_ttl": 2.0}
-    a = await start_server(tmp_path / "a", ("line", "metrics"), redis_url=proxy.url, **shared)
-    b = await start_server(tmp_path / "b", ("line",), redis_url=REDIS_URL, **shared)
+    a = await serve(
+        data_dir=tmp_path / "a", doors=("line", "metrics"), redis_url=proxy.url, **shared
+    )
+    b = await serve(data_dir=tmp_path / "b", doors=("line",), redis_url=REDIS_URL, **shared)
     try:
         port = a.ports["metrics"]
         assert await health_of(port, 200) == "ok\n"
@@ -294,5 +278,3 @@ async def test_in_a_cluster_redis_is_checked_and_its_latency_counted(
         assert value(await scrape(port), "chatd_bus_gaps_total") == 0
     finally:
         proxy.cut()
-        await a.stop()
-        await b.stop()

@@ -10,7 +10,7 @@ import pytest_twisted
 
 from chatd.accounts import check_password, hash_password, needs_rehash
 from tests.postgres import pg_url  # noqa: F401 - a fixture
-from tests.support import line_client, start_server
+from tests.support import line_client
 
 
 def old_hash(password: str) -> str:
@@ -34,25 +34,22 @@ def test_new_hashes_use_owasps_scrypt_cost_and_check():
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 @pytest_twisted.ensureDeferred
-async def test_an_account_with_an_old_hash_logs_in_and_is_rehashed(tmp_path, backend, request):
+async def test_an_account_with_an_old_hash_logs_in_and_is_rehashed(serve, backend, request):
     url = request.getfixturevalue("pg_url") if backend == "postgresql" else ""
-    server = await start_server(tmp_path, doors=("line",), storage_url=url)
-    try:
-        store = server.room.store
-        await store.create_account("Alice", old_hash("correct horse"), "0" * 64, 0.0, 0)
-        server.room.names.reserve("Alice")
-        alice = await line_client(server.ports["line"])
-        alice.send("/login Alice correct horse")
-        await alice.expect(r"^\* you are Alice \(logged in\)$")
-        stored = (await store.account("Alice")).password_hash
-        assert stored.startswith(f"scrypt${2**17}$8$1$")
-        assert check_password("correct horse", stored)
-        # The new hash logs in; a wrong password still does not.
-        again = await line_client(server.ports["line"])
-        again.send("/login Alice correct horse")
-        await again.expect(r"^\* you are Alice \(logged in\)$")
-        again.send("/login Alice wrong horse")
-        await again.expect(r"wrong name or password")
-        assert (await store.account("Alice")).password_hash == stored  # not rehashed again
-    finally:
-        await server.stop()
+    server = await serve(doors=("line",), storage_url=url)
+    store = server.room.store
+    await store.create_account("Alice", old_hash("correct horse"), "0" * 64, 0.0, 0)
+    server.room.names.reserve("Alice")
+    alice = await line_client(server.ports["line"])
+    alice.send("/login Alice correct horse")
+    await alice.expect(r"^\* you are Alice \(logged in\)$")
+    stored = (await store.account("Alice")).password_hash
+    assert stored.startswith(f"scrypt${2**17}$8$1$")
+    assert check_password("correct horse", stored)
+    # The new hash logs in; a wrong password still does not.
+    again = await line_client(server.ports["line"])
+    again.send("/login Alice correct horse")
+    await again.expect(r"^\* you are Alice \(logged in\)$")
+    again.send("/login Alice wrong horse")
+    await again.expect(r"wrong name or password")
+    assert (await store.account("Alice")).password_hash == stored  # not rehashed again

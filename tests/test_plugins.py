@@ -10,7 +10,7 @@ import pytest_twisted
 from twisted.logger import formatEvent, globalLogPublisher
 
 from chatd.commands import discover
-from tests.support import line_client, start_server, ws_client
+from tests.support import line_client, ws_client
 
 MODULE = """
 from chatd.commands import CommandError, UsageError, command
@@ -86,25 +86,22 @@ def test_broken_and_clashing_plugins_are_reported_and_skipped(tmp_path, monkeypa
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_thirdparty_command_works_for_users_on_every_door(tmp_path, monkeypatch):
+async def test_a_thirdparty_command_works_for_users_on_every_door(serve, tmp_path, monkeypatch):
     (tmp_path / "site").mkdir()
     install_thirdparty(tmp_path / "site", monkeypatch)
-    server = await start_server(tmp_path / "data")
-    try:
-        telnet = await line_client(server.ports["line"])
-        ws = await ws_client(server.ports["web"])
-        telnet.send("/help roll")
-        await telnet.expect(r"^\* /roll <d6\|d20>  \(also /dice\)$")
-        await telnet.expect(r"^\*   roll a die for everyone to see$")
-        telnet.send("/dice d20")
-        name = telnet.lines[0].split()[-1]
-        await ws.expect(rf"^\* {name} rolled d20: 20$")
-        await telnet.expect(rf"^\* {name} rolled d20: 20$")
-        ws.send("/roll d7")
-        await ws.expect(r"^! usage: /roll <d6\|d20>$")
-        ws.send("/users")  # the built-in kept its alias
-        await ws.expect(r"^\* online \(2\): ")
-        telnet.close()
-        ws.close()
-    finally:
-        await server.stop()
+    server = await serve(data_dir=tmp_path / "data")
+    telnet = await line_client(server.ports["line"])
+    ws = await ws_client(server.ports["web"])
+    telnet.send("/help roll")
+    await telnet.expect(r"^\* /roll <d6\|d20>  \(also /dice\)$")
+    await telnet.expect(r"^\*   roll a die for everyone to see$")
+    telnet.send("/dice d20")
+    name = telnet.lines[0].split()[-1]
+    await ws.expect(rf"^\* {name} rolled d20: 20$")
+    await telnet.expect(rf"^\* {name} rolled d20: 20$")
+    ws.send("/roll d7")
+    await ws.expect(r"^! usage: /roll <d6\|d20>$")
+    ws.send("/users")  # the built-in kept its alias
+    await ws.expect(r"^\* online \(2\): ")
+    telnet.close()
+    ws.close()

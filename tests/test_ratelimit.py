@@ -58,3 +58,12 @@ def test_waits_read_naturally_and_never_say_zero() -> None:
     assert duration(59.5) == "1m00s"
     assert duration(245) == "4m05s"
     assert duration(3600) == "1h00m"
+
+
+def test_reset_forgets_a_key_only() -> None:
+    limiter = RateLimiter(Clock(), 1, 60)
+    limiter.can_do_action("ann")
+    limiter.can_do_action("bob")
+    limiter.reset("ann")
+    assert limiter.can_do_action("ann")[0] is True
+    assert limiter.can_do_action("bob")[0] is False

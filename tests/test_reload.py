@@ -8,52 +8,49 @@ from twisted.internet.task import Clock
 
 from chatd.commands import exchange
 from chatd.health import Health
-from tests.support import line_client, start_server, ws_client
+from tests.support import line_client, ws_client
 
 
 @pytest_twisted.ensureDeferred
-async def test_reload_applies_flood_origins_and_exchange_settings_and_keeps_doors(tmp_path):
-    server = await start_server(tmp_path, doors=("line", "web"), lines_per_second=20)
-    try:
-        alice = await line_client(server.ports["line"])  # connected before the reload
-        config = server.room.config
-        applied, later = server.service.reload(
-            config.replace(
-                lines_per_second=1,
-                allowed_origins="https://chat.example.org",
-                exchange_url="http://127.0.0.1:9/mirror",
-                exchange_concurrency=1,
-                max_name_length=10,
-                line="tcp:7000",
-                storage_url="postgresql://elsewhere/db",
-            )
+async def test_reload_applies_flood_origins_and_exchange_settings_and_keeps_doors(serve):
+    server = await serve(doors=("line", "web"), lines_per_second=20)
+    alice = await line_client(server.ports["line"])  # connected before the reload
+    config = server.room.config
+    applied, later = server.service.reload(
+        config.replace(
+            lines_per_second=1,
+            allowed_origins="https://chat.example.org",
+            exchange_url="http://127.0.0.1:9/mirror",
+            exchange_concurrency=1,
+            max_name_length=10,
+            line="tcp:7000",
+            storage_url="postgresql://elsewhere/db",
         )
-        assert applied == [
-            "max_name_length", "lines_per_second", "exchange_url", "exchange_concurrency",
-            "allowed_origins",
-        ]  # fmt: skip
-        assert later == ["line", "storage_url"]
-        assert server.room.config.line == config.line  # still what it listens on
-        assert server.room.config.lines_per_second == 1
-        assert exchange.client_for(server.room.services).base_url == "http://127.0.0.1:9/mirror"
+    )
+    assert applied == [
+        "max_name_length", "lines_per_second", "exchange_url", "exchange_concurrency",
+        "allowed_origins",
+    ]  # fmt: skip
+    assert later == ["line", "storage_url"]
+    assert server.room.config.line == config.line  # still what it listens on
+    assert server.room.config.lines_per_second == 1
+    assert exchange.client_for(server.room.services).base_url == "http://127.0.0.1:9/mirror"
 
-        # The new caps hold for a connection made before the reload.
-        alice.send("/rename Bartholomew")
-        await alice.expect(r"a name has 2 to 10 characters")
-        alice.send("one")
-        alice.send("two")
-        await alice.expect(r"more than 1 lines a second")
-        # A page on the newly allowed origin may open a WebSocket; another still may not.
-        ok = await ws_client(server.ports["web"], origin="https://chat.example.org")
-        ok.close()
-        try:
-            await ws_client(server.ports["web"], origin="https://evil.example.net")
-        except ConnectionError as e:
-            assert "403" in str(e)
-        else:
-            raise AssertionError("a WebSocket from a foreign origin was accepted")
-    finally:
-        await server.stop()
+    # The new caps hold for a connection made before the reload.
+    alice.send("/rename Bartholomew")
+    await alice.expect(r"a name has 2 to 10 characters")
+    alice.send("one")
+    alice.send("two")
+    await alice.expect(r"more than 1 lines a second")
+    # A page on the newly allowed origin may open a WebSocket; another still may not.
+    ok = await ws_client(server.ports["web"], origin="https://chat.example.org")
+    ok.close()
+    try:
+        await ws_client(server.ports["web"], origin="https://evil.example.net")
+    except ConnectionError as e:
+        assert "403" in str(e)
+    else:
+        raise AssertionError("a WebSocket from a foreign origin was accepted")
 
 
 def test_health_asks_once_for_many_askers_and_times_out_on_the_clock():

@@ -7,28 +7,28 @@ from twisted.internet import defer
 
 from chatd.events import Message
 from chatd.room import GOODBYE_WAIT, Room, Session
-from tests.fakes import FakeClient, MemoryStore, join, make_room
+from chatd.testing import FakeClient, MemoryStore, make_room
 
 
 @pytest.fixture
 def room() -> Room:
-    return make_room()[0]
+    return make_room()
 
 
 def test_a_newcomer_is_named_welcomed_and_announced(room):
-    alice = join(room)
+    alice = room.guest()
     assert alice.take()[:2] == [
         "* you are Guest1",
         "* Welcome to chatd, Guest1! 1 online. "
         "Type a message and press Enter; /help lists the commands.",
     ]
-    bob = join(room)
+    bob = room.guest()
     assert "* Guest2 joined" in alice.take()
     assert "* Guest2 joined" not in bob.take()
 
 
 def test_a_message_reaches_everyone_but_its_sender(room):
-    alice, bob, carol = join(room), join(room), join(room)
+    alice, bob, carol = room.guest(), room.guest(), room.guest()
     for c in (alice, bob, carol):
         c.take()
     room.receive(alice.session, "hello all")
@@ -38,7 +38,7 @@ def test_a_message_reaches_everyone_but_its_sender(room):
 
 
 def test_blank_lines_send_nothing(room):
-    alice, bob = join(room), join(room)
+    alice, bob = room.guest(), room.guest()
     bob.take()
     room.receive(alice.session, "   ")
     room.receive(alice.session, "\x1b[2J")
@@ -60,21 +60,21 @@ def test_blank_lines_send_nothing(room):
     ],
 )
 def test_control_characters_never_reach_others_raw(room, typed, seen):
-    alice, bob = join(room), join(room)
+    alice, bob = room.guest(), room.guest()
     bob.take()
     room.receive(alice.session, typed)
     assert bob.take() == [f"Guest1: {seen}"]
 
 
 def test_a_line_starting_with_a_double_slash_is_sent_with_one(room):
-    alice, bob = join(room), join(room)
+    alice, bob = room.guest(), room.guest()
     bob.take()
     room.receive(alice.session, "//shrug is not a command")
     assert bob.take() == ["Guest1: /shrug is not a command"]
 
 
 def test_unknown_commands_point_at_help(room):
-    alice, bob = join(room), join(room)
+    alice, bob = room.guest(), room.guest()
     alice.take(), bob.take()
     room.receive(alice.session, "/frobnicate now")
     assert alice.take() == ["! unknown command /frobnicate; /help lists the commands"]
@@ -82,7 +82,7 @@ def test_unknown_commands_point_at_help(room):
 
 
 def test_a_disconnect_is_announced_and_frees_the_name(room):
-    alice, bob = join(room), join(room)
+    alice, bob = room.guest(), room.guest()
     alice.take()
     room.disconnect(bob.session)
     room.disconnect(bob.session)  # a door may report it twice
@@ -93,7 +93,7 @@ def test_a_disconnect_is_announced_and_frees_the_name(room):
 
 
 def test_a_failing_door_does_not_stop_delivery_to_the_others(room):
-    alice, bob, carol = join(room), join(room), join(room)
+    alice, bob, carol = room.guest(), room.guest(), room.guest()
     carol.take()
 
     def broken(event):
@@ -105,7 +105,7 @@ def test_a_failing_door_does_not_stop_delivery_to_the_others(room):
 
 
 def test_a_crashing_command_gives_a_clear_error_not_a_traceback():
-    room, _ = make_room()
+    room = make_room()
     from chatd.commands import command
 
     @command("boom")
@@ -113,7 +113,7 @@ def test_a_crashing_command_gives_a_clear_error_not_a_traceback():
         raise ZeroDivisionError
 
     room.commands.add(boom)
-    alice = join(room)
+    alice = room.guest()
     alice.take()
     room.receive(alice.session, "/boom")
     assert alice.take() == ["! /boom failed on the server; please try again later"]
@@ -121,7 +121,7 @@ def test_a_crashing_command_gives_a_clear_error_not_a_traceback():
 
 def test_shutting_down_closes_every_connection_after_the_messages_being_saved(room):
     room.store = store = SlowStore()
-    alice, bob = join(room), join(room, "ws")
+    alice, bob = room.guest(), room.guest("ws")
     listener = FakeClient("minechat-read")
     room.listen(listener)
     alice.take(), bob.take()
@@ -135,7 +135,7 @@ def test_shutting_down_closes_every_connection_after_the_messages_being_saved(ro
 
 def test_shutting_down_says_goodbye_even_when_the_store_stops_answering(room):
     room.store = SlowStore()
-    alice, bob = join(room), join(room)
+    alice, bob = room.guest(), room.guest()
     alice.take(), bob.take()
     room.receive(alice.session, "never saved")
     room.stopService()
@@ -147,11 +147,11 @@ def test_shutting_down_says_goodbye_even_when_the_store_stops_answering(room):
 
 
 def test_a_rename_tells_every_device_of_the_user(room):
-    phone = join(room)
+    phone = room.guest()
     laptop = FakeClient("ws")
     laptop.session = Session(laptop, phone.session.user, 0)
     room.members.add(laptop.session)
-    bob = join(room)
+    bob = room.guest()
     phone.take(), laptop.take(), bob.take()
     room.receive(phone.session, "/rename Alice")
     for device in (phone, laptop):
@@ -182,7 +182,7 @@ class SlowStore(MemoryStore):
 
 def test_what_is_said_after_a_message_waits_until_the_message_is_saved(room):
     room.store = store = SlowStore()
-    alice, bob = join(room), join(room)
+    alice, bob = room.guest(), room.guest()
     alice.take(), bob.take()
     room.receive(alice.session, "next")
     room.receive(alice.session, "/rename Alice")
@@ -194,7 +194,7 @@ def test_what_is_said_after_a_message_waits_until_the_message_is_saved(room):
 
 def test_a_message_that_cannot_be_saved_is_reported_in_its_place(room):
     room.store = store = SlowStore()
-    alice, bob = join(room), join(room)
+    alice, bob = room.guest(), room.guest()
     alice.take(), bob.take()
     room.receive(alice.session, "lost")
     room.receive(alice.session, "kept")
@@ -207,7 +207,7 @@ def test_a_message_that_cannot_be_saved_is_reported_in_its_place(room):
 
 def test_goodbye_arrives_even_while_a_message_is_being_saved(room):
     room.store = store = SlowStore()
-    alice, bob = join(room), join(room)
+    alice, bob = room.guest(), room.guest()
     alice.take(), bob.take()
     room.receive(alice.session, "see you")
     room.receive(alice.session, "/exit")
@@ -222,7 +222,7 @@ def test_goodbye_arrives_even_while_a_message_is_being_saved(room):
 
 def test_a_delivery_that_fails_does_not_hold_up_the_ones_after_it(room):
     room.store = store = SlowStore()
-    alice, bob = join(room), join(room)
+    alice, bob = room.guest(), room.guest()
     alice.take(), bob.take()
 
     def broken(reason: str) -> None:
@@ -237,9 +237,9 @@ def test_a_delivery_that_fails_does_not_hold_up_the_ones_after_it(room):
 
 
 def test_a_flooder_is_disconnected_after_what_it_was_told_before():
-    room, _ = make_room(lines_per_second=1)
+    room = make_room(lines_per_second=1)
     room.store = store = SlowStore()
-    alice, bob = join(room), join(room)
+    alice, bob = room.guest(), room.guest()
     alice.take(), bob.take()
     for line in ("one", "two", "three", "four"):
         room.receive(alice.session, line)
@@ -255,8 +255,9 @@ def test_a_flooder_is_disconnected_after_what_it_was_told_before():
 
 
 def test_a_crowd_joining_at_once_is_announced_in_one_notice():
-    room, clock = make_room()
-    alice = join(room)
+    room = make_room()
+    clock = room.clock
+    alice = room.guest()
     alice.take()
     crowd = [FakeClient() for _ in range(5)]
     for client in crowd:
@@ -273,8 +274,8 @@ def test_a_crowd_joining_at_once_is_announced_in_one_notice():
 
 
 def test_a_join_is_announced_before_what_the_newcomer_says():
-    room, clock = make_room()
-    alice = join(room)
+    room = make_room()
+    alice = room.guest()
     alice.take()
     bob = FakeClient()
     bob.session = room.connect(bob)

@@ -4,69 +4,30 @@ runs real processes against both)."""
 
 from __future__ import annotations
 
-import itertools
-
-from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from chatd.bus import LocalBus
-from chatd.commands import discover
 from chatd.config import Config
-from chatd.events import Message, Presence
+from chatd.events import Presence
 from chatd.room import Room
-from tests.fakes import FakeClient
-from tests.test_moderation import Store
-
-
-class SharedStore(Store):
-    """One database for every node: it numbers messages, as PostgreSQL does."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.saved: list[Message] = []
-
-    def add_message(self, message: Message) -> defer.Deferred[Message]:
-        message.id = max([m.id for m in self.saved], default=0) + 1
-        self.saved.append(message)
-        return defer.succeed(message)
-
-    def messages(
-        self, after_id, through_id, since, limit, rooms=None
-    ) -> defer.Deferred[list[Message]]:
-        found = [
-            m
-            for m in self.saved
-            if after_id < m.id <= through_id
-            and m.time >= since
-            and (rooms is None or m.room in rooms)
-        ]
-        return defer.succeed(found[-limit:])
+from chatd.testing import FakeClient, MemoryStore, guest_names, make_room
 
 
 def nodes(
-    count: int = 2, store: SharedStore | None = None, **settings
-) -> tuple[list[Room], SharedStore, Clock]:
-    """Nodes "a", "b", ... of one room on one clock, sharing C{store} (a new one if None)."""
+    count: int = 2, store: MemoryStore | None = None, **settings
+) -> tuple[list[Room], MemoryStore, Clock]:
+    """Nodes "a", "b", ... of one room on one clock, sharing C{store} (a new one if None),
+    which numbers messages as PostgreSQL does."""
     clock = Clock()
     clock.advance(1_700_000_000)
-    store = store or SharedStore()
+    store = store or MemoryStore(numbers=True)
     group: list[LocalBus] = []
-    names = (f"Guest{i}" for i in itertools.count(1))
+    names = guest_names()
     rooms = []
     for node in "abcdefgh"[:count]:
         bus = LocalBus(group)
         bus.startService()
-        room = Room(
-            Config(node=node, **settings),
-            clock,
-            discover(),
-            store,
-            defer.maybeDeferred,
-            lambda: next(names),
-            bus=bus,
-        )
-        room.startService()
-        rooms.append(room)
+        rooms.append(make_room(clock, store=store, bus=bus, names=names, node=node, **settings))
     return rooms, store, clock
 
 

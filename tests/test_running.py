@@ -19,17 +19,13 @@ from unittest.mock import ANY
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.internet.threads import deferToThread
 
 from chatd.config import BACKLOG, Config
 from chatd.service import build
-from tests.support import OFF, line_client
+from tests.support import OFF, line_client, pause
 from tests.test_durability import TWISTD, free_port
-
-
-def later(seconds: float) -> defer.Deferred[None]:
-    return task.deferLater(reactor, seconds, lambda: None)
 
 
 async def wait_for(path: Path, text: str, process: subprocess.Popen, count: int = 1) -> str:
@@ -39,7 +35,7 @@ async def wait_for(path: Path, text: str, process: subprocess.Popen, count: int 
         if log.count(text) >= count:
             return log
         assert process.poll() is None, f"the server exited:\n{log}"
-        await later(0.025)
+        await pause(0.025)
     raise AssertionError(f"{text!r} never appeared in the log:\n{log}")
 
 
@@ -96,7 +92,7 @@ async def test_sighup_reloads_limits_and_reopens_the_audit_log_without_dropping_
         for _ in range(100):
             if audit.exists() and "/list" in audit.read_text():
                 break
-            await later(0.02)
+            await pause(0.02)
         assert audit.exists(), "no new audit log after SIGHUP"
         assert "/list" in audit.read_text() and " /list" in (data / "chat_log.txt.1").read_text()
         assert audit.read_text().count("/list") == 1  # Bob's; Alice's is in the rotated file

@@ -21,7 +21,7 @@ from chatd.store.postgres import PostgresStore
 from chatd.store.schema import MIGRATIONS, POSTGRES, SQLITE
 from chatd.store.sqlite import SQLiteStore
 from tests.postgres import Outage, admin_connection, drop_connections, pg_url  # noqa: F401
-from tests.support import line_client, start_server
+from tests.support import line_client
 
 
 class Backend:
@@ -318,12 +318,12 @@ async def test_a_node_carries_on_after_postgres_drops_its_connections(pg_url):  
 
 @pytest_twisted.ensureDeferred
 async def test_users_hear_when_postgres_is_down_and_chat_resumes_when_it_is_back(
-    tmp_path,
+    serve,
     pg_url,  # noqa: F811
 ):
     outage = Outage(pg_url)
     outage.restore()
-    server = await start_server(tmp_path, doors=("line",), storage_url=outage.url)
+    server = await serve(doors=("line",), storage_url=outage.url)
     try:
         alice = await line_client(server.ports["line"])
         bob = await line_client(server.ports["line"])
@@ -337,7 +337,6 @@ async def test_users_hear_when_postgres_is_down_and_chat_resumes_when_it_is_back
         await bob.expect(rf"^{alice_name}: back again$")
         assert not any("anyone there?" in line for line in bob.lines)
     finally:
-        await server.stop()
         outage.cut()
 
 

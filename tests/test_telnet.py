@@ -14,14 +14,13 @@ import pytest_twisted
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
 from twisted.internet.utils import getProcessOutputAndValue
 
 from chatd.doors.line import encode_line
 from chatd.doors.telnet import TelnetLines
 from chatd.events import Message, Notice
-from tests.support import RawClient, raw_client, start_server
+from tests.support import RawClient, pause, raw_client
 
 IAC, WILL, WONT, DO, DONT, SB, SE = b"\xff", b"\xfb", b"\xfc", b"\xfd", b"\xfe", b"\xfa", b"\xf0"
 TM, NAWS, TTYPE, ECHO = b"\x06", b"\x1f", b"\x18", b"\x01"
@@ -177,41 +176,38 @@ async def arrives(client: RawClient, data: bytes, after: int = 0) -> int:
     while (found := client.received.find(data, after)) < 0:
         if time.monotonic() > deadline:
             raise AssertionError(f"{data!r} never arrived; got {client.received[after:]!r}")
-        await deferLater(reactor, 0.01, lambda: None)
+        await pause(0.01)
     return found + len(data)
 
 
 @pytest.mark.parametrize("haproxy", [False, True], ids=["direct", "behind-haproxy"])
 @pytest_twisted.ensureDeferred
-async def test_a_telnet_client_over_a_socket_gets_a_clean_session(tmp_path, haproxy):
-    server = await start_server(tmp_path, ("line",), haproxy=haproxy)
+async def test_a_telnet_client_over_a_socket_gets_a_clean_session(serve, haproxy):
+    server = await serve(doors=("line",), haproxy=haproxy)
     port = server.ports["line"]
-    try:
-        ann = await raw_client(port, via_haproxy_from="192.0.2.1" if haproxy else None)
-        bob = await raw_client(port, via_haproxy_from="192.0.2.2" if haproxy else None)
-        for client in (ann, bob):
-            await arrives(client, b"/help lists the commands.\r\n")
-        assert IAC not in ann.received  # nothing negotiated unasked
-        ann_name = re.match(rb"\* you are (\S+)\r\n", ann.received).group(1)
-        # PuTTY's opening: offers and requests, all refused, then its window and terminal.
-        ann.send(IAC + WILL + NAWS + IAC + WILL + TTYPE + IAC + DO + ECHO)
-        at = await arrives(ann, IAC + DONT + NAWS + IAC + DONT + TTYPE + IAC + WONT + ECHO)
-        ann.send(IAC + SB + NAWS + b"\x00\x50\x00\x0a" + IAC + SE)  # 80 x 10: a LF inside
-        ann.send(IAC + SB + TTYPE + b"\x00XTERM" + IAC + SE + b"hello\r\0")
-        await arrives(bob, ann_name + b": hello\r\n")
-        # Ctrl-C: the timing mark is answered, and what follows is still read.
-        ann.send(IAC + b"\xf4" + IAC + DO + TM)
-        at = await arrives(ann, IAC + WILL + TM, at)
-        ann.send(b"/list\r\n")
-        at = await arrives(ann, b"* online (2): ", at)
-        ann.send(b"caf" + IAC + IAC + b"\r\n")
-        at = await arrives(ann, b"! your line was not valid UTF-8", at)
-        await arrives(bob, ann_name + b": caf\xef\xbf\xbd\r\n")
-        ann.send(b"/exit\r\0")
-        await arrives(ann, b"* Goodbye, " + ann_name + b"!\r\n", at)
-        await ann.closed
-    finally:
-        await server.stop()
+    ann = await raw_client(port, via_haproxy_from="192.0.2.1" if haproxy else None)
+    bob = await raw_client(port, via_haproxy_from="192.0.2.2" if haproxy else None)
+    for client in (ann, bob):
+        await arrives(client, b"/help lists the commands.\r\n")
+    assert IAC not in ann.received  # nothing negotiated unasked
+    ann_name = re.match(rb"\* you are (\S+)\r\n", ann.received).group(1)
+    # PuTTY's opening: offers and requests, all refused, then its window and terminal.
+    ann.send(IAC + WILL + NAWS + IAC + WILL + TTYPE + IAC + DO + ECHO)
+    at = await arrives(ann, IAC + DONT + NAWS + IAC + DONT + TTYPE + IAC + WONT + ECHO)
+    ann.send(IAC + SB + NAWS + b"\x00\x50\x00\x0a" + IAC + SE)  # 80 x 10: a LF inside
+    ann.send(IAC + SB + TTYPE + b"\x00XTERM" + IAC + SE + b"hello\r\0")
+    await arrives(bob, ann_name + b": hello\r\n")
+    # Ctrl-C: the timing mark is answered, and what follows is still read.
+    ann.send(IAC + b"\xf4" + IAC + DO + TM)
+    at = await arrives(ann, IAC + WILL + TM, at)
+    ann.send(b"/list\r\n")
+    at = await arrives(ann, b"* online (2): ", at)
+    ann.send(b"caf" + IAC + IAC + b"\r\n")
+    at = await arrives(ann, b"! your line was not valid UTF-8", at)
+    await arrives(bob, ann_name + b": caf\xef\xbf\xbd\r\n")
+    ann.send(b"/exit\r\0")
+    await arrives(ann, b"* Goodbye, " + ann_name + b"!\r\n", at)
+    await ann.closed
 
 
 # -- Debian's telnet, in a terminal --------------------------------------------------------------
@@ -259,7 +255,7 @@ class Terminals:
                 return found
             if time.monotonic() > deadline:
                 raise AssertionError(f"{name}'s screen never showed {pattern!r}:\n{screen}")
-            await deferLater(reactor, 0.1, lambda: None)
+            await pause(0.1)
 
     async def close(self) -> None:
         try:
@@ -269,10 +265,10 @@ class Terminals:
 
 
 @pytest_twisted.ensureDeferred
-async def test_debian_telnet_after_ctrl_c_still_shows_what_the_server_says(tmp_path):
+async def test_debian_telnet_after_ctrl_c_still_shows_what_the_server_says(serve, tmp_path):
     """Two people on Debian's telnet in terminals; one presses Ctrl-C and Ctrl-Z, and chats on."""
     needs("telnet", "tmux")
-    server = await start_server(tmp_path, ("line",))
+    server = await serve(doors=("line",))
     terminals = Terminals(str(tmp_path))
     telnet = f"{shutil.which('telnet')} 127.0.0.1 {server.ports['line']}"
     try:
@@ -295,4 +291,3 @@ async def test_debian_telnet_after_ctrl_c_still_shows_what_the_server_says(tmp_p
         await terminals.shows("bob", rf"^\* {ann} left$")
     finally:
         await terminals.close()
-        await server.stop()

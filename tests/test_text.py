@@ -15,7 +15,7 @@ from chatd import text
 from chatd.doors.web import MAX_JSON_DEPTH, _nested_deeper
 from chatd.events import History, Message
 from chatd.lookalike import same, skeleton
-from tests.fakes import make_room
+from chatd.testing import make_room
 
 INVISIBLE = ("Cc", "Cf", "Cs")
 
@@ -129,7 +129,7 @@ def test_any_case_and_width_of_an_ascii_name_is_the_same_name(name):
     assert skeleton(name.upper()) == skeleton(name.lower()) == skeleton(name.translate(FULLWIDTH))
 
 
-ROOM, _ = make_room()
+ROOM = make_room()
 
 
 @settings(max_examples=300)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.logger import globalLogPublisher
 
-from tests.support import line_client, raw_client, start_server, ws_client
-from tests.test_line_door import deferLater, flood_until_dropped
+from tests.support import (
+    flood_until_dropped,
+    line_client,
+    never_reading_socket,
+    pause,
+    raw_client,
+    ws_client,
+)
 
 
 def name_of(client) -> str:
@@ -76,29 +80,23 @@ async def test_invalid_utf8_in_a_text_frame_closes_with_1007(server):
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_stalled_opening_handshake_is_dropped(tmp_path):
-    server = await start_server(tmp_path, doors=("web",), handshake_timeout=0.3)
-    try:
-        raw = await raw_client(server.ports["web"])
-        raw.transport.write(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websoc")
-        await raw.closed.addTimeout(5, reactor)
-        assert not server.room.members.sessions
-    finally:
-        await server.stop()
+async def test_a_stalled_opening_handshake_is_dropped(serve):
+    server = await serve(doors=("web",), handshake_timeout=0.3)
+    raw = await raw_client(server.ports["web"])
+    raw.transport.write(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websoc")
+    await raw.closed.addTimeout(5, reactor)
+    assert not server.room.members.sessions
 
 
 @pytest_twisted.ensureDeferred
-async def test_an_open_websocket_outlives_the_handshake_timeout(tmp_path):
-    server = await start_server(tmp_path, doors=("web",), handshake_timeout=0.2)
-    try:
-        ws = await ws_client(server.ports["web"])
-        await deferLater(0.6)  # quiet for three handshake timeouts
-        ws.send("/list")
-        await ws.expect(r"^\* online \(1\)")
-        assert not ws.closed.called
-        ws.close()
-    finally:
-        await server.stop()
+async def test_an_open_websocket_outlives_the_handshake_timeout(serve):
+    server = await serve(doors=("web",), handshake_timeout=0.2)
+    ws = await ws_client(server.ports["web"])
+    await pause(0.6)  # quiet for three handshake timeouts
+    ws.send("/list")
+    await ws.expect(r"^\* online \(1\)")
+    assert not ws.closed.called
+    ws.close()
 
 
 def upgrade_request(path: str = "/ws") -> bytes:
@@ -110,26 +108,18 @@ def upgrade_request(path: str = "/ws") -> bytes:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_websocket_client_that_never_reads_is_dropped_others_keep_chatting(tmp_path):
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    server = await start_server(
-        tmp_path, max_output_bytes=65536, max_line_bytes=40_000, max_message_bytes=40_000,
+async def test_a_websocket_client_that_never_reads_is_dropped_others_keep_chatting(serve, log):
+    server = await serve(
+        max_output_bytes=65536, max_line_bytes=40_000, max_message_bytes=40_000,
         lines_per_second=0, messages_per_hour=0,
     )  # fmt: skip
-    try:
-        talker = await line_client(server.ports["line"])
-        listener = await ws_client(server.ports["web"])
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-        sock.connect(("127.0.0.1", server.ports["web"]))
-        sock.sendall(upgrade_request())
-        while len(server.room.members.sessions) < 3:
-            await deferLater(0.01)
-        await flood_until_dropped(server, talker, listener, sock, events)
-    finally:
-        globalLogPublisher.removeObserver(events.append)
-        await server.stop()
+    talker = await line_client(server.ports["line"])
+    listener = await ws_client(server.ports["web"])
+    sock = never_reading_socket(server.ports["web"])
+    sock.sendall(upgrade_request())
+    while len(server.room.members.sessions) < 3:
+        await pause(0.01)
+    await flood_until_dropped(server, talker, listener, sock, log)
 
 
 def client_text_frame(text: str) -> bytes:
@@ -158,7 +148,7 @@ async def test_what_the_server_says_before_closing_arrives_before_the_close_fram
     raw = await raw_client(server.ports["web"])
     raw.send(upgrade_request())
     while b"* you are " not in raw.received:
-        await deferLater(0.01)
+        await pause(0.01)
     raw.send(client_text_frame("/exit"))
     await raw.closed.addTimeout(5, reactor)
     frames = server_frames(raw.received)
@@ -168,20 +158,17 @@ async def test_what_the_server_says_before_closing_arrives_before_the_close_fram
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_client_dribbling_its_handshake_is_dropped_at_the_deadline(tmp_path):
-    server = await start_server(tmp_path, doors=("web",), handshake_timeout=0.5)
-    try:
-        raw = await raw_client(server.ports["web"])
-        request = upgrade_request()
-        for i in range(40):  # one byte every 0.05 s: never idle, never finished in 2 s
-            if raw.closed.called:
-                break
-            raw.send(request[i : i + 1])
-            await deferLater(0.05)
-        assert raw.closed.called
-        assert not server.room.members.sessions
-    finally:
-        await server.stop()
+async def test_a_client_dribbling_its_handshake_is_dropped_at_the_deadline(serve):
+    server = await serve(doors=("web",), handshake_timeout=0.5)
+    raw = await raw_client(server.ports["web"])
+    request = upgrade_request()
+    for i in range(40):  # one byte every 0.05 s: never idle, never finished in 2 s
+        if raw.closed.called:
+            break
+        raw.send(request[i : i + 1])
+        await pause(0.05)
+    assert raw.closed.called
+    assert not server.room.members.sessions
 
 
 async def page_status(raw) -> bytes:
@@ -190,44 +177,38 @@ async def page_status(raw) -> bytes:
 
 
 @pytest_twisted.ensureDeferred
-async def test_one_address_holds_only_so_many_connections_not_upgraded(tmp_path):
-    server = await start_server(tmp_path, doors=("web",), connections_per_address=2)
+async def test_one_address_holds_only_so_many_connections_not_upgraded(serve):
+    server = await serve(doors=("web",), connections_per_address=2)
     port = server.ports["web"]
 
     async def close(*clients) -> None:
         for client in clients:
             client.transport.loseConnection()
             await client.closed
-        await deferLater(0.05)  # the server notices
+        await pause(0.05)  # the server notices
 
-    try:
-        first, second = await raw_client(port), await raw_client(port)
-        third = await raw_client(port)
-        await third.closed.addTimeout(5, reactor)  # refused: two are open and not upgraded
-        await close(first)
-        page = await raw_client(port)
-        assert await page_status(page) == b"200"
-        await close(second, page)
-        chats = [await ws_client(port) for _ in range(2)]  # upgraded: no longer counted here
-        page = await raw_client(port)
-        assert await page_status(page) == b"200"
-        for chat in chats:
-            chat.close()
-    finally:
-        await server.stop()
+    first, second = await raw_client(port), await raw_client(port)
+    third = await raw_client(port)
+    await third.closed.addTimeout(5, reactor)  # refused: two are open and not upgraded
+    await close(first)
+    page = await raw_client(port)
+    assert await page_status(page) == b"200"
+    await close(second, page)
+    chats = [await ws_client(port) for _ in range(2)]  # upgraded: no longer counted here
+    page = await raw_client(port)
+    assert await page_status(page) == b"200"
+    for chat in chats:
+        chat.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_behind_haproxy_the_cap_counts_each_client_address(tmp_path):
-    server = await start_server(tmp_path, ("web",), haproxy=True, connections_per_address=1)
+async def test_behind_haproxy_the_cap_counts_each_client_address(serve):
+    server = await serve(doors=("web",), haproxy=True, connections_per_address=1)
     port = server.ports["web"]
-    try:
-        await raw_client(port, via_haproxy_from="192.0.2.1")  # holds its one plain connection
-        other = await raw_client(port, via_haproxy_from="192.0.2.2")
-        assert await page_status(other) == b"200"
-        again = await raw_client(port, via_haproxy_from="192.0.2.1")
-        again.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        await again.closed.addTimeout(5, reactor)
-        assert b"HTTP/1.1" not in again.received  # refused, not served
-    finally:
-        await server.stop()
+    await raw_client(port, via_haproxy_from="192.0.2.1")  # holds its one plain connection
+    other = await raw_client(port, via_haproxy_from="192.0.2.2")
+    assert await page_status(other) == b"200"
+    again = await raw_client(port, via_haproxy_from="192.0.2.1")
+    again.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    await again.closed.addTimeout(5, reactor)
+    assert b"HTTP/1.1" not in again.received  # refused, not served

@@ -9,7 +9,7 @@ import pytest
 import pytest_twisted
 import treq
 
-from tests.support import line_client, start_server, ws_client
+from tests.support import line_client, ws_client
 
 JSON = ["chatd.json"]
 
@@ -130,17 +130,14 @@ async def test_resume_sends_what_was_missed(server):
 
 
 @pytest_twisted.ensureDeferred
-async def test_origin_checks(tmp_path):
-    server = await start_server(tmp_path, doors=("web",), allowed_origins="https://chat.example")
+async def test_origin_checks(serve):
+    server = await serve(doors=("web",), allowed_origins="https://chat.example")
     port = server.ports["web"]
-    try:
-        with pytest.raises(ConnectionError, match="403"):
-            await ws_client(port, protocols=JSON, origin="http://evil.example")
-        for origin in (None, f"http://127.0.0.1:{port}", "https://chat.example"):
-            client = await json_client(port, origin=origin)
-            client.close()
-    finally:
-        await server.stop()
+    with pytest.raises(ConnectionError, match="403"):
+        await ws_client(port, protocols=JSON, origin="http://evil.example")
+    for origin in (None, f"http://127.0.0.1:{port}", "https://chat.example"):
+        client = await json_client(port, origin=origin)
+        client.close()
 
 
 @pytest_twisted.ensureDeferred
