@@ -615,12 +615,13 @@ class IRCDoor(irc.IRC):
             if found not in self.channels:
                 self.numeric(irc.ERR_NOTONCHANNEL, found, "You're not on that channel")
                 continue
+            members = self.channels.pop(found)  # first: the Room's list of rooms follows
             try:
                 self.channels_api.part(self.session, found)
             except CommandError as e:
+                self.channels[found] = members
                 self.numeric(irc.ERR_NOTONCHANNEL, found, str(e))
                 continue
-            del self.channels[found]
             self.send(
                 "PART", found, *([reason] if reason else []), prefix=mask(self.session.user.name)
             )
@@ -1150,7 +1151,7 @@ class IRCDoor(irc.IRC):
             self.send("KICK", room, wire.nick_of(who), event.text, prefix=mask(by))
             key = name_key(who)
             if self.session is not None and key == self.session.user.key:
-                del self.channels[room]
+                self.channels.pop(room, None)
             else:
                 self.channels[room].pop(key, None)
         elif room is not None:
