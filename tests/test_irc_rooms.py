@@ -277,6 +277,12 @@ def test_chathistory_reads_one_channels_history():
     said = [x.split(" :", 1)[1] for x in got if " PRIVMSG " in x]
     assert [s.split("] ", 1)[1] for s in said] == ["dev one", "dev two"]
     assert all(" PRIVMSG #dev :" in x for x in got if " PRIVMSG " in x)
+    outsider = Irc(factory, "eve")  # a room's history is its members'
+    refused = outsider.send("CHATHISTORY LATEST #dev * 10")
+    assert refused == [
+        ":chatd FAIL CHATHISTORY INVALID_TARGET LATEST #dev * "
+        ":you are not in #dev; JOIN #dev to read its history"
+    ]
 
 
 def test_an_accounts_rooms_are_its_channels_on_every_device():

@@ -965,6 +965,9 @@ class IRCDoor(irc.IRC):
         if target.startswith("#") and found is None:
             fail("INVALID_TARGET", self.channels_api.missing(target))
             return
+        if found is not None and not self.channels_api.is_in(self.session, found):
+            fail("INVALID_TARGET", f"you are not in {found}; JOIN {found} to read its history")
+            return
         if found is None:  # whispers are not kept in history: an empty answer
             self._history_batch(target, [])
             return
