@@ -72,8 +72,9 @@ class Notice(Event):
     @ivar about: what happened, for doors that show it their own way rather than as text
         (IRC as JOIN, NICK, TOPIC, KICK), so none of them reads the wording: C{"joined"}
         or C{"left"} (C{subject}: the names), C{"renamed"} (old name, new name),
-        C{"topic"} (who set it, the topic), C{"removed"} (who, by whom), C{"current"} (the
-        session's current room changed: doors without one skip it); None: plain text.
+        C{"topic"} (who set it, the topic), C{"removed"} (who, by whom), C{"invited"} (by
+        whom, to which room), C{"current"} (the session's current room changed: doors
+        without one skip it); None: plain text.
     """
 
     __slots__ = ("text", "room", "about", "subject")

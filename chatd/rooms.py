@@ -332,7 +332,8 @@ class Rooms:
         self._keep(conversation)
         told = f"{session.user.name} invited you to {conversation.name}; /join {conversation.name}"
         if target is not None:
-            self.voice.tell_user(target, Notice(told))
+            invited = (session.user.name, conversation.name)
+            self.voice.tell_user(target, Notice(told, about="invited", subject=invited))
         else:
             self.link.invited(spelled, told)
         return spelled

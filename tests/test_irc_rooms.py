@@ -4,6 +4,8 @@ Room on a Clock) and line-door users (what telnet would show) in the same rooms.
 from __future__ import annotations
 
 import pytest_twisted
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
@@ -145,6 +147,21 @@ def test_join_refusals_are_numerics_saying_why():
     assert numerics(cy.send("JOIN #a"), "471") == [":chatd 471 cy #a :#a is full"]
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.text(st.characters(blacklist_characters="\r\n\0 ,"), min_size=1, max_size=40))
+def test_any_channel_name_is_joined_or_refused_with_a_numeric(name):
+    room, factory = setup()
+    ann = Irc(factory, "ann")
+    answer = ann.send(f"JOIN #{name}")
+    joined = [x for x in answer if x.startswith(":ann!chat@chatd JOIN ")]
+    refused = [x for x in answer if x.startswith(":chatd 403 ann ")]
+    assert len(joined + refused) == 1, answer
+    if joined:  # shown under the room's own name, and talked in
+        channel = joined[0].split()[-1]
+        ann.send(f"PRIVMSG #{name} :hi")
+        assert [(m.room, m.text) for m in room.store.saved] == [(channel, "hi")]
+
+
 def test_part_leaves_the_room_and_others_see_part_not_quit():
     room, factory = setup()
     ann = Irc(factory, "ann")
@@ -255,7 +272,7 @@ def test_invite_makes_the_room_invite_only_and_lets_the_invited_in():
     invited = ann.send("INVITE bob #secret")
     assert numerics(invited, "341") == [":chatd 341 ann bob #secret"]
     assert ":chatd NOTICE #secret :#secret is now invite-only" in invited  # a room's notice
-    assert any("ann invited you to #secret" in x for x in bob.read())
+    assert ":ann!chat@chatd INVITE bob #secret" in bob.read()
     assert numerics(ann.send("MODE #secret"), "324") == [":chatd 324 ann #secret +int"]
     assert numerics(dee.send("JOIN #secret"), "473") == [
         ":chatd 473 dee #secret :#secret is invite-only; ask its owner to /invite you"

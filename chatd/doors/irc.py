@@ -1143,6 +1143,10 @@ class IRCDoor(irc.IRC):
         if about == "renamed" and len(event.subject) == 2:
             self._renamed(*event.subject)
             return
+        if about == "invited" and len(event.subject) == 2:
+            by, invited_to = event.subject
+            self.send("INVITE", self.nick, invited_to, prefix=mask(by))
+            return
         room = event.room
         if room is not None and room not in self.channels:
             return  # about a room this client does not show

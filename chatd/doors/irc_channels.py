@@ -11,7 +11,7 @@ from __future__ import annotations
 from twisted.internet import defer
 from twisted.words.protocols import irc
 
-from chatd.conversation import Conversation
+from chatd.conversation import Conversation, Conversations
 from chatd.errors import CommandError
 from chatd.events import Message
 from chatd.people import Session, name_key
@@ -40,11 +40,12 @@ class Channels:
         return self.room.config.default_room
 
     def conversation(self, name: str) -> Conversation | None:
-        return self.room.conversation(name)
+        """The room C{name} names, read as the Room reads a name (one Unicode form)."""
+        return self.room.conversation(Conversations.normal(name))
 
     def find(self, name: str) -> str | None:
         """The channel called C{name} (in its own spelling), or None."""
-        found = self.room.conversation(name)
+        found = self.conversation(name)
         return None if found is None else found.name
 
     def missing(self, name: str) -> str:
@@ -53,7 +54,7 @@ class Channels:
 
     def is_in(self, session: Session, name: str) -> bool:
         """Whether C{session}'s person is in the room called C{name} (the default: always)."""
-        found = self.room.conversation(name)
+        found = self.conversation(name)
         if found is None:
             return False
         return found.name == self.lobby or found.key in session.user.rooms
@@ -69,14 +70,15 @@ class Channels:
         except CommandError as e:
             raise self.refused(session, name, str(e)) from e
         found = self.find(name)
-        assert found is not None
+        if found is None:  # the Room took a name this door cannot find again: say so
+            raise Refused(irc.ERR_NOSUCHCHANNEL, f"{name} was joined but cannot be shown")
         return found
 
     def refused(self, session: Session, name: str, why: str) -> Refused:
         """The numeric for a JOIN the Room refused, read from the room's state: banned
         (kicked), invite-only, full, too many channels, or no such channel."""
         config = self.room.config
-        found = self.room.conversation(name)
+        found = self.conversation(name)
         user = session.user
         rooms = self.room.all_rooms
         if found is None and rooms.problem(rooms.normal(name)) is not None:
@@ -100,20 +102,20 @@ class Channels:
             self.room.part(session, name)
 
     def names(self, name: str) -> list[str]:
-        found = self.room.conversation(name)
+        found = self.conversation(name)
         return [] if found is None else found.names()
 
     def owner(self, name: str) -> str | None:
         """The name key of the room's owner (shown with @), or None."""
-        found = self.room.conversation(name)
+        found = self.conversation(name)
         return None if found is None or found.owner is None else name_key(found.owner)
 
     def topic(self, name: str) -> str:
-        found = self.room.conversation(name)
+        found = self.conversation(name)
         return "" if found is None else found.topic
 
     def invite_only(self, name: str) -> bool:
-        found = self.room.conversation(name)
+        found = self.conversation(name)
         return found is not None and found.invite_only
 
     def set_topic(self, session: Session, name: str, topic: str) -> None:
