@@ -15,6 +15,7 @@ from chatd.events import Notice
 from chatd.testing import FakeClient, TestRoom, make_room
 from tests.support import line_client, start_server
 from tests.test_irc import irc
+from tests.test_room_bus import join, nodes
 
 PASSWORD = "correct-horse-battery"
 
@@ -349,3 +350,24 @@ async def test_a_telnet_user_and_an_irc_user_talk_in_dev_over_sockets(tmp_path):
         assert not [x for x in lurker.lines if "#dev" in x]
     finally:
         await server.stop()
+
+
+def test_a_channel_spans_nodes():
+    (a, b), store, clock = nodes()
+    ann = Irc(IRCFactory(a), "ann")
+    bob = join(b, "bob")
+    bob.room = b
+    ann.send("JOIN #dev")
+    ann.read()
+    typed(bob, "/join #dev")
+    assert ann.read() == [":bob!chat@chatd JOIN #dev"]
+    typed(bob, "hello from node b")
+    assert ann.read() == [":bob!chat@chatd PRIVMSG #dev :hello from node b"]
+    ann.send("PRIVMSG #dev :hello from node a")
+    assert bob.take() == ["ann: hello from node a"]
+    typed(bob, "/rename bobby")  # told over the bus with what it is, not only its words
+    assert ann.read()[0] == ":bob!chat@chatd NICK bobby"
+    assert names(ann.send("NAMES #dev")) == ["ann", "bobby"]
+    typed(bob, "/part #dev")
+    assert ann.read() == [":bobby!chat@chatd PART :#dev"]  # still online, on node b
+    assert [m.room for m in store.saved] == ["#dev", "#dev"]
