@@ -45,7 +45,8 @@ def fanout(receivers: int, door: str, rate: int, messages: int, quick_messages: 
                 "--messages", str(messages))  # fmt: skip
 
     pace = f"1 sender, {rate} msg/s" if rate else "flat out"
-    name = f"{receivers} {'WebSocket' if door == 'ws' else door} receivers, {pace}"
+    shown = {"ws": "WebSocket", "irc": "IRC"}.get(door, door)
+    name = f"{receivers} {shown} receivers, {pace}"
     return Scenario(
         name, "bench.fanout", argv(receivers, messages), argv(receivers // 10, quick_messages), 600
     )
@@ -54,6 +55,7 @@ def fanout(receivers: int, door: str, rate: int, messages: int, quick_messages: 
 SCENARIOS = [
     fanout(1000, "line", 50, 500, 100),
     fanout(1000, "ws", 50, 500, 100),
+    fanout(1000, "irc", 50, 500, 100),
     fanout(500, "line", 0, 10000, 1000),
     fanout(500, "ws", 0, 10000, 1000),
     Scenario(

@@ -42,10 +42,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench.fanout",
         description="Fan-out load: how fast and how cheaply chatd delivers one line to many.",
     )
-    p.add_argument("--door", choices=("line", "ws", "mixed"), default="line")
+    p.add_argument("--door", choices=("line", "ws", "irc", "mixed"), default="line")
     p.add_argument("--receivers", type=int, default=100, help="receiving connections")
     p.add_argument("--senders", type=int, default=1, help="sending connections")
-    p.add_argument("--sender-door", choices=("same", "line", "ws"), default="same")
+    p.add_argument("--sender-door", choices=("same", "line", "ws", "irc"), default="same")
     p.add_argument("--messages", type=int, default=500, help="messages sent in all")
     p.add_argument("--rate", type=float, default=50.0, help="messages/s in all; 0 = flat out")
     p.add_argument(
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace, addr: str, spawned: srv.Spawned | None) -> dic
     start = time.monotonic()
     deadline = start + args.timeout
     pid = args.server_pid
-    target = Target(addr, args.line_port, args.web_port, args.ws_path, args.haproxy)
+    target = Target(addr, args.line_port, args.web_port, args.ws_path, args.haproxy, args.irc_port)
     fig: dict[str, Any] = {"notes": []}
     if pid:
         srv.settle(pid, min(10.0, args.settle_timeout))

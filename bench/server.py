@@ -136,6 +136,7 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--host", default="127.0.0.1", help="server address (loopback only)")
     g.add_argument("--line-port", type=int, default=6969, help="line door port")
     g.add_argument("--web-port", type=int, default=8080, help="web/WebSocket door port")
+    g.add_argument("--irc-port", type=int, default=6667, help="IRC door port")
     g.add_argument("--ws-path", default="/", help="WebSocket path (/ or /ws)")
     g.add_argument(
         "--haproxy",
@@ -248,6 +249,7 @@ def spawn(args: argparse.Namespace, timeout: float = 30.0) -> Spawned:
     log = data_dir / "server.log"
     args.line_port = free_port(args.host)
     args.web_port = free_port(args.host)
+    args.irc_port = free_port(args.host)
     proxy = "haproxy:" if args.haproxy else ""
     if args.server_cmd:
         cmd = shlex.split(args.server_cmd)
@@ -256,6 +258,7 @@ def spawn(args: argparse.Namespace, timeout: float = 30.0) -> Spawned:
     cmd += [
         "--line", f"{proxy}tcp:{args.line_port}:interface={args.host}",
         "--web", f"{proxy}tcp:{args.web_port}:interface={args.host}",
+        "--irc", f"{proxy}tcp:{args.irc_port}:interface={args.host}",
         "--minechat-read", "none",
         "--minechat-write", "none",
         "--data-dir", str(data_dir / "data"),
@@ -278,7 +281,7 @@ def spawn(args: argparse.Namespace, timeout: float = 30.0) -> Spawned:
     server = Spawned(proc, data_dir, log, keep=args.keep_data)
     args.server_pid = proc.pid
     try:
-        for port in (args.line_port, args.web_port):
+        for port in (args.line_port, args.web_port, args.irc_port):
             wait_listening(args.host, port, proc, timeout)
     except RuntimeError:
         tail = server.tail()

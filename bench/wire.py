@@ -1,4 +1,4 @@
-"""Minimal, cheap clients for chatd's line and WebSocket doors.
+"""Minimal, cheap clients for chatd's line, WebSocket and IRC doors.
 
 Written by hand on raw non-blocking sockets so that one generator process can drain
 thousands of connections: a receiver never decodes text, it only finds the `b <seq> <ns>`
@@ -16,11 +16,14 @@ import socket
 
 LINE = "line"
 WS = "ws"
+IRC = "irc"
+IRC_CHANNEL = b"#lobby"  # the spawned server's default room, which IRC clients auto-join
 
-# A delivered bench message, as the line door writes it: "name: b <seq> <monotonic_ns>".
-# The WebSocket path joins frame payloads with "\n" so the same expression serves both.
-STAMP = re.compile(rb": b \d+ (\d+)\r?\n")
-SEQ = re.compile(rb": b (\d+) \d+\r?\n")  # the sender's probe only needs how far it got
+# A delivered bench message, as the line door writes it: "name: b <seq> <monotonic_ns>"
+# (IRC: "... PRIVMSG #lobby :b <seq> <ns>"). The WebSocket path joins frame payloads with
+# "\n" so the same expression serves all three.
+STAMP = re.compile(rb": ?b \d+ (\d+)\r?\n")
+SEQ = re.compile(rb": ?b (\d+) \d+\r?\n")  # the sender's probe only needs how far it got
 
 RECV_SIZE = 65536
 
@@ -65,6 +68,16 @@ def ws_request(host: str, port: int, path: str = "/") -> bytes:
         f"Origin: http://{host}:{port}\r\n"
         "\r\n"
     ).encode()
+
+
+def irc_register(sock: socket.socket) -> bytes:
+    """NICK and USER, with a nick unique on this machine (a taken one would stall)."""
+    nick = f"b{os.getpid()}x{sock.fileno()}"
+    return f"NICK {nick}\r\nUSER bench 0 * :bench\r\n".encode()
+
+
+def irc_say(line: bytes) -> bytes:
+    return b"PRIVMSG " + IRC_CHANNEL + b" :" + line + b"\r\n"
 
 
 def ws_frame(payload: bytes, opcode: int = 1) -> bytes:

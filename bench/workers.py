@@ -25,6 +25,7 @@ from bench.wire import (
     CLOSED,
     CONNECTING,
     HANDSHAKE,
+    IRC,
     LINE,
     OPEN,
     RECV_SIZE,
@@ -34,6 +35,8 @@ from bench.wire import (
     Conn,
     WireError,
     http_answer,
+    irc_register,
+    irc_say,
     open_conn,
     proxy_header,
     ws_feed,
@@ -55,8 +58,11 @@ class Target:
     web_port: int
     ws_path: str = "/"
     haproxy: bool = False  # the doors expect a PROXY header first (haproxy: endpoints)
+    irc_port: int = 6667
 
     def port(self, door: str) -> int:
+        if door == IRC:
+            return self.irc_port
         return self.line_port if door == LINE else self.web_port
 
 
@@ -103,7 +109,7 @@ def _close(ep: select.epoll, conns: Iterable[Conn]) -> None:
 
 def _error_lines(data: bytes, door: str, notes: list[str]) -> int:
     """Count server error lines ("! ...") in a chunk; called only when b"! " occurs."""
-    found = (_ERR_LINE if door == LINE else _ERR_WS).findall(data)
+    found = (_ERR_WS if door == WS else _ERR_LINE).findall(data)
     for text in found[: MAX_NOTES - len(notes)]:
         _note(notes, text.decode("utf-8", "replace")[:160])
     return len(found)
@@ -122,6 +128,7 @@ def receiver(ctl: Connection, plan: ReceiverPlan) -> None:
     todo = list(reversed(plan.doors))
     notes: list[str] = []
     lat = {LINE: array("q"), WS: array("q")}
+    lat[IRC] = lat[LINE]  # a stream of lines too
     failed = disconnected = error_lines = 0
     received = expected = 0
     t_go = t_first = t_last = 0
@@ -208,7 +215,7 @@ def receiver(ctl: Connection, plan: ReceiverPlan) -> None:
                         cpu_go = time.process_time()
                         expected = plan.messages * len(conns)
                         for c in conns.values():
-                            if c.door == LINE:
+                            if c.door != WS:
                                 c.buf = b""  # parse from a fresh line: stamps come after go
                     elif msg == "sender_done":
                         sender_done_at = mono()
@@ -232,6 +239,8 @@ def receiver(ctl: Connection, plan: ReceiverPlan) -> None:
                 req = proxy_header(c.sock) if target.haproxy else b""
                 if c.door == WS:
                     req += ws_request(target.addr, target.web_port, target.ws_path)
+                elif c.door == IRC:
+                    req += irc_register(c.sock)
                 if req:
                     if c.sock.send(req) != len(req):
                         drop(c, "handshake request not sent at once")
@@ -328,6 +337,14 @@ def _connect_blocking(target: Target, door: str, timeout: float) -> Conn:
             rest = http_answer(c, data)
         c.buf = b""
         ws_feed(c, rest)
+    elif door == IRC:  # registered once the default room's names came (the 366)
+        sock.sendall(irc_register(sock))
+        seen = b""
+        while b" 366 " not in seen:
+            data = sock.recv(RECV_SIZE)
+            if not data:
+                raise WireError("closed during IRC registration: " + seen[-200:].decode())
+            seen = seen[-1000:] + data
     sock.setblocking(False)
     c.state = OPEN
     return c
@@ -407,7 +424,10 @@ def sender(ctl: Connection, plan: SenderPlan) -> None:
             while k < due:
                 c = senders[k % count]
                 line = b"b %d %d" % (k, now)
-                c.out += line + b"\n" if c.door == LINE else ws_frame(line)
+                if c.door == IRC:
+                    c.out += irc_say(line)
+                else:
+                    c.out += line + b"\n" if c.door == LINE else ws_frame(line)
                 k += 1
             for c in senders:
                 if c.out:

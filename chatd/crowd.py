@@ -93,18 +93,25 @@ class Crowd:
         moved, self._moved = self._moved, {}
         for (room, verb), names in sorted(moved.items(), key=lambda kv: kv[0][1]):
             if verb != "joined":
-                self.voice.notice_all(crowd_text(names, verb), room=room)
+                self.voice.notice_all(
+                    crowd_text(names, verb), room=room, about=verb, subject=tuple(names)
+                )
                 continue
             # Each newcomer hears of the others who came with them, not of themselves.
             self.voice.notice_all(
-                crowd_text(names, verb), skip=frozenset(name_key(n) for n in names), room=room
+                crowd_text(names, verb),
+                skip=frozenset(name_key(n) for n in names),
+                room=room,
+                about=verb,
+                subject=tuple(names),
             )
             if len(names) > 1:
                 for name in names:
                     user = self.members.find(name)
                     if user is not None:
                         others = [n for n in names[:4] if n != name][:3]
-                        told = Notice(crowd_text(others, verb, len(names) - 1), room)
+                        text = crowd_text(others, verb, len(names) - 1)
+                        told = Notice(text, room, verb, tuple(others))
                         self.voice.tell_user(user, told)
 
     def changed(self) -> None:

@@ -85,15 +85,29 @@ class Notice(Event):
     """Something the server says: joins, leaves, renames, results of commands.
 
     @ivar room: the conversation it is about ("ann joined"), or None (a command's answer).
+    @ivar about: what happened, for doors that show it their own way rather than as text
+        (IRC as JOIN, NICK, TOPIC, KICK), so none of them reads the wording: C{"joined"}
+        or C{"left"} (C{subject}: the names), C{"renamed"} (old name, new name),
+        C{"topic"} (who set it, the topic), C{"removed"} (who, by whom), C{"invited"} (by
+        whom, to which room), C{"current"} (the session's current room changed: doors
+        without one skip it); None: plain text.
     """
 
-    __slots__ = ("text", "room")
+    __slots__ = ("text", "room", "about", "subject")
     kind = "notice"
 
-    def __init__(self, text: str, room: str | None = None) -> None:
+    def __init__(
+        self,
+        text: str,
+        room: str | None = None,
+        about: str | None = None,
+        subject: tuple[str, ...] = (),
+    ) -> None:
         super().__init__()
         self.text = text
         self.room = room
+        self.about = about
+        self.subject = subject
 
 
 class Error(Event):

@@ -159,18 +159,30 @@ class Logins:
         if online:
             assert target is not None
             if self.members.detach(session):
-                self.voice.notice_all(f"{old.name} is now known as {name}", exclude=session)
+                self.voice.notice_all(
+                    f"{old.name} is now known as {name}",
+                    exclude=session,
+                    about="renamed",
+                    subject=(old.name, name),
+                )
             self.members.attach(session, target)
         elif len(old.sessions) == 1:
             was = old.name
             self.members.rename(old, name)
             old.account = name
             if was != name:
-                self.voice.notice_all(f"{was} is now known as {name}", exclude=session)
+                self.voice.notice_all(
+                    f"{was} is now known as {name}",
+                    exclude=session,
+                    about="renamed",
+                    subject=(was, name),
+                )
         else:
             self.members.detach(session)
             self.members.attach(session, User(name, self.clock.seconds(), account=name))
-            self.voice.notice_all(f"{name} joined", exclude=session)
+            self.voice.notice_all(
+                f"{name} joined", exclude=session, about="joined", subject=(name,)
+            )
         self.gate.carry(before, session)
         session.deliver(Identity(name, name, token))
         if not online:
@@ -195,11 +207,18 @@ class Logins:
             self.remember_seen(account)
             self.members.rename(user, guest)
             user.account = None
-            self.voice.notice_all(f"{account} is now known as {guest}", exclude=session)
+            self.voice.notice_all(
+                f"{account} is now known as {guest}",
+                exclude=session,
+                about="renamed",
+                subject=(account, guest),
+            )
         else:
             self.members.detach(session)
             self.members.attach(session, User(guest, self.clock.seconds()))
-            self.voice.notice_all(f"{guest} joined", exclude=session)
+            self.voice.notice_all(
+                f"{guest} joined", exclude=session, about="joined", subject=(guest,)
+            )
             if user.rooms:  # the account's rooms stay with its other devices
                 self.rooms.current(session)
                 self.rooms.tell_rooms(session.user)

@@ -418,10 +418,13 @@ class Room(Service):
         session.lines += 1
         return self.gate.line(session)
 
-    def speak(self, session: Session, text: str, to: str | None = None) -> Message | None:
-        """Text that is a message whatever it starts with (IRC's PRIVMSG): public, or a
-        whisper C{to} someone. The rules of a typed line apply (size, mute, rate, login
-        required), not its commands; the door counted the line with L{accept}.
+    def speak(
+        self, session: Session, text: str, to: str | None = None, to_room: str | None = None
+    ) -> Message | None:
+        """Text that is a message whatever it starts with (IRC's PRIVMSG): public (to the
+        room called C{to_room}; None: the current one), or a whisper C{to} someone. The
+        rules of a typed line apply (size, mute, rate, login required), not its commands;
+        the door counted the line with L{accept}.
 
         Raises L{CommandError} saying why it was refused; None when nothing was sent.
         """
@@ -435,7 +438,11 @@ class Room(Service):
             raise CommandError(too_long)
         self._check(session, SAY)
         if to is None:
-            return self.say(session, text)
+            try:
+                return self.say(session, text, to_room)
+            except CommandError:
+                self.gate.refund(session, SAY)  # nothing was sent
+                raise
         try:
             return self.whisper(session, to, text)
         except CommandError:
@@ -702,11 +709,19 @@ class Room(Service):
             s.deliver(Identity(new, user.account))
         if why is None:
             # The renamer hears it once, as "you are ..." (its Identity).
-            self.voice.notice_all(f"{old} is now known as {new}", skip=frozenset({user.key}))
+            self.voice.notice_all(
+                f"{old} is now known as {new}",
+                skip=frozenset({user.key}),
+                about="renamed",
+                subject=(old, new),
+            )
         else:
             self.voice.tell_user(user, Notice(why))
             self.voice.notice_all(
-                f"the other {old} is now known as {new}", skip=frozenset({name_key(new)})
+                f"the other {old} is now known as {new}",
+                skip=frozenset({name_key(new)}),
+                about="renamed",
+                subject=(old, new),
             )
         self.crowd.changed()
 

@@ -120,7 +120,7 @@ class Rooms:
             conversation is self.default or conversation.key in user.rooms
         ):
             session.room = conversation.name
-            self.voice.tell(session, f"you are now talking in {conversation.name}")
+            self._tell_current(session, f"you are now talking in {conversation.name}")
             self._show_topic(session, conversation)
             self.voice.event(session, RoomList([c.name for c in self.joined(user)], session.room))
             return
@@ -142,7 +142,7 @@ class Rooms:
         session.room = conversation.name
         self.crowd.moved("joined", user.name, conversation.name)
         self.tell_rooms(user)  # first: the page shows the room the next lines are about
-        self.voice.tell(session, f"you joined {conversation.name}; what you type goes there")
+        self._tell_current(session, f"you joined {conversation.name}; what you type goes there")
         self._show_topic(session, conversation)
         self._show_recent(session, conversation)
 
@@ -183,7 +183,7 @@ class Rooms:
             )
         if conversation is None or conversation.key not in user.rooms:
             raise CommandError(f"you are not in {name}; /rooms lists yours")
-        self.voice.tell(session, f"you left {conversation.name}")
+        self._tell_current(session, f"you left {conversation.name}")
         self._leave(user, conversation, "left")
 
     def _leave(self, user: User, conversation: Conversation, verb: str) -> None:
@@ -195,7 +195,7 @@ class Rooms:
                 s.room = self._last(user).name
                 if verb != "left":
                     self.voice.tell(s, f"you were removed from {conversation.name}")
-                self.voice.tell(s, f"you are now talking in {s.room}")
+                self._tell_current(s, f"you are now talking in {s.room}")
         if user.account is not None:
             self._remember(user.account, conversation.name, False)
         self.tell_rooms(user)
@@ -283,7 +283,7 @@ class Rooms:
         self._keep(conversation)
         who = session.user.name
         said = f"{who} set the topic: {text}" if text else f"{who} cleared the topic"
-        self.voice.notice_all(said, room=conversation.name)
+        self.voice.notice_all(said, room=conversation.name, about="topic", subject=(who, text))
 
     def kick(self, session: Session, name: str | None, who: str, minutes_: int) -> None:
         conversation = self._mine(session, name, "remove people from")
@@ -308,6 +308,8 @@ class Rooms:
             f"{spelled} was removed from {conversation.name} for {minutes(seconds)}"
             f" by {session.user.name}",
             room=conversation.name,
+            about="removed",
+            subject=(spelled, session.user.name),
         )
         if key in members:
             self._leave(members[key], conversation, "removed")
@@ -330,7 +332,8 @@ class Rooms:
         self._keep(conversation)
         told = f"{session.user.name} invited you to {conversation.name}; /join {conversation.name}"
         if target is not None:
-            self.voice.tell_user(target, Notice(told))
+            invited = (session.user.name, conversation.name)
+            self.voice.tell_user(target, Notice(told, about="invited", subject=invited))
         else:
             self.link.invited(spelled, told)
         return spelled
@@ -370,7 +373,13 @@ class Rooms:
 
     def _show_topic(self, session: Session, conversation: Conversation) -> None:
         if conversation.topic:
-            self.voice.event(session, Notice(f"topic: {conversation.topic}", conversation.name))
+            told = Notice(f"topic: {conversation.topic}", conversation.name, "current")
+            self.voice.event(session, told)
+
+    def _tell_current(self, session: Session, text: str) -> None:
+        """What a session is told as its current room changes (IRC, which has none, skips
+        it: its client names the channel of every line)."""
+        self.voice.event(session, Notice(text, about="current"))
 
     def _show_recent(self, session: Session, conversation: Conversation) -> None:
         since = self.clock.seconds() - self.config.history_ttl

@@ -48,9 +48,11 @@ class Voice:
         exclude: Session | None = None,
         skip: frozenset[str] = frozenset(),
         room: str | None = None,
+        about: str | None = None,
+        subject: tuple[str, ...] = (),
     ) -> None:
         """A notice to everyone on every node (but C{exclude} and the users named in C{skip}),
-        or to everyone in the room called C{room}."""
+        or to everyone in the room called C{room}; C{about} and C{subject} as L{Notice}'s."""
         self.before_notice()
         if room is None:
             sessions = self.members.sessions
@@ -60,7 +62,7 @@ class Voice:
         recipients = tuple(
             s for s in sessions if s is not exclude and (not skip or s.user.key not in skip)
         )
-        notice = Notice(text, room)
+        notice = Notice(text, room, about, subject)
         self.outbox.later(lambda: deliver(recipients, notice))
         self.link.noticed(notice)
 

@@ -1,4 +1,4 @@
-"""Debian's irssi, in a terminal, in the same chat as a telnet user."""
+"""Debian's irssi, in a terminal, in the same chat as a telnet user: #lobby and #dev."""
 
 from __future__ import annotations
 
@@ -40,8 +40,18 @@ async def test_irssi_joins_talks_both_ways_with_telnet_and_quits(tmp_path):
         bob.send("/whisper ann got it")
         await terminals.type("ann", "/window goto bob")
         await terminals.shows("ann", r"< ?bob> got it")
+        # Another room: a channel of its own, talked in both ways.
+        bob.send("/join #dev")
+        await bob.expect(r"^\* you joined #dev")
+        await terminals.type("ann", "/join #dev")
+        await terminals.shows("ann", r"ann \[chat@chatd\] has joined #dev")
+        await bob.expect(r"^\* ann joined$", SLOW)
+        await terminals.type("ann", "hello dev from irssi")
+        await bob.expect(r"^ann: hello dev from irssi$", SLOW)
+        bob.send("dev here, telnet")
+        await terminals.shows("ann", r"< ?bob> dev here, telnet")
         await terminals.type("ann", "/quit see you")
-        await bob.expect(r"^\* ann left$", SLOW)
+        await bob.expect(r"^(\[#lobby\] )?\* ann left$", SLOW)
     finally:
         await terminals.close()
         await server.stop()

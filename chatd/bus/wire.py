@@ -39,7 +39,11 @@ def to_wire(event: Event) -> dict[str, Any]:
     if isinstance(event, Message):
         return {"kind": event.kind, **_message(event)}
     if isinstance(event, Notice):
-        return {"kind": event.kind, "text": event.text, "room": event.room}
+        data = {"kind": event.kind, "text": event.text, "room": event.room}
+        if event.about is not None:
+            data["about"] = event.about
+            data["subject"] = list(event.subject)
+        return data
     if isinstance(event, Error):
         return {"kind": event.kind, "text": event.text}
     if isinstance(event, Presence):
@@ -62,7 +66,13 @@ def from_wire(data: dict[str, Any]) -> Event:
             return _message_from(data)
         if kind == Notice.kind:
             room = data.get("room")
-            return Notice(str(data["text"]), None if room is None else str(room))
+            about = data.get("about")
+            return Notice(
+                str(data["text"]),
+                None if room is None else str(room),
+                None if about is None else str(about),
+                tuple(str(n) for n in data.get("subject", ())),
+            )
         if kind == Error.kind:
             return Error(str(data["text"]))
         if kind == Presence.kind:

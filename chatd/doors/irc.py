@@ -1,13 +1,16 @@
 """The IRC door: irssi, WeeChat, HexChat and any IRC client, in the same chat as everyone.
 
-The chat is one conversation, shown as the channel C{default_room} (C{#lobby}); a client
-that only connects is in it. Registration (NICK, USER, PASS, CAP, SASL PLAIN), the usual
-commands and the IRCv3 capabilities clients use are answered here; the chat's rules stay in
-the Room: a PRIVMSG is L{Room.speak}, a NICK is L{Room.rename}, a login is the Room's, and
-every line but PING, PONG and CAP counts against the flood caps (L{Room.accept}).
+Every channel is a chatd room: JOIN makes or joins one, PART leaves it, and a message to
+a channel is said in that room, whichever rooms its sender is in. A client that only
+connects is in the default room, C{default_room} (C{#lobby}). Registration (NICK, USER,
+PASS, CAP, SASL PLAIN), the usual commands and the IRCv3 capabilities clients use are
+answered here; the chat's rules stay in the Room: a PRIVMSG is L{Room.speak}, a NICK is
+L{Room.rename}, a login is the Room's, and every line but PING, PONG and CAP counts
+against the flood caps (L{Room.accept}).
 
-Everything about channels goes through L{Channels} (irc_channels), the one place to point
-at rooms.
+Everything about channels goes through L{Channels} (irc_channels), the door's seam to the
+rooms. What the chat reports (joins, renames, topics, kicks) the door reads from the
+events' fields (C{Notice.about}), never from their wording.
 Parsing, formatting, splitting and nick mapping are pure functions in L{irc_wire}.
 """
 
@@ -16,7 +19,6 @@ from __future__ import annotations
 import base64
 import binascii
 import itertools
-import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,10 +29,10 @@ from twisted.words.protocols import irc
 
 from chatd import __version__
 from chatd.doors import irc_wire as wire
-from chatd.doors.irc_channels import Channels
+from chatd.doors.irc_channels import Channels, Refused
 from chatd.doors.output import STREAM_CHUNK, Output, Turn
 from chatd.errors import CommandError, UsageError
-from chatd.events import Error, Event, History, Identity, Message, Notice, Presence
+from chatd.events import Error, Event, History, Identity, Message, Notice, Presence, Rooms
 from chatd.people import Session, name_key
 from chatd.room import Room
 from chatd.text import chunks, clock_time, cut_message
@@ -69,10 +71,6 @@ CAPS = (
     "server-time",
 )
 CAP_VALUES = {"sasl": "PLAIN"}
-
-# The Crowd's and the Logins' notices, which IRC clients see as JOIN, QUIT and NICK.
-_MOVED = re.compile(r"[\w.\-]+(?:, [\w.\-]+)*(?: and \d+ others?)? (?:joined|left)")
-_RENAMED = re.compile(r"(?:the other )?([\w.\-]+) is now (?:known as )?([\w.\-]+)")
 
 _batches = itertools.count(1)
 
@@ -113,8 +111,10 @@ class IRCDoor(irc.IRC):
         self.welcomed = False
         self.early: list[Event] | None = []  # events before the welcome
         self.early_lines = 0
-        self.in_channel: str | None = None
-        self.members: dict[str, str] = {}  # name key -> name, as this client was told
+        # The channels this client shows (each room's own spelling) -> their members as this
+        # client was told them (name key -> name). The default room is in every session's
+        # rooms; PART only stops showing it.
+        self.channels: dict[str, dict[str, str]] = {}
         self.user_modes = ""
         self.gone = False
         self.timeout = room.clock.callLater(REGISTRATION_TIMEOUT, self._too_slow)
@@ -463,8 +463,8 @@ class IRCDoor(irc.IRC):
         self.numeric(irc.RPL_MYINFO, SERVER, f"chatd-{__version__}", "i", "nt")
         self._isupport()
         self._motd()
-        self.members = {}
         self._join(self.channels_api.lobby)
+        self._sync_rooms()  # an account's rooms, back at login
         early, self.early = self.early or [], None
         for event in early:
             self.deliver(event)
@@ -474,9 +474,9 @@ class IRCDoor(irc.IRC):
         tokens = [
             "AWAYLEN=200",
             "CASEMAPPING=ascii",
-            "CHANLIMIT=#:1",
-            "CHANMODES=,,,nt",
-            "CHANNELLEN=50",
+            f"CHANLIMIT=#:{config.max_rooms_per_person}",
+            "CHANMODES=,,,int",
+            f"CHANNELLEN={config.max_room_name_length}",
             "CHANTYPES=#",
             f"CHATHISTORY={CHATHISTORY_MAX}",
             "MSGREFTYPES=msgid,timestamp",
@@ -494,6 +494,7 @@ class IRCDoor(irc.IRC):
         self.numeric(irc.RPL_MOTDSTART, f"- {SERVER} message of the day -")
         for line in (
             f"You are in {lobby} with everyone: telnet, the web page and IRC users alike.",
+            "Every channel is a chatd room: JOIN #name makes or joins one, LIST shows them.",
             "chatd's commands work as raw commands: /quote HELP lists them",
             "(irssi and WeeChat also pass unknown ones on: /register NAME PASSWORD).",
             "Log in with SASL PLAIN, or PASS name:password, to chat under your account.",
@@ -522,30 +523,50 @@ class IRCDoor(irc.IRC):
         if not params:
             self.numeric(irc.ERR_NEEDMOREPARAMS, "JOIN", "Not enough parameters")
             return
-        if params[0] == "0":
-            if self.in_channel:
-                self.irc_PART([self.in_channel])
+        if params[0] == "0":  # leave every channel
+            if self.channels:
+                self.irc_PART([",".join(self.channels)])
             return
         for name in params[0].split(","):
             if not name:
                 continue
-            try:
-                found = self.channels_api.join(self.session, name)
-            except CommandError as e:
-                self.numeric(irc.ERR_NOSUCHCHANNEL, name, str(e))
-                continue
-            if self.in_channel != found:
-                self._join(found)
+            shown = self.channels_api.find(name)
+            if shown is not None and shown in self.channels:
+                continue  # joined already
+            if shown is None or not self.channels_api.is_in(self.session, shown):
+                try:
+                    shown = self.channels_api.join(self.session, name)
+                except Refused as e:
+                    self.numeric(e.numeric, name, str(e))
+                    continue
+            if shown not in self.channels:  # the Room's list of rooms may have shown it
+                self._join(shown)
 
     def _join(self, name: str) -> None:
         """Tell the client it is in channel C{name}: JOIN, the topic, the names."""
-        self.in_channel = name
         me = self.session.user.name
+        members = {name_key(n): n for n in self.channels_api.names(name)}
+        members.setdefault(name_key(me), me)
+        self.channels[name] = members
         self.send("JOIN", name, prefix=mask(me))
         self._topic(name)
-        self.members = {name_key(n): n for n in self.channels_api.names(name)}
-        self.members.setdefault(name_key(me), me)
         self._names(name)
+
+    def _sync_rooms(self) -> None:
+        """Show the rooms this person is in as channels, and stop showing those they are
+        no longer in: rooms joined or left on another device, or brought back at login.
+        Read from the rooms as they are now, so a late event cannot undo a later move."""
+        if self.session is None or not self.welcomed:
+            return
+        lobby = self.channels_api.lobby
+        now = self.channels_api.joined(self.session)
+        for name in list(self.channels):
+            if name != lobby and name not in now:
+                del self.channels[name]
+                self.send("PART", name, prefix=mask(self.session.user.name))
+        for name in now:
+            if name != lobby and name not in self.channels:
+                self._join(name)
 
     def _topic(self, name: str) -> None:
         topic = self.channels_api.topic(name)
@@ -555,7 +576,11 @@ class IRCDoor(irc.IRC):
             self.numeric(irc.RPL_NOTOPIC, name, "No topic is set")
 
     def _names(self, name: str) -> None:
-        nicks = [wire.nick_of(n) for n in self.channels_api.names(name)]
+        owner = self.channels_api.owner(name)
+        nicks = [
+            ("@" if name_key(n) == owner else "") + wire.nick_of(n)
+            for n in self.channels_api.names(name)
+        ]
         head = f":{SERVER} {irc.RPL_NAMREPLY} {self.nick} = {name} :"
         budget = wire.LINE_BYTES - 2 - wire.utf8_len(head)
         line: list[str] = []
@@ -587,22 +612,29 @@ class IRCDoor(irc.IRC):
             found = self._channel(name)
             if found is None:
                 continue
-            if self.in_channel != found:
+            if found not in self.channels:
                 self.numeric(irc.ERR_NOTONCHANNEL, found, "You're not on that channel")
                 continue
-            self.channels_api.part(self.session, found)
+            members = self.channels.pop(found)  # first: the Room's list of rooms follows
+            try:
+                self.channels_api.part(self.session, found)
+            except CommandError as e:
+                self.channels[found] = members
+                self.numeric(irc.ERR_NOTONCHANNEL, found, str(e))
+                continue
             self.send(
                 "PART", found, *([reason] if reason else []), prefix=mask(self.session.user.name)
             )
-            self.in_channel = None
-            self.server_notice(
-                f"you left {found} here: its messages are not shown until you JOIN {found} again "
-                "(you are still online in the chat)"
-            )
+            if found == self.channels_api.lobby:
+                self.server_notice(
+                    f"you left {found} here: its messages are not shown until you JOIN {found} "
+                    "again (you are still online in the chat)"
+                )
 
     def irc_NAMES(self, params: list[str]) -> None:
         if not params:
-            self._names(self.channels_api.lobby)
+            for name in self.channels or [self.channels_api.lobby]:
+                self._names(name)
             return
         for name in params[0].split(","):
             found = self.channels_api.find(name)
@@ -627,9 +659,11 @@ class IRCDoor(irc.IRC):
             self.numeric(irc.ERR_CHANOPRIVSNEEDED, found, str(e))
 
     def irc_LIST(self, params: list[str]) -> None:
+        wanted = {name_key(n) for n in params[0].split(",")} if params and params[0] else None
         self.numeric(irc.RPL_LISTSTART, "Channel", "Users  Name")
         for name, count, topic in self.channels_api.conversations():
-            self.numeric(irc.RPL_LIST, name, str(count), topic)
+            if wanted is None or name_key(name) in wanted:
+                self.numeric(irc.RPL_LIST, name, str(count), topic)
         self.numeric(irc.RPL_LISTEND, "End of /LIST")
 
     def irc_KICK(self, params: list[str]) -> None:
@@ -639,10 +673,16 @@ class IRCDoor(irc.IRC):
         found = self._channel(params[0])
         if found is None:
             return
-        try:
-            self.channels_api.kick(self.session, found, wire.name_of(params[1]))
-        except CommandError as e:
-            self.numeric(irc.ERR_CHANOPRIVSNEEDED, found, str(e))
+        for nick in params[1].split(",")[:4]:
+            name = wire.name_of(nick)
+            try:
+                self.channels_api.kick(self.session, found, name)
+            except CommandError as e:
+                inside = {name_key(n) for n in self.channels_api.names(found)}
+                if name_key(name) in inside:
+                    self.numeric(irc.ERR_CHANOPRIVSNEEDED, found, str(e))
+                else:
+                    self.numeric(irc.ERR_USERNOTINCHANNEL, nick, found, str(e))
 
     def irc_INVITE(self, params: list[str]) -> None:
         if len(params) < 2:
@@ -652,19 +692,27 @@ class IRCDoor(irc.IRC):
         found = self._channel(channel)
         if found is None:
             return
-        if self.room.find(wire.name_of(nick)) is None:
+        name = wire.name_of(nick)
+        if name_key(name) not in {name_key(n) for n in self.room.online()}:
             self.numeric(irc.ERR_NOSUCHNICK, nick, "No such nick: nobody by that name is online")
             return
+        if name_key(name) in {name_key(n) for n in self.channels_api.names(found)}:
+            self.numeric(irc.ERR_USERONCHANNEL, nick, found, f"{nick} is in {found} already")
+            return
         try:
-            self.channels_api.invite(self.session, found, wire.name_of(nick))
+            spelled = self.channels_api.invite(self.session, found, name)
         except CommandError as e:
-            self.numeric(irc.ERR_USERONCHANNEL, nick, found, str(e))
+            self.numeric(irc.ERR_CHANOPRIVSNEEDED, found, str(e))
+            return
+        self.numeric(irc.RPL_INVITING, wire.nick_of(spelled), found)
 
     def irc_WHO(self, params: list[str]) -> None:
         target = params[0] if params else "*"
-        found = self.channels_api.find(target)
+        found = self.channels_api.find(target) if target.startswith("#") else None
+        owner = None
         if found is not None:
             names = self.channels_api.names(found)
+            owner = self.channels_api.owner(found)
         elif target in ("*", "0"):
             names = self.room.online()
         else:
@@ -673,6 +721,8 @@ class IRCDoor(irc.IRC):
         channel = found or (self.channels_api.lobby if names else "*")
         for name in names:
             flags = "G" if name_key(name) in self.factory.away else "H"
+            if owner is not None and name_key(name) == owner:
+                flags += "@"
             self.numeric(
                 irc.RPL_WHOREPLY,
                 channel,
@@ -708,14 +758,25 @@ class IRCDoor(irc.IRC):
             realname = self._realname(user.name if user is not None else name)
             self.numeric(irc.RPL_WHOISUSER, shown, USER, SERVER, "*", realname)
             self.numeric(irc.RPL_WHOISSERVER, shown, SERVER, "chatd")
-            if self.channels_api.lobby:
-                self.numeric(irc.RPL_WHOISCHANNELS, shown, self.channels_api.lobby)
+            channels = self._channels_of(user.sessions[0] if user and user.sessions else None)
+            self.numeric(irc.RPL_WHOISCHANNELS, shown, " ".join(channels))
             if user is not None and user.account:
                 self.numeric(RPL_WHOISACCOUNT, shown, wire.nick_of(user.account), "is logged in as")
             away = self.factory.away.get(name_key(name))
             if away is not None:
                 self.numeric(irc.RPL_AWAY, shown, away)
         self.numeric(irc.RPL_ENDOFWHOIS, nick, "End of /WHOIS list")
+
+    def _channels_of(self, session: Session | None) -> list[str]:
+        """The channels a person is in, an owner's with @ (WHOIS); the default room only
+        for someone on another node."""
+        if session is None:
+            return [self.channels_api.lobby]
+        names = self.channels_api.joined(session)
+        return [
+            ("@" if name_key(session.user.name) == self.channels_api.owner(n) else "") + n
+            for n in names
+        ]
 
     def irc_WHOWAS(self, params: list[str]) -> None:
         nick = params[0] if params else "*"
@@ -749,7 +810,8 @@ class IRCDoor(irc.IRC):
                 return
             change = params[1] if len(params) > 1 else ""
             if not change:
-                self.numeric(irc.RPL_CHANNELMODEIS, found, "+nt")
+                modes = "+int" if self.channels_api.invite_only(found) else "+nt"
+                self.numeric(irc.RPL_CHANNELMODEIS, found, modes)
                 self.numeric(RPL_CREATIONTIME, found, str(int(self.room.started)))
             elif change.lstrip("+") == "b" and len(params) == 2:
                 self.numeric(irc.RPL_ENDOFBANLIST, found, "End of channel ban list")
@@ -757,7 +819,8 @@ class IRCDoor(irc.IRC):
                 self.numeric(
                     irc.ERR_CHANOPRIVSNEEDED,
                     found,
-                    f"channel modes cannot be changed: {found} has no owner yet",
+                    f"channel modes cannot be changed here; {found}'s owner makes it "
+                    "invite-only (+i) with INVITE",
                 )
             return
         if name_key(wire.name_of(target)) != self.session.user.key:
@@ -833,15 +896,16 @@ class IRCDoor(irc.IRC):
 
     def _say(self, target: str, text: str) -> None:
         session = self.session
+        room = None
         if target.startswith("#"):
-            found = self._channel(target)
-            if found is None:
+            room = self._channel(target)
+            if room is None:
                 return
-            if self.in_channel != found:
+            if room not in self.channels:
                 self.numeric(
                     irc.ERR_CANNOTSENDTOCHAN,
-                    found,
-                    f"you are not in {found} here; JOIN {found} first",
+                    room,
+                    f"you are not in {room} here; JOIN {room} first",
                 )
                 return
             to = None
@@ -851,7 +915,7 @@ class IRCDoor(irc.IRC):
                 self.numeric(irc.ERR_NOSUCHNICK, target, "No such nick: nobody by that name")
                 return
         try:
-            self.room.speak(session, text, to)
+            self.room.speak(session, text, to, room)
         except UsageError:
             self.numeric(irc.ERR_NOTEXTTOSEND, "No text to send")
             return
@@ -901,6 +965,9 @@ class IRCDoor(irc.IRC):
         if target.startswith("#") and found is None:
             fail("INVALID_TARGET", self.channels_api.missing(target))
             return
+        if found is not None and not self.channels_api.is_in(self.session, found):
+            fail("INVALID_TARGET", f"you are not in {found}; JOIN {found} to read its history")
+            return
         if found is None:  # whispers are not kept in history: an empty answer
             self._history_batch(target, [])
             return
@@ -923,22 +990,33 @@ class IRCDoor(irc.IRC):
             )
             return
         low, high = sorted(float(r[1]) for r in refs)  # type: ignore[index]
-        lobby = self.channels_api.lobby
+        names = list(self.channels)
 
-        def answer(messages: list[Message]) -> None:
-            times = [m.time for m in messages if low < m.time < high]
+        def answer(histories: list[list[Message]]) -> None:
+            latest = []
+            for name, messages in zip(names, histories, strict=True):
+                times = [m.time for m in messages if low < m.time < high]
+                if times:
+                    latest.append((max(times), name))
             batch = self._open_batch("draft/chathistory-targets")
-            if times:
+            for when, name in sorted(latest, reverse=True)[:limit]:
                 self.send(
                     "CHATHISTORY",
                     "TARGETS",
-                    lobby,
-                    f"timestamp={wire.server_time(max(times))}",
+                    name,
+                    f"timestamp={wire.server_time(when)}",
                     tags=batch,
                 )
             self._close_batch(batch)
 
-        self.channels_api.history(lobby).addCallback(answer)
+        def failed(failure: Any) -> None:
+            log.failure("CHATHISTORY TARGETS for {peer} failed", failure, peer=self.peer)
+            self.send(
+                "FAIL", "CHATHISTORY", "MESSAGE_ERROR", "TARGETS", "the history could not be read"
+            )
+
+        reads = [self.channels_api.history(n) for n in names]
+        defer.gatherResults(reads, consumeErrors=True).addCallbacks(answer, failed)
 
     def _open_batch(self, kind: str, *params: str) -> dict[str, str] | None:
         if "batch" not in self.caps:
@@ -954,19 +1032,19 @@ class IRCDoor(irc.IRC):
     def _history_batch(self, target: str, messages: list[Message]) -> None:
         """Messages as a C{chathistory} batch, each with its time and id."""
         batch = self._open_batch("chathistory", target)
-        self.output.stream(self._history_lines(messages, batch, target))
+        self.output.stream(self._history_lines(messages, batch))
         if batch is not None:
             self.output.write(
                 wire.format_line("BATCH", [f"-{batch['batch']}"], SERVER).encode() + b"\r\n"
             )
 
     def _history_lines(
-        self, messages: list[Message], batch: dict[str, str] | None, channel: str | None
+        self, messages: list[Message], batch: dict[str, str] | None
     ) -> Iterator[bytes]:
         limit = self.room.config.max_message_bytes
         lines = []
         for m in messages:
-            lines.extend(self._message_lines(cut_message(m, limit), batch, channel, stamped=True))
+            lines.extend(self._message_lines(cut_message(m, limit), batch, stamped=True))
         return chunks((line.encode("utf-8", "replace") + b"\r\n" for line in lines), STREAM_CHUNK)
 
     # -- events from the Room -----------------------------------------------------------------
@@ -982,29 +1060,27 @@ class IRCDoor(irc.IRC):
         elif isinstance(event, Presence):
             self._presence(event)
         elif isinstance(event, Notice):
-            self._notice(event.text)
+            self._notice(event)
         elif isinstance(event, Error):
             self.server_notice(event.text)
         elif isinstance(event, Identity):
             self._identity(event)
         elif isinstance(event, History):
             self._history(event)
+        elif isinstance(event, Rooms):
+            self._sync_rooms()
 
     def _message(self, m: Message) -> None:
         session = self.session
         if m.origin is session and session is not None and "echo-message" not in self.caps:
             return
-        if m.to is None and (
-            self.in_channel is None or not self.channels_api.shows(m, self.in_channel)
-        ):
-            return
-        key = ("irc", m.to is None, self._tag_caps())
         if m.to is None:
-            data = m.rendered(
-                key, lambda m: self._encode(self._message_lines(m, None, self.in_channel))
-            )
+            if m.room not in self.channels:
+                return  # a room this client does not show (the default room, after PART)
+            key = ("irc", self._tag_caps())
+            data = m.rendered(key, lambda m: self._encode(self._message_lines(m, None)))
         else:
-            data = self._encode(self._message_lines(m, None, self.in_channel))
+            data = self._encode(self._message_lines(m, None))
         self.output.write(data)
 
     def _tag_caps(self) -> tuple[bool, bool, bool]:
@@ -1016,13 +1092,10 @@ class IRCDoor(irc.IRC):
         return b"".join(line.encode("utf-8", "replace") + b"\r\n" for line in lines)
 
     def _message_lines(
-        self,
-        m: Message,
-        batch: dict[str, str] | None,
-        channel: str | None,
-        stamped: bool = False,
+        self, m: Message, batch: dict[str, str] | None, stamped: bool = False
     ) -> list[str]:
-        """A message as PRIVMSG lines, each within 512 bytes (tags aside)."""
+        """A message as PRIVMSG lines, each within 512 bytes (tags aside); a public one to
+        the channel of its room."""
         timed, tagged, accounts = self._tag_caps()
         tags: dict[str, str] = dict(batch or {})
         if timed:
@@ -1037,7 +1110,7 @@ class IRCDoor(irc.IRC):
         if (stamped or m.late) and not timed:
             text = f"[{clock_time(m.time)}] {text}"
         if m.to is None:
-            target = channel or self.channels_api.lobby
+            target = m.room or self.channels_api.lobby
         elif self.session is not None and name_key(m.to) == self.session.user.key:
             target = self.nick
         else:
@@ -1053,56 +1126,96 @@ class IRCDoor(irc.IRC):
             self.server_notice(f"{event.reason}: nothing")
             return
         self.server_notice(f"{event.reason} ({len(event.messages)}):")
-        batch = self._open_batch("chathistory", self.in_channel or self.nick)
-        self.output.stream(self._history_lines(event.messages, batch, self.in_channel))
+        batch = self._open_batch("chathistory", event.room or self.nick)
+        self.output.stream(self._history_lines(event.messages, batch))
         if batch is not None:
             self.output.write(
                 wire.format_line("BATCH", [f"-{batch['batch']}"], SERVER).encode() + b"\r\n"
             )
 
-    def _notice(self, text: str) -> None:
-        """A notice, unless IRC says it as JOIN, QUIT or NICK (from the member lists)."""
-        if _MOVED.fullmatch(text):
-            return  # the Presence that follows shows it as JOIN and QUIT
-        renamed = _RENAMED.fullmatch(text)
-        if renamed and self.in_channel is not None:
-            old, new = renamed.groups()
-            key = name_key(old)
-            if key in self.members and name_key(new) not in self.members:
-                del self.members[key]
-                self.members[name_key(new)] = new
-                self.send("NICK", wire.nick_of(new), prefix=mask(old))
+    def _notice(self, event: Notice) -> None:
+        """A notice, unless IRC says it its own way: joins and leaves as JOIN, PART and QUIT
+        (from the member lists), renames as NICK, topics as TOPIC, removals as KICK. A
+        room's notice goes to its channel."""
+        about = event.about
+        if about in ("joined", "left", "current"):
+            return  # the member lists show joins and leaves; IRC has no current room
+        if about == "renamed" and len(event.subject) == 2:
+            self._renamed(*event.subject)
             return
-        self.server_notice(text)
+        if about == "invited" and len(event.subject) == 2:
+            by, invited_to = event.subject
+            self.send("INVITE", self.nick, invited_to, prefix=mask(by))
+            return
+        room = event.room
+        if room is not None and room not in self.channels:
+            return  # about a room this client does not show
+        if about == "topic" and room is not None and len(event.subject) == 2:
+            who, topic = event.subject
+            self.send("TOPIC", room, topic, prefix=mask(who))
+        elif about == "removed" and room is not None and len(event.subject) == 2:
+            who, by = event.subject
+            self.send("KICK", room, wire.nick_of(who), event.text, prefix=mask(by))
+            key = name_key(who)
+            if self.session is not None and key == self.session.user.key:
+                self.channels.pop(room, None)
+            else:
+                self.channels[room].pop(key, None)
+        elif room is not None:
+            for line in event.text.split("\n"):
+                self._text("NOTICE", SERVER, room, line, None)
+        else:
+            self.server_notice(event.text)
+
+    def _renamed(self, old: str, new: str) -> None:
+        """C{old} is now C{new}: one NICK, if this client shares a channel with them."""
+        key, new_key = name_key(old), name_key(new)
+        told = False
+        for members in self.channels.values():
+            if key in members and new_key not in members:
+                del members[key]
+                members[new_key] = new
+                told = True
+        if told:
+            self.send("NICK", wire.nick_of(new), prefix=mask(old))
 
     def _presence(self, event: Presence) -> None:
         if not event.update:
             self.server_notice(f"online ({len(event.names)}): " + ", ".join(event.names))
             return
-        if (
-            self.in_channel is None
-            or self.session is None
-            or not self.channels_api.shows(event, self.in_channel)
-        ):
+        channel = event.room or self.channels_api.lobby
+        members = self.channels.get(channel)
+        if members is None or self.session is None:
             return
         now = {name_key(n): n for n in event.names}
         me = self.session.user.key
-        for key, name in list(self.members.items()):
-            if key not in now and key != me:
-                del self.members[key]
-                self.send("QUIT", "left the chat", prefix=mask(name))
+        gone = [(k, n) for k, n in members.items() if k not in now and k != me]
+        online: set[str] | None = None
+        for key, name in gone:
+            if channel != self.channels_api.lobby:
+                if online is None:  # only when someone went: the list costs a pass
+                    online = {name_key(n) for n in self.room.online()}
+                if key in online:
+                    del members[key]
+                    self.send("PART", channel, prefix=mask(name))
+                    continue
+            for shown in self.channels.values():  # a QUIT leaves every channel
+                shown.pop(key, None)
+            self.send("QUIT", "left the chat", prefix=mask(name))
         for key, name in now.items():
-            if key not in self.members and key != me:
-                self.members[key] = name
-                self.send("JOIN", self.in_channel, prefix=mask(name))
+            if key not in members and key != me:
+                members[key] = name
+                self.send("JOIN", channel, prefix=mask(name))
 
     def _identity(self, event: Identity) -> None:
         nick = wire.nick_of(event.name)
         if nick == self.nick:
             return
         old = self.nick
-        self.members.pop(name_key(wire.name_of(old)), None)
-        self.members[name_key(event.name)] = event.name
+        old_key = name_key(wire.name_of(old))
+        for members in self.channels.values():
+            members.pop(old_key, None)
+            members[name_key(event.name)] = event.name
         self.send("NICK", nick, prefix=f"{old}!{USER}@{SERVER}")
         self.nick = nick
 
