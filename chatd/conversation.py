@@ -143,7 +143,10 @@ class Conversation:
         )
 
     def take_state(self, data: dict[str, Any]) -> None:
-        self.owner = None if data.get("owner") is None else str(data["owner"])
+        """Another node's (or the store's) word on the room. An owner is never lost: a
+        state without one comes from a node that had not yet heard whose the room is."""
+        if data.get("owner") is not None:
+            self.owner = str(data["owner"])
         self.topic = str(data.get("topic", ""))
         self.invite_only = bool(data.get("invite_only", False))
         self.invited = {str(k) for k in data.get("invited", ())}

@@ -61,6 +61,7 @@ class Rooms:
         self.voice = voice
         self.crowd = crowd
         self.link = link
+        self._claiming: set[str] = set()  # keys of new rooms the store has not yet confirmed
 
     @property
     def default(self) -> Conversation:
@@ -136,7 +137,7 @@ class Rooms:
             if user.account is None:
                 conversation.maker = user
             else:
-                self._keep(conversation)
+                self._claim(conversation, session)
             log.info("{user} made {room}", user=user, room=name)
         self._enter(user, conversation)
         session.room = conversation.name
@@ -234,7 +235,7 @@ class Rooms:
                 self._remember(account, conversation.name, True)
                 if conversation.owner is None and conversation.maker is user:
                     conversation.owner = account  # made as a guest a moment before logging in
-                    self._keep(conversation)
+                    self._claim(conversation, session)
             if self.all.get(conversation.name) is not conversation:
                 del user.rooms[key]  # expired meanwhile
         for name in names:
@@ -387,9 +388,41 @@ class Rooms:
 
     # -- what is kept ----------------------------------------------------------------------
 
+    def _claim(self, conversation: Conversation, session: Session) -> None:
+        """A room an account just made here: the store decides whose it is, since another
+        node may have made it at the same moment (each thought it new); only then do the
+        other nodes hear of it, so every node ends up with the owner the store kept."""
+        key, mine = conversation.key, name_key(conversation.owner or "")
+        self._claiming.add(key)
+
+        def kept(raw: str) -> None:
+            self._claiming.discard(key)
+            owner = str(json.loads(raw).get("owner") or "")
+            if name_key(owner) != mine:
+                log.info(
+                    "{room} was made on another node first: {owner} owns it", room=key, owner=owner
+                )
+                self.heard_state(raw)
+                self.voice.tell(
+                    session,
+                    f"{conversation.name} was made on another server at the same moment; "
+                    f"{owner} owns it",
+                )
+            self._keep(conversation)  # what changed meanwhile, and the other nodes
+
+        def failed(failure: Any) -> None:
+            self._claiming.discard(key)
+            log.failure("keeping the new room {r} failed", failure, r=key)
+            self.link.room_changed(conversation.state())
+
+        self.store.claim_room(key, conversation.state()).addCallbacks(kept, failed)
+
     def _keep(self, conversation: Conversation) -> None:
         """An owned room's state goes to the store (it outlives its members) and to the
-        other nodes."""
+        other nodes; while the store has not yet said whose a new room is, it waits for
+        that (L{_claim})."""
+        if conversation.key in self._claiming:
+            return
         state = conversation.state()
         if conversation.owner is not None:
             self.store.save_room(conversation.key, state).addErrback(
