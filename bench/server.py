@@ -258,6 +258,7 @@ def spawn(args: argparse.Namespace, timeout: float = 30.0) -> Spawned:
         "--web", f"{proxy}tcp:{args.web_port}:interface={args.host}",
         "--minechat-read", "none",
         "--minechat-write", "none",
+        "--irc", "none",  # its fixed default port may be taken by another server here
         "--data-dir", str(data_dir / "data"),
         "--config", str(ini),
     ]  # fmt: skip
