@@ -1,9 +1,12 @@
 """Joining and leaving rooms, and what their owners may do: the moves between
 L{Conversation}s, with their rules, notices, and what the store and other nodes keep.
 
-Everyone is in the default room from connecting on and cannot leave it, so a client that
-never joins another sees the chat as it was before there were rooms. A person may be in
-several rooms; the one they type into is their session's current room. An account's rooms
+Everyone is in the default room from connecting on, so a client that never joins another
+sees the chat as it was before there were rooms. A person may be in several rooms; the one
+they type into is their session's current room. The default room may be parted like any
+other while one is in another room (a person is always in one room at least: parting the
+last is refused); it is joined again with /join, at the next connection, or when the
+other rooms are gone (a kick, a part). An account's rooms
 are kept in the store and rejoined on every device at login. A room made by an account is
 owned by it (and kept while nobody is in it); an unowned room ends with its last member.
 """
@@ -105,9 +108,9 @@ class Rooms:
         else:
             conversation.elsewhere.pop(node, None)
             self._expire(conversation)
-        if conversation.sessions:  # this room's member list, not every room's
-            event = Presence(conversation.names(), True, conversation.name)
-            sessions = conversation.sessions
+        sessions = self.all.sessions(conversation)
+        if sessions:  # this room's member list, not every room's
+            event = Presence(self.all.names(conversation), True, conversation.name)
             self.voice.outbox.later(lambda: deliver(sessions, event))
 
     # -- moves -----------------------------------------------------------------------------
@@ -117,9 +120,10 @@ class Rooms:
         user = session.user
         name = self.all.normal(name)
         conversation = self.all.get(name)
-        if conversation is not None and (
-            conversation is self.default or conversation.key in user.rooms
-        ):
+        if conversation is self.default and self.all.enter_default(user):
+            self._back_in_default(session, "you joined")
+            return
+        if conversation is not None and self.all.holds(user, conversation):
             session.room = conversation.name
             self.voice.tell(session, f"you are now talking in {conversation.name}")
             self._show_topic(session, conversation)
@@ -146,6 +150,17 @@ class Rooms:
         self.voice.tell(session, f"you joined {conversation.name}; what you type goes there")
         self._show_topic(session, conversation)
         self._show_recent(session, conversation)
+
+    def _back_in_default(self, session: Session, how: str) -> None:
+        """C{session}'s person is in the default room again (a /join, or the other rooms
+        gone): those in it hear it, the page lists it."""
+        user, default = session.user, self.default
+        session.room = default.name
+        self.crowd.moved("joined", user.name, default.name)
+        self.tell_rooms(user)
+        self.voice.tell(session, f"{how} {default.name}; what you type goes there")
+        self._show_topic(session, default)
+        self._show_recent(session, default)
 
     def _may_join(self, user: User, conversation: Conversation | None) -> None:
         if len(user.rooms) + 1 >= self.config.max_rooms_per_person:
@@ -178,19 +193,37 @@ class Rooms:
         """C{/part [#room]}: leave the current room or the named one."""
         user = session.user
         conversation = self.all.get(self.all.normal(name)) if name else self.current(session)
-        if conversation is self.default:
-            raise CommandError(
-                f"everyone is in {self.default.name}; /join another room to talk there"
-            )
-        if conversation is None or conversation.key not in user.rooms:
+        if conversation is None or not self.all.holds(user, conversation):
             raise CommandError(f"you are not in {name}; /rooms lists yours")
+        if len(self.joined(user)) == 1:  # a connection is always in a room: where else?
+            raise CommandError(
+                f"{conversation.name} is the only room you are in; /join another room first "
+                "(/quit leaves the chat)"
+            )
+        if conversation is self.default:
+            self._part_default(session)
+            return
         self.voice.tell(session, f"you left {conversation.name}")
         self._leave(user, conversation, "left")
+
+    def _part_default(self, session: Session) -> None:
+        """Out of the default room (the person is in another: L{part} checked)."""
+        user, default = session.user, self.default
+        self.all.leave_default(user)
+        self.voice.tell(session, f"you left {default.name}")
+        for s in user.sessions:
+            if s.room == default.name:
+                s.room = self._last(user).name
+                self.voice.tell(s, f"you are now talking in {s.room}")
+        self.tell_rooms(user)
+        self.crowd.moved("left", user.name, default.name)
 
     def _leave(self, user: User, conversation: Conversation, verb: str) -> None:
         """C{user} leaves C{conversation} ("left", or "removed" by its owner)."""
         user.rooms.pop(conversation.key, None)
         conversation.remove(user)
+        if not user.rooms and self.all.enter_default(user):  # never in no room at all
+            self.crowd.moved("joined", user.name, self.default.name)
         for s in user.sessions:
             if s.room == conversation.name:
                 s.room = self._last(user).name
@@ -213,7 +246,8 @@ class Rooms:
             self.voice.event(s, RoomList(names, self.current(s).name))
 
     def _last(self, user: User) -> Conversation:
-        """The room a session goes back to: the last one joined, or the default."""
+        """The room a session goes back to: the last one joined, or the default (someone
+        who parted it is always in another)."""
         return next(reversed(user.rooms.values()), self.default)
 
     def gone(self, user: User) -> list[str]:
@@ -223,6 +257,7 @@ class Rooms:
             conversation.remove(user)
             self._expire(conversation)
         user.rooms = {}
+        self.all.enter_default(user)  # the next connection starts there
         return [c.name for c in rooms]
 
     def rejoin(self, session: Session, names: tuple[str, ...], quiet: bool = False) -> None:
@@ -259,9 +294,11 @@ class Rooms:
             self._enter(user, conversation)
             if not quiet:
                 self.crowd.moved("joined", user.name, conversation.name)
+        if not user.rooms and self.all.enter_default(user):
+            self.crowd.moved("joined", user.name, self.default.name)
         if user.rooms:
-            shown = ", ".join(c.name for c in user.rooms.values())
-            self.voice.tell(session, f"you are in {self.default.name}, {shown}")
+            shown = ", ".join(c.name for c in self.joined(user))
+            self.voice.tell(session, f"you are in {shown}")
             self.tell_rooms(user)
         self.crowd.changed()
 
@@ -361,13 +398,16 @@ class Rooms:
 
     def current(self, session: Session) -> Conversation:
         found = self.all.get(session.room) if session.room else None
-        if found is None or (found is not self.default and found.key not in session.user.rooms):
-            session.room = self.default.name
-            return self.default
+        if found is None or not self.all.holds(session.user, found):
+            found = self._last(session.user)
+            session.room = found.name
         return found
 
     def joined(self, user: User) -> list[Conversation]:
-        return [self.default, *user.rooms.values()]
+        """C{user}'s rooms: the default one first (unless parted), then in joining order."""
+        if self.all.holds(user, self.default):
+            return [self.default, *user.rooms.values()]
+        return list(user.rooms.values())
 
     def _show_topic(self, session: Session, conversation: Conversation) -> None:
         if conversation.topic:

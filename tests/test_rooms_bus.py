@@ -158,3 +158,17 @@ def test_a_state_without_an_owner_does_not_take_the_owner_away():
     b.rooms.heard_state(json.dumps({"name": "#dev", "owner": None, "topic": "hi"}))
     assert send(b, bob, "/join #dev")[0] == "* you joined #dev; what you type goes there"
     assert send(b, bob, "/topic mine") == ["! only ann, its owner, may set the topic of #dev"]
+
+
+def test_who_parted_the_default_room_on_one_node_is_out_of_it_on_the_other():
+    (a, b), _, clock = nodes()
+    ann, bob = join(a, "ann"), join(b, "bob")
+    send(a, ann, "/join #dev")
+    send(a, ann, "/part #lobby")
+    assert bob.take() == ["* ann left"]
+    assert send(b, bob, "/who #lobby") == ["* in #lobby (1): bob"]
+    send(b, bob, "lobby only")
+    assert ann.take() == []
+    send(a, ann, "/join #lobby")
+    assert bob.take() == ["* ann joined"]
+    assert send(b, bob, "/who #lobby") == ["* in #lobby (2): ann, bob"]
