@@ -160,6 +160,7 @@ class Logins:
             assert target is not None
             if self.members.detach(session):
                 self.voice.notice_all(f"{old.name} is now known as {name}", exclude=session)
+                self.rooms.gone(old)  # the guest is no more: out of its rooms, no ghost
             self.members.attach(session, target)
         elif len(old.sessions) == 1:
             was = old.name

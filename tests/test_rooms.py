@@ -157,6 +157,18 @@ def test_someone_removed_from_their_only_room_is_back_in_the_default_room():
     assert bob.send("/who") == ["* in #lobby (2): ann, bob"]
 
 
+def test_a_guest_logging_in_to_an_account_online_elsewhere_leaves_no_ghost_in_its_rooms():
+    room = make_room()
+    device(room, "ann", create=True)
+    guest, cy = people(room, "guesty", "cy")
+    guest.send("/join #dev")
+    cy.send("/join #dev")
+    guest.send("/login ann " + PASSWORD)
+    room.clock.advance(0)
+    cy.take()
+    assert cy.send("/who") == ["* in #dev (1): cy"]
+
+
 def test_a_new_connection_starts_in_the_default_room_again():
     room = make_room()
     (ann,) = people(room, "ann")
