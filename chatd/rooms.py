@@ -163,10 +163,9 @@ class Rooms:
         self._show_recent(session, default)
 
     def _may_join(self, user: User, conversation: Conversation | None) -> None:
-        if len(user.rooms) + 1 >= self.config.max_rooms_per_person:
-            raise CommandError(
-                f"you are in {len(user.rooms) + 1} rooms, as many as allowed; /part one first"
-            )
+        n = len(self.joined(user))  # the default room counts while one is in it
+        if n >= self.config.max_rooms_per_person:
+            raise CommandError(f"you are in {n} rooms, as many as allowed; /part one first")
         if conversation is None:
             return
         left = conversation.kicked_for(user, self.clock.seconds())
