@@ -92,9 +92,18 @@ class Rooms:
         conversation = self.all.get(name) or self.all.add(Conversation(name))
         conversation.take_state(data)
         now = self.clock.seconds()
+        held = False
         for user in list(conversation.users):  # kicked on another node: out here too
             if conversation.kicked_for(user, now):
+                # That node knew the name only: a guest is held by its address here, and
+                # every node hears it, so a new guest name does not get round the kick.
+                until = max(conversation.kicked.get(k, 0.0) for k in kick_keys(user))
+                for key in kick_keys(user):
+                    held = held or key not in conversation.kicked
+                    conversation.kicked[key] = until
                 self._leave(user, conversation, "removed")
+        if held:
+            self._keep(conversation)
 
     def heard_members(self, node: str, room: str, names: list[str]) -> None:
         """Who is in C{room} on another node now."""
@@ -168,7 +177,10 @@ class Rooms:
             raise CommandError(f"you are in {n} rooms, as many as allowed; /part one first")
         if conversation is None:
             return
-        left = conversation.kicked_for(user, self.clock.seconds())
+        # An invitation lifts an earlier kick (a kick takes the invitation back), also one
+        # held by a guest's address on another node, which the inviter's node cannot see.
+        invited = user.key in conversation.invited
+        left = 0.0 if invited else conversation.kicked_for(user, self.clock.seconds())
         if left:
             raise CommandError(
                 f"you were removed from {conversation.name}; you may rejoin in {minutes(left)}"
@@ -363,7 +375,9 @@ class Rooms:
             conversation.invited.update(name_key(n) for n in self.all.names(conversation))
             self.voice.notice_all(f"{conversation.name} is now invite-only", room=conversation.name)
         conversation.invited.add(name_key(spelled))
-        conversation.kicked.pop(name_key(spelled), None)
+        held = kick_keys(target) if target is not None else [name_key(spelled)]
+        for key in held:  # a guest's address too, or the invitation would not let them in
+            conversation.kicked.pop(key, None)
         self._keep(conversation)
         told = f"{session.user.name} invited you to {conversation.name}; /join {conversation.name}"
         if target is not None:

@@ -172,3 +172,37 @@ def test_who_parted_the_default_room_on_one_node_is_out_of_it_on_the_other():
     send(a, ann, "/join #lobby")
     assert bob.take() == ["* ann joined"]
     assert send(b, bob, "/who #lobby") == ["* in #lobby (2): ann, bob"]
+
+
+def test_an_invitation_lets_in_a_guest_kicked_on_another_node():
+    (a, b), _, _ = nodes()
+    ann = account(a, "ann")
+    bob = join(b, "bob")
+    send(a, ann, "/join #dev")
+    send(b, bob, "/join #dev")
+    send(a, ann, "/kick bob 5")
+    bob.take()
+    assert send(b, bob, "/join #dev") == [
+        "! you were removed from #dev; you may rejoin in 5 minutes"
+    ]
+    send(a, ann, "/invite bob")
+    bob.take()
+    assert send(b, bob, "/join #dev")[0] == "* you joined #dev; what you type goes there"
+
+
+def test_a_guest_kicked_from_another_node_cannot_rejoin_under_a_new_name():
+    (a, b), _, _ = nodes()
+    ann = account(a, "ann")
+    bob = join(b, "bob")
+    send(a, ann, "/join #dev")
+    send(b, bob, "/join #dev")
+    send(a, ann, "/kick bob 5")
+    send(b, bob, "/nick bobby")
+    bob.take()
+    assert send(b, bob, "/join #dev") == [
+        "! you were removed from #dev; you may rejoin in 5 minutes"
+    ]
+    other = join(a, "cy")  # from the same address, on the owner's node
+    assert send(a, other, "/join #dev") == [
+        "! you were removed from #dev; you may rejoin in 5 minutes"
+    ]
