@@ -411,8 +411,9 @@ class Rooms:
 
     def current(self, session: Session) -> Conversation:
         found = self.all.get(session.room) if session.room else None
-        if found is None or not self.all.holds(session.user, found):
-            found = self._last(session.user)
+        user = session.user
+        if found is None or not self.all.holds(user, found):
+            found = self.default if self.all.holds(user, self.default) else self._last(user)
             session.room = found.name
         return found
 
