@@ -184,6 +184,12 @@ async def test_a_room_made_on_both_nodes_at_the_same_moment_has_one_owner(cluste
 
     c = await cluster("c")  # reads the rooms from PostgreSQL
     dave = await user(c, "Dave")
+    for _ in range(int(LEFT_WITHIN / 0.2)):  # c reads the rooms once it has started
+        dave.send("/rooms")
+        await dave.expect(r"^\* > #lobby")
+        if count(dave, r"^\*   #x \("):
+            break
+        await pause(0.2)
     await joined(dave, "#x")
     dave.send("/topic mine")
     await dave.expect(rf"^! only {owner}, its owner, may set the topic of #x$")
