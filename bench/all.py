@@ -57,12 +57,30 @@ def fanout(receivers: int, door: str, rate: int, messages: int, quick_messages: 
     return Scenario(name, "bench.fanout", full, quick, 600, floor)
 
 
+def rooms(count: int, size: int, rate: int, messages: int) -> Scenario:
+    """A bench.fanout row with receivers spread over rooms and a sender per room, posting
+    round-robin; --quick has a tenth of the rooms."""
+
+    def argv(count: int, messages: int) -> tuple[str, ...]:
+        return ("--door", "line", "--receivers", str(count * size), "--rooms", str(count),
+                "--rate", str(rate), "--messages", str(messages), "--procs", "2")  # fmt: skip
+
+    name = f"{count} rooms of {size} line receivers, {count} senders, {rate} msg/s in all"
+    return Scenario(
+        name, "bench.fanout", argv(count, messages), argv(count // 10, messages // 10), 900
+    )
+
+
 SCENARIOS = [
     fanout(1000, "line", 50, 500, 100),
     fanout(1000, "ws", 50, 500, 100),
     fanout(1000, "irc", 50, 500, 100),
     fanout(500, "line", 0, 10000, 1000),
     fanout(500, "ws", 0, 10000, 1000),
+    # Rooms: each message reaches 50 people. The one-room row with the same 50 people per
+    # message and deliveries/s is what its CPU per delivery compares with.
+    fanout(50, "line", 50, 2000, 200),
+    rooms(100, 50, 50, 2000),
     Scenario(
         "10,000 idle connections, half line, half WebSocket",
         "bench.idle",
