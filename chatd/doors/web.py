@@ -8,6 +8,7 @@ same line the line door sends; with the subprotocol C{chatd.json} events are JSO
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections import deque
@@ -479,8 +480,16 @@ class ChatWebSocketFactory(WebSocketServerFactory):
             failByDrop=False,  # say why (1009 too big, 1007 bad UTF-8) before closing
         )
         # Autobahn copies every option into each connection unless its class has it
-        # already: one class per configuration keeps them there, once.
-        options = {name: getattr(self, name) for name in ChatWebSocket.CONFIG_ATTRS}
+        # already: one class per configuration keeps them there, once. With them there,
+        # its list of options to copy is empty, which also spares each connection the
+        # pretty-printed debug dump of them Autobahn builds (a sixth of a connect's CPU).
+        # (A function among them, such as perMessageCompressionAccept, must stay a plain
+        # function there, not become a method of each connection.)
+        options: dict[str, Any] = {}
+        for name in ChatWebSocket.CONFIG_ATTRS:
+            value = getattr(self, name)
+            options[name] = staticmethod(value) if inspect.isfunction(value) else value
+        options["CONFIG_ATTRS"] = ()
         self.protocol = type("ChatWebSocket", (ChatWebSocket,), options)
 
     def origin_allowed(self, origin: str, host: str) -> bool:
