@@ -558,12 +558,13 @@ class ChatRequest(Request):
         self.responseHeaders.removeHeader(b"server")
         for name, value in SECURITY_HEADERS.items():
             self.setHeader(name, value)
-        transport = self.channel.transport
-        super().render(resrc)
-        if self.channel.transport is None and transport is not None:
+        channel = self.channel
+        transport = channel.transport
+        super().render(resrc)  # a finished request has no channel any more
+        if channel.transport is None and transport is not None:
             # Autobahn took the connection over: this request never finishes, and nothing
             # of the HTTP side is needed any more.
-            self.site.upgraded(self.channel, transport)
+            self.site.upgraded(channel, transport)
 
 
 class ChatSite(Site):
