@@ -88,6 +88,13 @@ SCENARIOS = [
         ("--door", "mixed", "--connections", "1000"),
         1800,
     ),
+    Scenario(
+        "10,000 connecting at once (reconnect storm), half line, half WebSocket",
+        "bench.storm",
+        ("--door", "mixed", "--connections", "10000"),
+        ("--door", "mixed", "--connections", "1000"),
+        900,
+    ),
 ]
 
 
@@ -154,6 +161,13 @@ def row(sc: Scenario, code: int, out: dict[str, Any] | None, vs_floor: str = "")
             f"| {name} | {out['deliveries_per_s']:,} | {ms(out)} | {lost} | {cpu} | {vs_floor} "
             f"| {rss} | {'; '.join(notes)} |"
         )
+    if "all_greeted_s" in out:
+        notes.insert(
+            0,
+            f"{out['greeted']:,} greeted, the last after {out['all_greeted_s']} s; "
+            f"{out.get('server_ms_per_connect', 'n/a')} ms server CPU per connect",
+        )
+        return f"| {name} | | | | | {rss} | {'; '.join(notes)} |"
     notes.insert(
         0,
         f"{out['open']:,} open in {out['connect_s']} s (+{out['settle_s']} s busy), "

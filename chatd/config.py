@@ -125,6 +125,12 @@ class Config:
     )
     max_room_name_length: int = _setting("rooms", 32, "longest room name, with its #")
     kick_minutes: int = _setting("rooms", 10, "minutes /kick keeps someone out by default")
+    crowd_size: int = _setting(
+        "rooms", 200, "past this many people in a room, arrivals and departures are summed up"
+    )
+    crowd_summary: float = _setting(
+        "rooms", 5.0, "seconds between a crowded room's 'N joined, M left' lines (0: none)"
+    )
 
     # [exchange]
     exchange_url: str = _setting(

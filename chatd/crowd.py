@@ -4,6 +4,11 @@ keep one (the browser page).
 Each notice goes to everyone, so a crowd arriving at once would cost one broadcast per
 person: n² deliveries. The joins and leaves of one reactor turn share one notice per kind
 and one member-list update; anything the chat says later announces them first.
+
+In a crowded room (more than C{crowd_size} people) even that is one broadcast per turn, so
+a join would cost in proportion to those present: there, as large IRC channels do, nobody is
+named; one line every C{crowd_summary} seconds says how many came and went ("12 joined,
+3 left"), or none at all with 0, and member lists are sent at most that often.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
+from chatd.config import Config
 from chatd.events import Notice, Presence
 from chatd.link import Link
 from chatd.members import Members, deliver
@@ -19,6 +25,7 @@ from chatd.people import name_key
 from chatd.voice import Voice
 
 REJOIN_GRACE = 10.0  # seconds an account's last connection may be gone before "left" is said
+LIST_EVERY = 5.0  # seconds between a crowded room's member lists when crowd_summary is 0
 
 
 def crowd_text(names: list[str], verb: str, count: int | None = None) -> str:
@@ -33,8 +40,11 @@ def crowd_text(names: list[str], verb: str, count: int | None = None) -> str:
 class Crowd:
     """Coalesces the joins, leaves and member-list changes of one reactor turn."""
 
-    def __init__(self, clock: IReactorTime, members: Members, voice: Voice, link: Link) -> None:
+    def __init__(
+        self, clock: IReactorTime, members: Members, voice: Voice, link: Link, config: Config
+    ) -> None:
         self.clock = clock
+        self.config = config
         self.members = members
         self.voice = voice
         self.link = link
@@ -46,9 +56,13 @@ class Crowd:
         self._presence_call: Any = None
         self._leaving: dict[str, Any] = {}  # account's name key -> its delayed "left"
         self._told: dict[str, list[str]] = {}  # room key -> its members here, as told
+        # Crowded rooms: room name -> [joined, left] not told yet, and the call telling it.
+        self._tally: dict[str, list[int]] = {}
+        self._tally_call: Any = None
 
     def stop(self) -> None:
-        for call in (self._presence_call, self._moved_call, *self._leaving.values()):
+        calls = (self._presence_call, self._moved_call, self._tally_call)
+        for call in (*calls, *self._leaving.values()):
             if call is not None and call.active():
                 call.cancel()
         self._leaving.clear()
@@ -77,8 +91,13 @@ class Crowd:
 
     def moved(self, verb: str, name: str, room: str | None = None) -> None:
         """C{name} C{"joined"} or C{"left"} the room called C{room} (the default one if
-        None): told at the end of this reactor turn."""
-        self._moved.setdefault((room or self.rooms.default.name, verb), []).append(name)
+        None): told at the end of this reactor turn, or summed up in a crowded room."""
+        room = room or self.rooms.default.name
+        if self.crowded(room):
+            self._count(room, verb)
+            self.changed()
+            return
+        self._moved.setdefault((room, verb), []).append(name)
         if self._moved_call is None:
             self._moved_call = self.clock.callLater(0, self.announce)
         self.changed()
@@ -114,10 +133,42 @@ class Crowd:
                         told = Notice(text, room, verb, tuple(others))
                         self.voice.tell_user(user, told)
 
+    def crowded(self, room: str) -> bool:
+        """Whether more than C{crowd_size} people are in the room called C{room}; O(1)."""
+        default = self.rooms.default
+        if room == default.name:
+            size = self.members.online_count()
+        else:
+            conversation = self.rooms.get(room)
+            if conversation is None:
+                return False
+            size = len(conversation.users) + sum(map(len, conversation.elsewhere.values()))
+        return size > self.config.crowd_size
+
+    def _count(self, room: str, verb: str) -> None:
+        """A crowded room's arrival or departure, for its next summary (if it has any)."""
+        if self.config.crowd_summary <= 0:
+            return
+        self._tally.setdefault(room, [0, 0])[verb != "joined"] += 1
+        if self._tally_call is None:
+            self._tally_call = self.clock.callLater(self.config.crowd_summary, self._summarize)
+
+    def _summarize(self) -> None:
+        self._tally_call = None
+        tally, self._tally = self._tally, {}
+        for room, (joined, left) in tally.items():
+            parts = [f"{joined} joined"] if joined else []
+            parts += [f"{left} left"] if left else []
+            self.voice.notice_all(", ".join(parts), room=room)
+
     def changed(self) -> None:
-        """Someone came, went or was renamed: one member-list update this turn."""
+        """Someone came, went or was renamed: one member-list update this turn (in a
+        crowded default room, at most one every few seconds)."""
         if self._presence_call is None or not self._presence_call.active():
-            self._presence_call = self.clock.callLater(0, self._update)
+            wait = 0.0
+            if self.crowded(self.rooms.default.name):
+                wait = self.config.crowd_summary or LIST_EVERY
+            self._presence_call = self.clock.callLater(wait, self._update)
 
     def _update(self) -> None:
         self.link.present([u.name for u in self.members.users.values()])

@@ -43,6 +43,9 @@ class Members:
         return self.users.get(name_key(name))
 
     def online_count(self) -> int:
+        """How many are online; O(1) on a node alone (every greeting says it)."""
+        if not self.elsewhere:
+            return len(self.users)
         return len(self.users.keys() | self.elsewhere.keys())
 
     def online(self) -> list[str]:

@@ -107,7 +107,7 @@ class Room(Service):
             self.members, config.default_room, config.max_room_name_length
         )
         self.voice = Voice(self.outbox, self.members, self.link, self.all_rooms)
-        self.crowd = Crowd(clock, self.members, self.voice, self.link)
+        self.crowd = Crowd(clock, self.members, self.voice, self.link, config)
         self.rooms = Rooms(
             config,
             clock,
@@ -194,6 +194,7 @@ class Room(Service):
         self.gate.reconfigure(config)
         self.logins.config = config
         self.rooms.config = config
+        self.crowd.config = config
         self.all_rooms.max_length = config.max_room_name_length  # default_room: at start only
         self.names.max_length = config.max_name_length
         self.accounts.reconfigure(config.accounts_per_address_per_hour)

@@ -260,8 +260,19 @@ def build(
         spec = getattr(config, name).strip()
         if spec.lower() != "none":
             inner, wrapped = proxy.listen_spec(spec, factory, reactor, config.handshake_timeout)
-            Door(name, spec, serverFromString(reactor, inner), wrapped).setServiceParent(top)
+            endpoint = serverFromString(reactor, with_backlog(inner))
+            Door(name, spec, endpoint, wrapped).setServiceParent(top)
     return top
+
+
+def with_backlog(spec: str) -> str:
+    """C{spec} with chatd's listen backlog (L{configuration.BACKLOG}) when it is a TCP or
+    TLS endpoint that does not name one: Twisted's own default of 50 would make a reconnect
+    storm wait for SYN retries, whatever endpoint string an operator typed."""
+    kind = spec.split(":", 1)[0].lower()
+    if kind not in ("tcp", "tcp6", "ssl") or "backlog=" in spec:
+        return spec
+    return f"{spec}:backlog={configuration.BACKLOG}"
 
 
 def _bus(config: Config, reactor: Any) -> Bus | None:

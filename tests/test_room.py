@@ -281,3 +281,31 @@ def test_a_join_is_announced_before_what_the_newcomer_says():
     bob.session = room.connect(bob)
     room.receive(bob.session, "hi, just arrived")
     assert alice.take() == ["* Guest2 joined", "Guest2: hi, just arrived"]
+
+
+def test_past_the_crowd_size_arrivals_and_departures_are_summed_up_every_few_seconds():
+    room = make_room(crowd_size=3, crowd_summary=5.0)
+    clock = room.clock
+    present = [room.guest(announce=False) for _ in range(4)]
+    clock.advance(0)
+    alice = present[0]
+    alice.take()
+    late = [room.guest(announce=False) for _ in range(2)]
+    room.disconnect(present[3].session)
+    clock.advance(0)
+    assert not [line for line in alice.take() if "joined" in line or "left" in line]
+    assert "6 online" in " ".join(late[1].take())  # the greeting still counts everyone
+    clock.advance(5)
+    assert alice.take() == ["* 3 joined, 1 left"]  # the fourth made it crowded
+    assert "* 3 joined, 1 left" in late[0].take()
+
+
+def test_a_crowded_room_with_no_summaries_says_nothing_of_arrivals():
+    room = make_room(crowd_size=2, crowd_summary=0)
+    clock = room.clock
+    present = [room.guest(announce=False) for _ in range(3)]
+    clock.advance(0)
+    present[0].take()
+    room.guest(announce=False)
+    clock.advance(60)
+    assert not [line for line in present[0].take() if "joined" in line]

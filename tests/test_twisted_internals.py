@@ -93,3 +93,31 @@ def test_autobahn_hooks_the_web_door_overrides():
     prepared = WebSocketServerFactory().prepareMessage(b"hi")
     assert isinstance(prepared.payloadHybi, bytes)
     assert WebSocketServerProtocol.STATE_OPEN is not None
+
+
+def test_autobahn_keeps_per_connection_what_the_web_door_trims():
+    """chatd/doors/web.py moves Autobahn's options to the protocol class, drops the handshake
+    leftovers and at-rest flags of each open connection, shares its traffic counters and
+    makes C{send_queue} only when needed: each name must still be what Autobahn sets."""
+    from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+
+    from chatd.doors.web import _AT_REST, _HANDSHAKE_ONLY
+
+    factory = WebSocketServerFactory()
+    factory.protocol = WebSocketServerProtocol
+    protocol = factory.buildProtocol(None)
+    protocol.makeConnection(StringTransport())
+    protocol.dataReceived(
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"Origin: http://localhost\r\n\r\n"
+    )
+    assert protocol.state == WebSocketServerProtocol.STATE_OPEN
+    kept = vars(protocol)
+    for name in (*WebSocketServerProtocol.CONFIG_ATTRS, *_HANDSHAKE_ONLY, *_AT_REST):
+        assert name in kept, f"Autobahn no longer sets {name} per connection"
+    for name, value in _AT_REST.items():
+        assert kept[name] == value, f"Autobahn's {name} no longer starts as {value!r}"
+    assert type(kept["send_queue"]).__name__ == "deque" and "trafficStats" in kept
+    parameters = inspect.signature(WebSocketServerProtocol.sendData).parameters
+    assert list(parameters) == ["self", "data", "sync", "chopsize"], "sendData changed"

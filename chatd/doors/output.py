@@ -104,7 +104,8 @@ class Output:
         self.describe = describe
         self._tripped = False
         self._finished = False
-        self._queue: deque[bytes | Iterator[bytes]] = deque()  # behind a stream
+        # Behind a stream; made by the first one (most connections never have one).
+        self._queue: deque[bytes | Iterator[bytes]] | None = None
         self._queued = 0  # bytes in _queue
         # A socket we may write to ourselves: plain TCP, also behind HAProxy (not TLS).
         self._tcp = _tcp_under(transport)
@@ -139,6 +140,8 @@ class Output:
 
     def stream(self, pieces: Iterator[bytes]) -> None:
         """Send C{pieces} one after the other, each once the client has read enough."""
+        if self._queue is None:
+            self._queue = deque()
         self._queue.append(pieces)
         self._pump()
 
@@ -159,6 +162,8 @@ class Output:
                 self.turn.writes -= 1  # a piece of a stream is not an event of its own
             self._hold(item)
             budget -= len(item)
+        if queue is not None and not queue and queue is self._queue:
+            self._queue = None  # sent: the connection keeps no queue while it has none
 
     def _hold(self, data: bytes) -> None:
         held = self._held
@@ -223,7 +228,7 @@ class Output:
             client=self.describe(),
             limit=self.limit,
         )
-        self._queue.clear()
+        self._queue = None
         self.transport.abortConnection()
 
     def finish(self) -> None:
@@ -233,10 +238,10 @@ class Output:
         over TLS never, over TCP not while it is paused. A stream not sent yet is dropped;
         what was written after it (a goodbye) is sent.
         """
-        for item in self._queue:
+        for item in self._queue or ():
             if type(item) is bytes:
                 self._hold(item)
-        self._queue.clear()
+        self._queue = None
         self.turn.writes += self._send()
         if not self._finished:
             self._finished = True
@@ -253,4 +258,4 @@ class Output:
 
     def stopProducing(self) -> None:
         self.paused = False
-        self._queue.clear()
+        self._queue = None

@@ -8,8 +8,10 @@ same line the line door sends; with the subprotocol C{chatd.json} events are JSO
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
+from collections import deque
 from collections.abc import Iterator
 from importlib.resources import files
 from typing import Any
@@ -17,6 +19,7 @@ from urllib.parse import urlsplit
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import TrafficStats
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -125,8 +128,44 @@ def _history_json(event: History, limit: int) -> Iterator[bytes]:
         yield head + b', "messages": [' + b", ".join(parts) + b"]}"
 
 
+# What Autobahn keeps per connection only for the opening handshake (or its test suite):
+# dropped once the connection is open. Nothing reads them later.
+_HANDSHAKE_ONLY = (
+    "http_headers", "http_request_data", "http_response_data", "http_status_line",
+    "http_request_uri", "http_request_path", "http_request_params", "http_request_host",
+    "websocket_origin", "websocket_protocols", "websocket_extensions", "_wskey",
+)  # fmt: skip
+
+# Autobahn's per-connection flags and timers, as its _connectionMade sets them. While one
+# still has this value it is read from the class, not kept in each connection's __dict__;
+# Autobahn setting it later (a close) makes it the connection's own again.
+_AT_REST: dict[str, Any] = {
+    "_perMessageCompress": None, "trackedTimings": None, "triggered": False,
+    "wasMaxFramePayloadSizeExceeded": False, "wasMaxMessagePayloadSizeExceeded": False,
+    "closedByMe": False, "failedByMe": False, "droppedByMe": False, "wasClean": False,
+    "wasNotCleanReason": None, "wasServerConnectionDropTimeout": False,
+    "wasOpenHandshakeTimeout": False, "wasCloseHandshakeTimeout": False,
+    "wasServingFlashSocketPolicyFile": False, "localCloseCode": None,
+    "localCloseReason": None, "remoteCloseCode": None, "remoteCloseReason": None,
+    "openHandshakeTimeoutCall": None, "closeHandshakeTimeoutCall": None,
+    "autoPingTimeoutCall": None, "autoPingPending": None, "autoPingPendingSent": None,
+    "websocket_protocol_in_use": None,
+    "inside_message": False, "current_frame": None,
+}  # fmt: skip
+
+# Autobahn counts each connection's traffic; chatd never reads the counts, so every
+# connection adds to this one object instead of keeping its own.
+_UNREAD_STATS = TrafficStats()
+
+
 class ChatWebSocket(WebSocketServerProtocol):
-    """One WebSocket connection, in text-line or JSON mode."""
+    """One WebSocket connection, in text-line or JSON mode.
+
+    Thousands of these stay open and idle, so what one keeps is kept small: Autobahn's
+    options live on the factory's protocol class (L{ChatWebSocketFactory.reconfigure}), its
+    handshake leftovers and at-rest flags are dropped once the connection is open
+    (L{_settle}), and twisted.web's request is forgotten at the upgrade (L{ChatSite}).
+    """
 
     factory: ChatWebSocketFactory
     session: Session | None = None
@@ -152,12 +191,40 @@ class ChatWebSocket(WebSocketServerProtocol):
             return JSON_PROTOCOL
         return None
 
+    @property
+    def send_queue(self) -> Any:  # type: ignore[override]
+        """Autobahn's queue for synchronous or chopped sends, which chatd never makes: made
+        only when one is (L{sendData}); until then every connection reads the same empty
+        one."""
+        return self.__dict__.get("_send_queue", _NO_SENDS)
+
+    @send_queue.setter
+    def send_queue(self, queue: deque[Any]) -> None:
+        if queue:
+            self.__dict__["_send_queue"] = queue
+
+    def _connectionMade(self) -> None:
+        super()._connectionMade()
+        self.trafficStats = _UNREAD_STATS
+
+    def _settle(self) -> None:
+        """Once open: forget the handshake, leave at-rest flags to the class, and keep the
+        rest in a dict sized for what is left (a dict never shrinks by itself)."""
+        attributes = self.__dict__
+        for name in _HANDSHAKE_ONLY:
+            attributes.pop(name, None)
+        for name, value in _AT_REST.items():
+            if name in attributes and attributes[name] == value:
+                del attributes[name]
+        self.__dict__ = dict(attributes.items())
+
     def onOpen(self) -> None:
+        self._settle()
         room = self.factory.room
         # The HTTP channel registered itself as the producer; we own the connection now.
         self.transport.unregisterProducer()
         self.output = Output(
-            self.transport, self.factory.turn, room.config.max_output_bytes, lambda: self.session
+            self.transport, self.factory.turn, room.config.max_output_bytes, self._who
         )
         if self.hello:
             # The token comes in the first frame, not the URL: URLs end up in logs.
@@ -165,6 +232,10 @@ class ChatWebSocket(WebSocketServerProtocol):
             self.hello_call = room.clock.callLater(HELLO_WAIT, self._arrive, None)
         else:
             self.session = room.connect(self)
+
+    def _who(self) -> Session | None:
+        """Who this connection is, for the log (a method, not a closure per connection)."""
+        return self.session
 
     def _arrive(self, token: str | None) -> None:
         """Join the Room, logged in already when the token is good; then act on the frames
@@ -379,6 +450,8 @@ class ChatWebSocket(WebSocketServerProtocol):
         # messages held for the end of this turn go first.
         if self.output is not None:
             self.output.flush()
+        if (sync or chopsize) and "_send_queue" not in self.__dict__:
+            self.__dict__["_send_queue"] = deque()
         super().sendData(data, sync, chopsize)
 
     def _closeConnection(self, abort: bool = False) -> None:
@@ -391,7 +464,11 @@ class ChatWebSocket(WebSocketServerProtocol):
         self.sendClose(1000, reason)
 
 
+for _name, _value in _AT_REST.items():
+    setattr(ChatWebSocket, _name, _value)
+
 _NOT_HELLO: Any = object()
+_NO_SENDS: Any = ()  # empty; a send that would queue makes a deque of its own first
 
 
 def _hello_token(payload: bytes) -> Any:
@@ -425,6 +502,18 @@ class ChatWebSocketFactory(WebSocketServerFactory):
             autoPingTimeout=30,
             failByDrop=False,  # say why (1009 too big, 1007 bad UTF-8) before closing
         )
+        # Autobahn copies every option into each connection unless its class has it
+        # already: one class per configuration keeps them there, once. With them there,
+        # its list of options to copy is empty, which also spares each connection the
+        # pretty-printed debug dump of them Autobahn builds (a sixth of a connect's CPU).
+        # (A function among them, such as perMessageCompressionAccept, must stay a plain
+        # function there, not become a method of each connection.)
+        options: dict[str, Any] = {}
+        for name in ChatWebSocket.CONFIG_ATTRS:
+            value = getattr(self, name)
+            options[name] = staticmethod(value) if inspect.isfunction(value) else value
+        options["CONFIG_ATTRS"] = ()
+        self.protocol = type("ChatWebSocket", (ChatWebSocket,), options)
 
     def origin_allowed(self, origin: str, host: str) -> bool:
         """The page's own origin, the configured ones, or any with C{*}."""
@@ -495,7 +584,13 @@ class ChatRequest(Request):
         self.responseHeaders.removeHeader(b"server")
         for name, value in SECURITY_HEADERS.items():
             self.setHeader(name, value)
-        super().render(resrc)
+        channel = self.channel
+        transport = channel.transport
+        super().render(resrc)  # a finished request has no channel any more
+        if channel.transport is None and transport is not None:
+            # Autobahn took the connection over: this request never finishes, and nothing
+            # of the HTTP side is needed any more.
+            self.site.upgraded(channel, transport)
 
 
 class ChatSite(Site):
@@ -514,7 +609,10 @@ class ChatSite(Site):
         super().__init__(resource, timeout=timeout)
         self.clock = clock
         self.per_address = per_address
-        self._plain: dict[str, list[tuple[Any, Any]]] = {}  # address -> (channel, transport)
+        # Connections not upgraded yet: address -> their transports; transport -> the
+        # address it is counted under (None: not counted) and its deadline.
+        self._plain: dict[str, set[Any]] = {}
+        self._waiting: dict[Any, tuple[str | None, Any]] = {}
         self.chat: ChatWebSocketFactory | None = None  # set by make_site
 
     def log(self, request: Any) -> None:
@@ -533,41 +631,55 @@ class ChatSite(Site):
 
         # The channel hides its transport: catch it as the connection is made.
         def made(transport: Any) -> None:
+            del channel.makeConnection  # no cycle through this closure left behind
             make_connection(transport)
-            host = self._count(channel, transport)
-            self.clock.callLater(self.timeOut, self._deadline, host, channel, transport)
+            host = self._count(transport)
+            call = self.clock.callLater(self.timeOut, self._deadline, transport)
+            self._waiting[transport] = (host, call)
 
         channel.makeConnection = made
         return channel
 
-    def _count(self, channel: Any, transport: Any) -> str | None:
+    def _count(self, transport: Any) -> str | None:
         """The address the connection is counted under; None when not counted (no cap, or
         over it: then it is closed)."""
         if not self.per_address:
             return None
         host = getattr(transport.getPeer(), "host", "?")
-        plain = [pair for pair in self._plain.get(host, ()) if self._still_plain(*pair)]
+        plain = {t for t in self._plain.get(host, ()) if t.connected}
         self._plain[host] = plain
         if len(plain) >= self.per_address:
             log.info("refused {peer}: {n} HTTP connections already", peer=host, n=len(plain))
             transport.loseConnection()
             return None
-        plain.append((channel, transport))
+        plain.add(transport)
         return host
 
-    @staticmethod
-    def _still_plain(channel: Any, transport: Any) -> bool:
-        # After an upgrade Autobahn's protocol owns the transport (TLS: the wrapped one).
-        owner = getattr(transport, "wrappedProtocol", None) or getattr(transport, "protocol", None)
-        return bool(transport.connected) and owner is channel
-
-    def _deadline(self, host: str | None, channel: Any, transport: Any) -> None:
-        plain = self._plain.get(host, []) if host is not None else []
-        if (channel, transport) in plain:
-            plain.remove((channel, transport))
+    def _forget(self, transport: Any) -> Any:
+        """Stop counting C{transport} as plain HTTP; its deadline call, if it had one."""
+        host, call = self._waiting.pop(transport, (None, None))
+        plain = self._plain.get(host) if host is not None else None
+        if plain is not None:
+            plain.discard(transport)
             if not plain:
                 del self._plain[host]
-        if self._still_plain(channel, transport):
+        return call
+
+    def upgraded(self, channel: Any, transport: Any) -> None:
+        """A WebSocket took C{transport} over from the HTTP C{channel}: it needs no deadline,
+        and the channel, its request and its timers can go now rather than linger for
+        every open WebSocket."""
+        call = self._forget(transport)
+        if call is not None and call.active():
+            call.cancel()
+        channel.setTimeout(None)
+        channel.requests = []
+
+    def _deadline(self, transport: Any) -> None:
+        if transport not in self._waiting:
+            return
+        self._forget(transport)
+        if transport.connected:
             log.info("closed an HTTP connection not upgraded within {t} s", t=self.timeOut)
             transport.loseConnection()
 
