@@ -3,7 +3,9 @@
     python -m bench.all [--quick] [--twistd /path/to/venv/bin/twistd]
 
 Each scenario is its own `--spawn` run in a child process, so one cannot warm up or
-pollute the next; their own reports go to stderr, the table to stdout.
+pollute the next; their own reports go to stderr, the table to stdout. The floor
+(bench.floor: a bare loop of one send() per receiver) runs the 50 msg/s fan-outs too, in
+the same run, and the table gives chatd's CPU per delivery divided by it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Scenario:
     args: tuple[str, ...]
     quick: tuple[str, ...]
     timeout: float
+    floor: Scenario | None = None  # the same load against bench.floor, for the ratio
 
 
 def fanout(receivers: int, door: str, rate: int, messages: int, quick_messages: int) -> Scenario:
@@ -47,8 +50,24 @@ def fanout(receivers: int, door: str, rate: int, messages: int, quick_messages: 
     pace = f"1 sender, {rate} msg/s" if rate else "flat out"
     shown = {"ws": "WebSocket", "irc": "IRC"}.get(door, door)
     name = f"{receivers} {shown} receivers, {pace}"
+    full, quick = argv(receivers, messages), argv(receivers // 10, quick_messages)
+    # The floor is one send() per receiver per message: a figure for a paced load, where
+    # chatd too sends each message on its own (flat out, chatd sends several at once).
+    floor = Scenario(f"floor: {name}", "bench.floor", full, quick, 600) if rate else None
+    return Scenario(name, "bench.fanout", full, quick, 600, floor)
+
+
+def rooms(count: int, size: int, rate: int, messages: int) -> Scenario:
+    """A bench.fanout row with receivers spread over rooms and a sender per room, posting
+    round-robin; --quick has a tenth of the rooms."""
+
+    def argv(count: int, messages: int) -> tuple[str, ...]:
+        return ("--door", "line", "--receivers", str(count * size), "--rooms", str(count),
+                "--rate", str(rate), "--messages", str(messages), "--procs", "2")  # fmt: skip
+
+    name = f"{count} rooms of {size} line receivers, {count} senders, {rate} msg/s in all"
     return Scenario(
-        name, "bench.fanout", argv(receivers, messages), argv(receivers // 10, quick_messages), 600
+        name, "bench.fanout", argv(count, messages), argv(count // 10, messages // 10), 900
     )
 
 
@@ -58,6 +77,10 @@ SCENARIOS = [
     fanout(1000, "irc", 50, 500, 100),
     fanout(500, "line", 0, 10000, 1000),
     fanout(500, "ws", 0, 10000, 1000),
+    # Rooms: each message reaches 50 people. The one-room row with the same 50 people per
+    # message and deliveries/s is what its CPU per delivery compares with.
+    fanout(50, "line", 50, 2000, 200),
+    rooms(100, 50, 50, 2000),
     Scenario(
         "10,000 idle connections, half line, half WebSocket",
         "bench.idle",
@@ -92,10 +115,18 @@ def ms(out: dict[str, Any]) -> str:
     return f"{out['p50_ms']:.1f} / {out['p99_ms']:.1f} / {out['max_ms']:.1f}"
 
 
-def row(sc: Scenario, code: int, out: dict[str, Any] | None) -> str:
+def ratio(out: dict[str, Any] | None, floor: dict[str, Any] | None) -> str:
+    """chatd's CPU per delivery divided by the floor's, as the table shows it."""
+    try:
+        return f"{out['server_us_per_delivery'] / floor['server_us_per_delivery']:.2f}"  # type: ignore[index]
+    except (TypeError, KeyError, ZeroDivisionError):
+        return ""
+
+
+def row(sc: Scenario, code: int, out: dict[str, Any] | None, vs_floor: str = "") -> str:
     """One markdown table row; failed runs still get a row saying so."""
     if out is None:
-        return f"| {sc.name} | did not run (exit {code}) | | | | | |"
+        return f"| {sc.name} | did not run (exit {code}) | | | | | | |"
     name = out["scenario"]
     notes = []
     if out.get("generator_bottleneck"):
@@ -120,15 +151,15 @@ def row(sc: Scenario, code: int, out: dict[str, Any] | None) -> str:
             notes.append(f"server {share:.0%} of a core")
         lost = f"{out['lost']:,} of {out['expected']:,}"
         return (
-            f"| {name} | {out['deliveries_per_s']:,} | {ms(out)} | {lost} | {cpu} | {rss} "
-            f"| {'; '.join(notes)} |"
+            f"| {name} | {out['deliveries_per_s']:,} | {ms(out)} | {lost} | {cpu} | {vs_floor} "
+            f"| {rss} | {'; '.join(notes)} |"
         )
     notes.insert(
         0,
         f"{out['open']:,} open in {out['connect_s']} s (+{out['settle_s']} s busy), "
         f"{out.get('server_ms_per_connect', 'n/a')} ms server CPU per connect",
     )
-    return f"| {name} | | | | | {rss} | {'; '.join(notes)} |"
+    return f"| {name} | | | | | | {rss} | {'; '.join(notes)} |"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         extra += ["--server-cmd", args.server_cmd]
     if args.procs:
         extra += ["--procs", str(args.procs)]
+    extra_floor = ["--procs", str(args.procs)] if args.procs else []  # no chatd to start
     chosen = [s for s in SCENARIOS if not args.only or args.only.lower() in s.name.lower()]
     if not chosen:
         p.error(f"no scenario matches {args.only!r}")
@@ -153,15 +185,21 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     worst = 0
     for sc in chosen:
+        if sc.floor is not None:  # just before chatd, so both meet the same machine
+            floor_code, floor_out = run_one(sc.floor, args.quick, extra_floor)
+            worst = max(worst, floor_code)
         code, out = run_one(sc, args.quick, extra)
         worst = max(worst, code)
-        rows.append(row(sc, code, out))
+        vs_floor = ratio(out, floor_out) if sc.floor is not None else ""
+        rows.append(row(sc, code, out, vs_floor))
+        if sc.floor is not None:
+            rows.append(row(sc.floor, floor_code, floor_out))
     print(f"\nMachine: {machine()}; run {started}{' (--quick)' if args.quick else ''}\n")
     print(
         "| scenario | deliveries/s | latency ms p50 / p99 / max | lost | "
-        "server CPU us/delivery | server RSS KB/conn | notes |"
+        "server CPU us/delivery | ÷ floor | server RSS KB/conn | notes |"
     )
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     print("\n".join(rows))
     return worst
 

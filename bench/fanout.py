@@ -55,6 +55,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="with --rate 0: messages queued in the server at most, watched by a probe "
         "connection (0 = send everything at once)",
     )
+    p.add_argument(
+        "--rooms",
+        type=int,
+        default=1,
+        help="rooms the receivers are spread over (each /joins #bench-N); each room gets a "
+        "sender of its own (--senders is raised to this), which post round-robin",
+    )
     p.add_argument("--procs", type=int, default=1, help="receiver processes")
     p.add_argument("--drain-timeout", type=float, default=5.0, help="wait for stragglers, s")
     srv.add_run_options(p, connect_timeout=30.0, settle_timeout=120.0, timeout=600.0)
@@ -64,8 +71,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--receivers, --senders, --messages, --procs, --connect-window must be >= 1")
     if args.rate < 0 or args.window < 0:
         p.error("--rate and --window must be >= 0")
+    if args.rooms < 1:
+        p.error("--rooms must be >= 1")
+    if args.rooms > 1:
+        args.senders = max(args.senders, args.rooms)
+        if args.receivers % args.rooms or args.senders % args.rooms or args.messages % args.rooms:
+            p.error("with --rooms N, --receivers, --senders and --messages are multiples of N")
     args.procs = min(args.procs, args.receivers)
     return args
+
+
+def rooms_for(args: argparse.Namespace, count: int) -> list[str]:
+    """The room each of C{count} connections joins, dealt round-robin (none with one room:
+    everyone stays in the default room, as before rooms)."""
+    if args.rooms == 1:
+        return []
+    return [f"#bench-{i % args.rooms}" for i in range(count)]
 
 
 def probe(args: argparse.Namespace) -> bool:
@@ -91,13 +112,22 @@ def run(args: argparse.Namespace, addr: str, spawned: srv.Spawned | None) -> dic
         fig["rss_idle_kb"] = srv.rss_kb(pid)
     doors = doors_for(args.door, args.receivers)
     parts = split(doors, args.procs)
+    rooms = rooms_for(args, args.receivers)
+    room_parts = split(rooms, args.procs) if rooms else [[] for _ in parts]
     window = max(1, args.connect_window // len(parts))
+    each = args.messages // args.rooms  # a receiver hears its own room's messages
     workers = [
         Worker(
             f"receivers-{i}",
             receiver,
             ReceiverPlan(
-                target, part, args.messages, window, args.connect_timeout, args.drain_timeout
+                target,
+                part,
+                each,
+                window,
+                args.connect_timeout,
+                args.drain_timeout,
+                room_parts[i],
             ),
         )
         for i, part in enumerate(parts)
@@ -125,6 +155,7 @@ def run(args: argparse.Namespace, addr: str, spawned: srv.Spawned | None) -> dic
                 args.window,
                 args.connect_timeout,
                 max(1.0, deadline - time.monotonic()),
+                rooms_for(args, args.senders),
             ),
         )
         if collect([sending], "ready", deadline) or not sending.replies["ready"]["ok"]:
@@ -171,7 +202,7 @@ def summarize(args: argparse.Namespace, fig: dict[str, Any]) -> dict[str, Any]:
     res = fig["receivers"]
     snd = fig["sender"] or {}
     received = sum(r["received"] for r in res)
-    expected = args.messages * args.receivers
+    expected = args.messages // args.rooms * args.receivers
     t_first = snd.get("t_first") or min((r["t_first"] for r in res if r["t_first"]), default=0)
     t_last = max((r["t_last"] for r in res), default=0)
     duration = (t_last - t_first) / 1e9 if received and t_last > t_first else 0.0
@@ -181,10 +212,12 @@ def summarize(args: argparse.Namespace, fig: dict[str, Any]) -> dict[str, Any]:
         lat[WS].frombytes(r["lat_ws"])
     out: dict[str, Any] = {
         "scenario": args.label
-        or f"fanout {args.door} {args.receivers}r x{args.senders}s @{args.rate:g}/s",
+        or f"fanout {args.door} {args.receivers}r x{args.senders}s @{args.rate:g}/s"
+        + (f" in {args.rooms} rooms" if args.rooms > 1 else ""),
         "door": args.door,
         "receivers": args.receivers,
         "senders": args.senders,
+        "rooms": args.rooms,
         "messages": args.messages,
         "sent": snd.get("sent", 0),
         "rate": args.rate,

@@ -18,7 +18,7 @@ import socket
 import time
 from array import array
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
 from bench.wire import (
@@ -76,6 +76,7 @@ class ReceiverPlan:
     connect_window: int  # connections being set up at once (the server's backlog is small)
     connect_timeout: float
     drain_timeout: float  # after the sender is done, give up when nothing came for this long
+    rooms: list[str] = field(default_factory=list)  # per connection: a room to /join, or none
 
 
 @dataclass
@@ -89,6 +90,7 @@ class SenderPlan:
     window: int  # with rate 0: messages queued in the server at most (0 = no limit)
     connect_timeout: float
     run_timeout: float
+    rooms: list[str] = field(default_factory=list)  # per sending connection: its room, or none
 
 
 def _note(notes: list[str], text: str) -> None:
@@ -105,6 +107,12 @@ def _close(ep: select.epoll, conns: Iterable[Conn]) -> None:
     for c in conns:
         c.sock.close()
     ep.close()
+
+
+def _join_line(door: str, room: str) -> bytes:
+    """What a connection sends to move into C{room}: C{/join}, as a person types it."""
+    line = b"/join " + room.encode()
+    return line + b"\n" if door == LINE else ws_frame(line)
 
 
 def _error_lines(data: bytes, door: str, notes: list[str]) -> int:
@@ -125,7 +133,9 @@ def receiver(ctl: Connection, plan: ReceiverPlan) -> None:
     ep.register(ctl_fd, IN)
     conns: dict[int, Conn] = {}
     opening: dict[int, Conn] = {}
-    todo = list(reversed(plan.doors))
+    rooms = plan.rooms or [""] * len(plan.doors)
+    todo = list(reversed(list(zip(plan.doors, rooms, strict=True))))
+    joining: dict[int, str] = {}  # fd -> the room it /joins once open
     notes: list[str] = []
     lat = {LINE: array("q"), WS: array("q")}
     lat[IRC] = lat[LINE]  # a stream of lines too
@@ -149,6 +159,7 @@ def receiver(ctl: Connection, plan: ReceiverPlan) -> None:
         if why:
             _note(notes, why)
         c.state = CLOSED
+        joining.pop(c.fd, None)
         try:
             ep.unregister(c.fd)
         except (OSError, ValueError):
@@ -180,7 +191,7 @@ def receiver(ctl: Connection, plan: ReceiverPlan) -> None:
     while True:
         now = mono()
         while todo and len(opening) < window:
-            door = todo.pop()
+            door, room = todo.pop()
             try:
                 c = open_conn(target.addr, target.port(door), door, now)
             except OSError as e:
@@ -188,6 +199,8 @@ def receiver(ctl: Connection, plan: ReceiverPlan) -> None:
                 _note(notes, f"connect: {e}")
                 continue
             conns[c.fd] = opening[c.fd] = c
+            if room:
+                joining[c.fd] = room
             ep.register(c.fd, OUT)
         if opening:
             for c in [c for c in opening.values() if now - c.since > connect_ns]:
@@ -271,6 +284,8 @@ def receiver(ctl: Connection, plan: ReceiverPlan) -> None:
                     data = rest
                 c.state = OPEN
                 del opening[fd]
+                if fd in joining:
+                    c.sock.send(_join_line(c.door, joining.pop(fd)))
                 if not data:
                     continue
             if c.door == WS:
@@ -363,8 +378,10 @@ def sender(ctl: Connection, plan: SenderPlan) -> None:
     senders: list[Conn] = []
     probe: Conn | None = None
     try:
-        for door in plan.doors:
+        for door, room in zip(plan.doors, plan.rooms or [""] * len(plan.doors), strict=True):
             senders.append(_connect_blocking(target, door, plan.connect_timeout))
+            if room:
+                senders[-1].sock.send(_join_line(door, room))
         if plan.rate == 0 and plan.window > 0:
             probe = _connect_blocking(target, plan.doors[0], plan.connect_timeout)
     except (OSError, WireError) as e:

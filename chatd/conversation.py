@@ -1,9 +1,10 @@
 """Conversations (rooms): who is in each one, its rules, and the rules for room names.
 
 A L{Conversation} holds its members' sessions as a tuple replaced on change, so fan-out
-is one loop over it, as for the whole chat. The default room is everyone: it has no
-member list of its own, and delivers through L{Members} exactly as the chat did before
-there were rooms. L{Conversations} is this node's set of rooms: names, limits, joining.
+is one loop over it, as for the whole chat. The default room is everyone but those who
+parted it: it has no member list of its own, and delivers through L{Members} exactly as
+the chat did before there were rooms (while nobody here parted it, without a filter).
+L{Conversations} is this node's set of rooms: names, limits, joining.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class Conversation:
 
     @ivar sessions: the sessions of this node's members; replaced, never mutated.
     @ivar users: this node's members.
-    @ivar elsewhere: node id -> names of its members there, as last heard.
+    @ivar elsewhere: node id -> names of its members there, as last heard; for the default
+        room, which everyone is in, the names of those who parted it there.
     @ivar kicked: name key -> Unix time until which that person may not rejoin.
     @ivar invited: name keys of who may join while the room is invite-only.
     """
@@ -143,7 +145,10 @@ class Conversation:
         )
 
     def take_state(self, data: dict[str, Any]) -> None:
-        self.owner = None if data.get("owner") is None else str(data["owner"])
+        """Another node's (or the store's) word on the room. An owner is never lost: a
+        state without one comes from a node that had not yet heard whose the room is."""
+        if data.get("owner") is not None:
+            self.owner = str(data["owner"])
         self.topic = str(data.get("topic", ""))
         self.invite_only = bool(data.get("invite_only", False))
         self.invited = {str(k) for k in data.get("invited", ())}
@@ -154,7 +159,9 @@ class Conversations:
     """This node's rooms, by key, and the rules for their names.
 
     The default room is a L{Conversation} too (its topic, its name), but its members are
-    everyone: L{members_of} and fan-out use L{Members} for it.
+    everyone but L{outside}: fan-out uses L{Members} for it.
+
+    @ivar outside: this node's people who parted the default room (each is in another).
     """
 
     def __init__(self, members: Members, default: str, max_length: int) -> None:
@@ -164,6 +171,13 @@ class Conversations:
         self.default._default = True
         self.default.everyone = members
         self._rooms: dict[str, Conversation] = {self.default.key: self.default}
+        self.outside: set[User] = set()
+
+    def holds(self, user: User, conversation: Conversation) -> bool:
+        """Whether C{user} is in C{conversation}."""
+        if conversation is self.default:
+            return user not in self.outside
+        return conversation.key in user.rooms
 
     def __iter__(self) -> Iterator[Conversation]:
         return iter(sorted(self._rooms.values(), key=lambda c: c.key))
@@ -205,26 +219,49 @@ class Conversations:
 
     def names(self, conversation: Conversation) -> list[str]:
         """Who is in C{conversation}, on every node, sorted."""
+        if conversation is self.default and (self.outside or conversation.elsewhere):
+            out = {u.key for u in self.outside}
+            out.update(name_key(n) for names in conversation.elsewhere.values() for n in names)
+            return [n for n in conversation.names() if name_key(n) not in out]
         return conversation.names()
 
     def count(self, conversation: Conversation) -> int:
+        if conversation is self.default and (self.outside or conversation.elsewhere):
+            return len(self.names(conversation))
         return conversation.count()
 
     def fanout(self, room: str, event: Event) -> None:
         """Deliver C{event} to the room called C{room} on this node (nobody, if nobody
         here is in it)."""
         if room == self.default.name:  # the usual case: no lookup
-            self.members.fanout(event)
+            self.members.fanout(event, self._inside() if self.outside else None)
             return
         conversation = self._rooms.get(room_key(room)) if room else self.default
         if conversation is None:
             return
         if conversation is self.default:
-            self.members.fanout(event)
+            self.members.fanout(event, self._inside() if self.outside else None)
         else:
             deliver(conversation.sessions, event)
 
     def sessions(self, conversation: Conversation) -> tuple[Session, ...]:
         if conversation is self.default:
-            return self.members.sessions
+            return self._inside() if self.outside else self.members.sessions
         return conversation.sessions
+
+    def _inside(self) -> tuple[Session, ...]:
+        """The default room's sessions while someone here parted it: a filter per event,
+        which costs little next to the deliveries themselves (and nothing while nobody
+        parted it)."""
+        out = self.outside
+        return tuple(s for s in self.members.sessions if s.user not in out)
+
+    def leave_default(self, user: User) -> None:
+        self.outside.add(user)
+
+    def enter_default(self, user: User) -> bool:
+        """C{user} is in the default room again; whether they had left it."""
+        if user in self.outside:
+            self.outside.discard(user)
+            return True
+        return False

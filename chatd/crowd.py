@@ -123,12 +123,14 @@ class Crowd:
         self.link.present([u.name for u in self.members.users.values()])
         told, self._told = self._told, {}
         for conversation in self.rooms:
-            if not self.rooms.is_default(conversation):
+            if self.rooms.is_default(conversation):  # everyone: the other nodes hear who is out
+                names = sorted((u.name for u in self.rooms.outside), key=str.casefold)
+            else:
                 names = [u.name for u in conversation.users]
-                if told.pop(conversation.key, []) != names:
-                    self.link.members_of(conversation.name, names)
-                if names:
-                    self._told[conversation.key] = names
+            if told.pop(conversation.key, []) != names:
+                self.link.members_of(conversation.name, names)
+            if names:
+                self._told[conversation.key] = names
         for gone in told:  # rooms that expired here
             self.link.members_of(gone, [])
         self.refresh()
@@ -143,8 +145,9 @@ class Crowd:
         rooms = self.rooms
         for conversation in rooms:
             if rooms.is_default(conversation):
-                event = Presence(self.members.online(), True, conversation.name)
-                self.voice.outbox.later(lambda e=event: self.members.fanout(e))
+                event = Presence(rooms.names(conversation), True, conversation.name)
+                name = conversation.name
+                self.voice.outbox.later(lambda e=event, n=name: rooms.fanout(n, e))
             elif conversation.sessions:
                 event = Presence(rooms.names(conversation), True, conversation.name)
                 sessions = conversation.sessions

@@ -12,20 +12,25 @@ DEFAULT_ROOM = "#lobby"  # the room of messages saved before there were rooms (c
 
 
 class Event:
-    """Base of everything the Room delivers."""
+    """Base of everything the Room delivers.
 
-    __slots__ = ("_wire",)
+    @ivar wire: door key -> this event in that door's wire format, filled by L{rendered}.
+        A door's hot path may read it first with C{wire.get(key)} (no call per recipient);
+        a rendering is never None, so None means "not rendered yet".
+    """
+
+    __slots__ = ("wire",)
     kind = "event"
 
     def __init__(self) -> None:
-        self._wire: dict[Any, Any] = {}
+        self.wire: dict[Any, Any] = {}
 
     def rendered(self, key: Any, render: Any) -> Any:
         """Return C{render(self)}, computed once per key for all recipients."""
         try:
-            return self._wire[key]
+            return self.wire[key]
         except KeyError:
-            value = self._wire[key] = render(self)
+            value = self.wire[key] = render(self)
             return value
 
 

@@ -165,6 +165,7 @@ class Logins:
                     about="renamed",
                     subject=(old.name, name),
                 )
+                self.rooms.gone(old)  # the guest is no more: out of its rooms, no ghost
             self.members.attach(session, target)
         elif len(old.sessions) == 1:
             was = old.name

@@ -96,9 +96,9 @@ class Members:
     def unlisten(self, client: Client) -> None:
         self.listeners = tuple(c for c in self.listeners if c is not client)
 
-    def fanout(self, event: Event) -> None:
-        """Deliver one event to every session and listener."""
-        deliver(self.sessions, event)
+    def fanout(self, event: Event, sessions: tuple[Session, ...] | None = None) -> None:
+        """Deliver one event to every session (or those given) and every listener."""
+        deliver(self.sessions if sessions is None else sessions, event)
         for client in self.listeners:
             try:
                 client.deliver(event)

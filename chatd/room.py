@@ -520,9 +520,7 @@ class Room(Service):
             room = self.rooms.current(session).name
         else:
             found = self.all_rooms.get(to_room)
-            if found is None or (
-                found is not self.all_rooms.default and found.key not in session.user.rooms
-            ):
+            if found is None or not self.all_rooms.holds(session.user, found):
                 raise CommandError(f"you are not in {to_room}; /join {to_room} first")
             room = found.name
         return self._post(session.user.name, text, session, room=room)
@@ -919,9 +917,7 @@ class Room(Service):
         """Make C{name}, a room the session is in, its current one (quietly: the page
         names the room of each line it sends)."""
         found = self.all_rooms.get(name)
-        if found is None or (
-            found is not self.all_rooms.default and found.key not in session.user.rooms
-        ):
+        if found is None or not self.all_rooms.holds(session.user, found):
             raise CommandError(f"you are not in {name}; /join {name} first")
         session.room = found.name
 
@@ -1061,7 +1057,7 @@ class RoomContext:
                 c.topic,
                 c.owner,
                 c.invite_only,
-                rooms.is_default(c) or c.key in user.rooms,
+                rooms.holds(user, c),
                 c.name == here,
             )
             for c in rooms

@@ -1,9 +1,12 @@
 """Joining and leaving rooms, and what their owners may do: the moves between
 L{Conversation}s, with their rules, notices, and what the store and other nodes keep.
 
-Everyone is in the default room from connecting on and cannot leave it, so a client that
-never joins another sees the chat as it was before there were rooms. A person may be in
-several rooms; the one they type into is their session's current room. An account's rooms
+Everyone is in the default room from connecting on, so a client that never joins another
+sees the chat as it was before there were rooms. A person may be in several rooms; the one
+they type into is their session's current room. The default room may be parted like any
+other while one is in another room (a person is always in one room at least: parting the
+last is refused); it is joined again with /join, at the next connection, or when the
+other rooms are gone (a kick, a part). An account's rooms
 are kept in the store and rejoined on every device at login. A room made by an account is
 owned by it (and kept while nobody is in it); an unowned room ends with its last member.
 """
@@ -61,6 +64,7 @@ class Rooms:
         self.voice = voice
         self.crowd = crowd
         self.link = link
+        self._claiming: set[str] = set()  # keys of new rooms the store has not yet confirmed
 
     @property
     def default(self) -> Conversation:
@@ -88,9 +92,18 @@ class Rooms:
         conversation = self.all.get(name) or self.all.add(Conversation(name))
         conversation.take_state(data)
         now = self.clock.seconds()
+        held = False
         for user in list(conversation.users):  # kicked on another node: out here too
             if conversation.kicked_for(user, now):
+                # That node knew the name only: a guest is held by its address here, and
+                # every node hears it, so a new guest name does not get round the kick.
+                until = max(conversation.kicked.get(k, 0.0) for k in kick_keys(user))
+                for key in kick_keys(user):
+                    held = held or key not in conversation.kicked
+                    conversation.kicked[key] = until
                 self._leave(user, conversation, "removed")
+        if held:
+            self._keep(conversation)
 
     def heard_members(self, node: str, room: str, names: list[str]) -> None:
         """Who is in C{room} on another node now."""
@@ -104,9 +117,9 @@ class Rooms:
         else:
             conversation.elsewhere.pop(node, None)
             self._expire(conversation)
-        if conversation.sessions:  # this room's member list, not every room's
-            event = Presence(conversation.names(), True, conversation.name)
-            sessions = conversation.sessions
+        sessions = self.all.sessions(conversation)
+        if sessions:  # this room's member list, not every room's
+            event = Presence(self.all.names(conversation), True, conversation.name)
             self.voice.outbox.later(lambda: deliver(sessions, event))
 
     # -- moves -----------------------------------------------------------------------------
@@ -116,9 +129,10 @@ class Rooms:
         user = session.user
         name = self.all.normal(name)
         conversation = self.all.get(name)
-        if conversation is not None and (
-            conversation is self.default or conversation.key in user.rooms
-        ):
+        if conversation is self.default and self.all.enter_default(user):
+            self._back_in_default(session, "you joined")
+            return
+        if conversation is not None and self.all.holds(user, conversation):
             session.room = conversation.name
             self._tell_current(session, f"you are now talking in {conversation.name}")
             self._show_topic(session, conversation)
@@ -136,7 +150,7 @@ class Rooms:
             if user.account is None:
                 conversation.maker = user
             else:
-                self._keep(conversation)
+                self._claim(conversation, session)
             log.info("{user} made {room}", user=user, room=name)
         self._enter(user, conversation)
         session.room = conversation.name
@@ -146,14 +160,27 @@ class Rooms:
         self._show_topic(session, conversation)
         self._show_recent(session, conversation)
 
+    def _back_in_default(self, session: Session, how: str) -> None:
+        """C{session}'s person is in the default room again (a /join, or the other rooms
+        gone): those in it hear it, the page lists it."""
+        user, default = session.user, self.default
+        session.room = default.name
+        self.crowd.moved("joined", user.name, default.name)
+        self.tell_rooms(user)
+        self._tell_current(session, f"{how} {default.name}; what you type goes there")
+        self._show_topic(session, default)
+        self._show_recent(session, default)
+
     def _may_join(self, user: User, conversation: Conversation | None) -> None:
-        if len(user.rooms) + 1 >= self.config.max_rooms_per_person:
-            raise CommandError(
-                f"you are in {len(user.rooms) + 1} rooms, as many as allowed; /part one first"
-            )
+        n = len(self.joined(user))  # the default room counts while one is in it
+        if n >= self.config.max_rooms_per_person:
+            raise CommandError(f"you are in {n} rooms, as many as allowed; /part one first")
         if conversation is None:
             return
-        left = conversation.kicked_for(user, self.clock.seconds())
+        # An invitation lifts an earlier kick (a kick takes the invitation back), also one
+        # held by a guest's address on another node, which the inviter's node cannot see.
+        invited = user.key in conversation.invited
+        left = 0.0 if invited else conversation.kicked_for(user, self.clock.seconds())
         if left:
             raise CommandError(
                 f"you were removed from {conversation.name}; you may rejoin in {minutes(left)}"
@@ -177,19 +204,37 @@ class Rooms:
         """C{/part [#room]}: leave the current room or the named one."""
         user = session.user
         conversation = self.all.get(self.all.normal(name)) if name else self.current(session)
-        if conversation is self.default:
-            raise CommandError(
-                f"everyone is in {self.default.name}; /join another room to talk there"
-            )
-        if conversation is None or conversation.key not in user.rooms:
+        if conversation is None or not self.all.holds(user, conversation):
             raise CommandError(f"you are not in {name}; /rooms lists yours")
+        if len(self.joined(user)) == 1:  # a connection is always in a room: where else?
+            raise CommandError(
+                f"{conversation.name} is the only room you are in; /join another room first "
+                "(/quit leaves the chat)"
+            )
+        if conversation is self.default:
+            self._part_default(session)
+            return
         self._tell_current(session, f"you left {conversation.name}")
         self._leave(user, conversation, "left")
+
+    def _part_default(self, session: Session) -> None:
+        """Out of the default room (the person is in another: L{part} checked)."""
+        user, default = session.user, self.default
+        self.all.leave_default(user)
+        self._tell_current(session, f"you left {default.name}")
+        for s in user.sessions:
+            if s.room == default.name:
+                s.room = self._last(user).name
+                self._tell_current(s, f"you are now talking in {s.room}")
+        self.tell_rooms(user)
+        self.crowd.moved("left", user.name, default.name)
 
     def _leave(self, user: User, conversation: Conversation, verb: str) -> None:
         """C{user} leaves C{conversation} ("left", or "removed" by its owner)."""
         user.rooms.pop(conversation.key, None)
         conversation.remove(user)
+        if not user.rooms and self.all.enter_default(user):  # never in no room at all
+            self.crowd.moved("joined", user.name, self.default.name)
         for s in user.sessions:
             if s.room == conversation.name:
                 s.room = self._last(user).name
@@ -212,7 +257,8 @@ class Rooms:
             self.voice.event(s, RoomList(names, self.current(s).name))
 
     def _last(self, user: User) -> Conversation:
-        """The room a session goes back to: the last one joined, or the default."""
+        """The room a session goes back to: the last one joined, or the default (someone
+        who parted it is always in another)."""
         return next(reversed(user.rooms.values()), self.default)
 
     def gone(self, user: User) -> list[str]:
@@ -222,6 +268,7 @@ class Rooms:
             conversation.remove(user)
             self._expire(conversation)
         user.rooms = {}
+        self.all.enter_default(user)  # the next connection starts there
         return [c.name for c in rooms]
 
     def rejoin(self, session: Session, names: tuple[str, ...], quiet: bool = False) -> None:
@@ -234,7 +281,7 @@ class Rooms:
                 self._remember(account, conversation.name, True)
                 if conversation.owner is None and conversation.maker is user:
                     conversation.owner = account  # made as a guest a moment before logging in
-                    self._keep(conversation)
+                    self._claim(conversation, session)
             if self.all.get(conversation.name) is not conversation:
                 del user.rooms[key]  # expired meanwhile
         for name in names:
@@ -258,9 +305,11 @@ class Rooms:
             self._enter(user, conversation)
             if not quiet:
                 self.crowd.moved("joined", user.name, conversation.name)
+        if not user.rooms and self.all.enter_default(user):
+            self.crowd.moved("joined", user.name, self.default.name)
         if user.rooms:
-            shown = ", ".join(c.name for c in user.rooms.values())
-            self.voice.tell(session, f"you are in {self.default.name}, {shown}")
+            shown = ", ".join(c.name for c in self.joined(user))
+            self.voice.tell(session, f"you are in {shown}")
             self.tell_rooms(user)
         self.crowd.changed()
 
@@ -328,7 +377,9 @@ class Rooms:
             conversation.invited.update(name_key(n) for n in self.all.names(conversation))
             self.voice.notice_all(f"{conversation.name} is now invite-only", room=conversation.name)
         conversation.invited.add(name_key(spelled))
-        conversation.kicked.pop(name_key(spelled), None)
+        held = kick_keys(target) if target is not None else [name_key(spelled)]
+        for key in held:  # a guest's address too, or the invitation would not let them in
+            conversation.kicked.pop(key, None)
         self._keep(conversation)
         told = f"{session.user.name} invited you to {conversation.name}; /join {conversation.name}"
         if target is not None:
@@ -363,13 +414,17 @@ class Rooms:
 
     def current(self, session: Session) -> Conversation:
         found = self.all.get(session.room) if session.room else None
-        if found is None or (found is not self.default and found.key not in session.user.rooms):
-            session.room = self.default.name
-            return self.default
+        user = session.user
+        if found is None or not self.all.holds(user, found):
+            found = self.default if self.all.holds(user, self.default) else self._last(user)
+            session.room = found.name
         return found
 
     def joined(self, user: User) -> list[Conversation]:
-        return [self.default, *user.rooms.values()]
+        """C{user}'s rooms: the default one first (unless parted), then in joining order."""
+        if self.all.holds(user, self.default):
+            return [self.default, *user.rooms.values()]
+        return list(user.rooms.values())
 
     def _show_topic(self, session: Session, conversation: Conversation) -> None:
         if conversation.topic:
@@ -396,9 +451,41 @@ class Rooms:
 
     # -- what is kept ----------------------------------------------------------------------
 
+    def _claim(self, conversation: Conversation, session: Session) -> None:
+        """A room an account just made here: the store decides whose it is, since another
+        node may have made it at the same moment (each thought it new); only then do the
+        other nodes hear of it, so every node ends up with the owner the store kept."""
+        key, mine = conversation.key, name_key(conversation.owner or "")
+        self._claiming.add(key)
+
+        def kept(raw: str) -> None:
+            self._claiming.discard(key)
+            owner = str(json.loads(raw).get("owner") or "")
+            if name_key(owner) != mine:
+                log.info(
+                    "{room} was made on another node first: {owner} owns it", room=key, owner=owner
+                )
+                self.heard_state(raw)
+                self.voice.tell(
+                    session,
+                    f"{conversation.name} was made on another server at the same moment; "
+                    f"{owner} owns it",
+                )
+            self._keep(conversation)  # what changed meanwhile, and the other nodes
+
+        def failed(failure: Any) -> None:
+            self._claiming.discard(key)
+            log.failure("keeping the new room {r} failed", failure, r=key)
+            self.link.room_changed(conversation.state())
+
+        self.store.claim_room(key, conversation.state()).addCallbacks(kept, failed)
+
     def _keep(self, conversation: Conversation) -> None:
         """An owned room's state goes to the store (it outlives its members) and to the
-        other nodes."""
+        other nodes; while the store has not yet said whose a new room is, it waits for
+        that (L{_claim})."""
+        if conversation.key in self._claiming:
+            return
         state = conversation.state()
         if conversation.owner is not None:
             self.store.save_room(conversation.key, state).addErrback(

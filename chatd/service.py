@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import signal
 import sys
 from collections.abc import Callable
@@ -299,7 +300,22 @@ def makeService(options: Options) -> IService:
 
     reactor.callWhenRunning(stop_signals_on_reactor_thread, reactor)
     reactor.callWhenRunning(reload_on_sighup, reactor, service, options.load)
+    reactor.callWhenRunning(freeze_start_up)
     return service
+
+
+def freeze_start_up() -> None:
+    """Leave what start-up made (modules, name tables, the Room) out of every later
+    collection of the garbage collector.
+
+    A full collection walks every tracked object, and chatd's start-up alone is some
+    60,000 of them (about 50 ms on a busy 2-core machine): a pause that every recipient of
+    the messages in flight waits for, seen as the WebSocket door's p99 latency. They live as
+    long as the process anyway; frozen, they are never walked again. Only for a chatd
+    process (twistd, chat.tac, python -m chatd), not for a test that builds the service.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def reload_on_sighup(reactor: Any, service: ChatService, load: Callable[[], Config]) -> None:

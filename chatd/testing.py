@@ -146,6 +146,9 @@ class MemoryStore:
             self.room_states.pop(room, None)
         return defer.succeed(None)
 
+    def claim_room(self, room: str, state: str) -> defer.Deferred[str]:
+        return defer.succeed(self.room_states.setdefault(room, state))
+
     def rooms(self) -> defer.Deferred[list[str]]:
         return defer.succeed([self.room_states[k] for k in sorted(self.room_states)])
 

@@ -63,8 +63,13 @@ class Voice:
             s for s in sessions if s is not exclude and (not skip or s.user.key not in skip)
         )
         notice = Notice(text, room, about, subject)
-        self.outbox.later(lambda: deliver(recipients, notice))
-        self.link.noticed(notice)
+        link = self.link
+
+        def tell() -> None:  # the other nodes too hear it after what was said before it
+            deliver(recipients, notice)
+            link.noticed(notice)
+
+        self.outbox.later(tell)
 
     def close(self, session: Session, reason: str) -> None:
         """Close a session once everything it has been told is on its way; from now on,

@@ -84,10 +84,102 @@ def test_joins_and_leaves_are_told_in_their_room_only():
 def test_part_explains_what_it_cannot_do():
     room = make_room()
     (ann,) = people(room, "ann")
-    assert ann.send("/part") == ["! everyone is in #lobby; /join another room to talk there"]
+    assert ann.send("/part") == [
+        "! #lobby is the only room you are in; /join another room first (/quit leaves the chat)"
+    ]
     assert ann.send("/part #nowhere") == ["! you are not in #nowhere; /rooms lists yours"]
     assert ann.send("/part #a #b") == [
         "! one room name, or none for the current room; usage: /part [#room]"
+    ]
+
+
+def test_the_default_room_may_be_parted_from_another_room():
+    room = make_room()
+    ann, bob, cy = people(room, "ann", "bob", "cy")
+    ann.send("/join #dev")
+    room.clock.advance(0)
+    assert ann.send("/part #lobby") == ["* you left #lobby"]  # still talking in #dev
+    room.clock.advance(0)
+    assert bob.take() == ["* ann left"]
+    cy.send("only for the lobby")
+    room.clock.advance(0)
+    assert ann.take() == []
+    assert bob.take() == ["cy: only for the lobby"]
+    assert bob.send("/who") == ["* in #lobby (2): bob, cy"]
+    assert "*   #lobby (2)" in ann.send("/rooms")  # listed, not marked as hers
+    assert ann.send("/part") == [
+        "! #dev is the only room you are in; /join another room first (/quit leaves the chat)"
+    ]
+    assert ann.send("/part #lobby") == ["! you are not in #lobby; /rooms lists yours"]
+    lines = ann.send("/join #lobby")
+    assert lines[0] == "* you joined #lobby; what you type goes there"
+    assert "recent in #lobby" in " ".join(lines)
+    room.clock.advance(0)
+    assert bob.take() == ["* ann joined"]
+    cy.send("welcome back")
+    assert ann.take() == ["cy: welcome back"]
+
+
+def test_parting_the_default_room_moves_every_device_and_the_page_list():
+    room = make_room()
+    one = device(room, "ann", create=True)
+    two = device(room, "ann")
+    one.send("/join #dev")
+    one.send("/join #ops")
+    one.send("/join #lobby")  # back to talking in #lobby
+    two.send("/join #dev")  # the other device talks in #dev
+    one.take(), two.take()
+    room.receive(one.session, "/part")
+    rooms = [e for e in one.events if isinstance(e, Rooms)]
+    assert (rooms[-1].names, rooms[-1].current) == (["#dev", "#ops"], "#ops")
+    assert one.take()[:2] == ["* you left #lobby", "* you are now talking in #ops"]
+    assert two.take() == []  # still talking in #dev
+    assert two.send("/who #lobby") == ["* in #lobby (0): "]
+
+
+def test_someone_removed_from_their_only_room_is_back_in_the_default_room():
+    room = make_room()
+    ann, bob = people(room, None, "bob")
+    ann.send("/register ann " + PASSWORD)
+    ann.send("/join #dev")
+    bob.send("/join #dev")
+    bob.send("/part #lobby")
+    room.clock.advance(0)
+    ann.take(), bob.take()
+    ann.send("/kick bob 5")
+    room.clock.advance(0)
+    assert bob.take() == [
+        "* bob was removed from #dev for 5 minutes by ann",
+        "* you were removed from #dev",
+        "* you are now talking in #lobby",
+    ]
+    assert ann.take() == ["[#lobby] * bob joined"]  # ann talks in #dev
+    assert bob.send("/who") == ["* in #lobby (2): ann, bob"]
+
+
+def test_a_guest_logging_in_to_an_account_online_elsewhere_leaves_no_ghost_in_its_rooms():
+    room = make_room()
+    device(room, "ann", create=True)
+    guest, cy = people(room, "guesty", "cy")
+    guest.send("/join #dev")
+    cy.send("/join #dev")
+    guest.send("/login ann " + PASSWORD)
+    room.clock.advance(0)
+    cy.take()
+    assert cy.send("/who") == ["* in #dev (1): cy"]
+
+
+def test_a_new_connection_starts_in_the_default_room_again():
+    room = make_room()
+    (ann,) = people(room, "ann")
+    ann.send("/join #dev")
+    ann.send("/part #lobby")
+    room.disconnect(ann.session)
+    room.clock.advance(0)
+    (again,) = people(room, "ann")
+    assert again.send("/who #lobby") == ["* in #lobby (1): ann"]
+    assert again.send("/part") == [
+        "! #lobby is the only room you are in; /join another room first (/quit leaves the chat)"
     ]
 
 

@@ -3,6 +3,10 @@ messages, members, topics, kicks and invitations reach the other node."""
 
 from __future__ import annotations
 
+import json
+
+from twisted.internet import defer
+
 from chatd.room import Room
 from chatd.testing import MemoryStore
 from tests.fakes import FakeClient
@@ -108,3 +112,97 @@ def test_an_accounts_rooms_come_back_when_it_logs_in_on_the_other_node():
     send(a, bob, "welcome back")
     assert again.take() == ["[#dev] bob: welcome back"]
     assert send(a, bob, "/who") == ["* in #dev (2): ann, bob"]
+
+
+class SlowClaims(Database):
+    """A database whose answers to new rooms come later, so two nodes can make one room
+    before either hears of the other's."""
+
+    def __init__(self):
+        super().__init__()
+        self.claims = []
+
+    def claim_room(self, room, state):
+        d = defer.Deferred()
+        self.claims.append((d, room, state))
+        return d
+
+    def answer(self):
+        claims, self.claims = self.claims, []
+        for d, room, state in claims:
+            d.callback(self.room_states.setdefault(room, state))
+
+
+def test_a_room_made_on_two_nodes_at_the_same_moment_has_one_owner_on_both():
+    store = SlowClaims()
+    (a, b), _, clock = nodes(store=store)
+    ann, bob = account(a, "ann"), account(b, "bob")
+    a.receive(ann.session, "/join #x")
+    b.receive(bob.session, "/join #x")  # b has not heard of a's #x yet
+    store.answer()  # a's came first
+    clock.advance(0)
+    assert "* #x was made on another server at the same moment; ann owns it" in bob.take()
+    assert not any("owns it" in line for line in ann.take())
+    assert send(b, bob, "/topic mine") == ["! only ann, its owner, may set the topic of #x"]
+    send(a, ann, "/topic ours")
+    assert bob.take() == ["* ann set the topic: ours"]
+    assert send(b, bob, "/kick ann") == ["! only ann, its owner, may remove people from #x"]
+    assert send(b, bob, "/who") == ["* in #x (2): ann, bob"]
+    assert [json.loads(s)["owner"] for s in store.room_states.values()] == ["ann"]
+
+
+def test_a_state_without_an_owner_does_not_take_the_owner_away():
+    (a, b), _, _ = nodes()
+    ann, bob = account(a, "ann"), join(b, "bob")
+    send(a, ann, "/join #dev")
+    b.rooms.heard_state(json.dumps({"name": "#dev", "owner": None, "topic": "hi"}))
+    assert send(b, bob, "/join #dev")[0] == "* you joined #dev; what you type goes there"
+    assert send(b, bob, "/topic mine") == ["! only ann, its owner, may set the topic of #dev"]
+
+
+def test_who_parted_the_default_room_on_one_node_is_out_of_it_on_the_other():
+    (a, b), _, clock = nodes()
+    ann, bob = join(a, "ann"), join(b, "bob")
+    send(a, ann, "/join #dev")
+    send(a, ann, "/part #lobby")
+    assert bob.take() == ["* ann left"]
+    assert send(b, bob, "/who #lobby") == ["* in #lobby (1): bob"]
+    send(b, bob, "lobby only")
+    assert ann.take() == []
+    send(a, ann, "/join #lobby")
+    assert bob.take() == ["* ann joined"]
+    assert send(b, bob, "/who #lobby") == ["* in #lobby (2): ann, bob"]
+
+
+def test_an_invitation_lets_in_a_guest_kicked_on_another_node():
+    (a, b), _, _ = nodes()
+    ann = account(a, "ann")
+    bob = join(b, "bob")
+    send(a, ann, "/join #dev")
+    send(b, bob, "/join #dev")
+    send(a, ann, "/kick bob 5")
+    bob.take()
+    assert send(b, bob, "/join #dev") == [
+        "! you were removed from #dev; you may rejoin in 5 minutes"
+    ]
+    send(a, ann, "/invite bob")
+    bob.take()
+    assert send(b, bob, "/join #dev")[0] == "* you joined #dev; what you type goes there"
+
+
+def test_a_guest_kicked_from_another_node_cannot_rejoin_under_a_new_name():
+    (a, b), _, _ = nodes()
+    ann = account(a, "ann")
+    bob = join(b, "bob")
+    send(a, ann, "/join #dev")
+    send(b, bob, "/join #dev")
+    send(a, ann, "/kick bob 5")
+    send(b, bob, "/nick bobby")
+    bob.take()
+    assert send(b, bob, "/join #dev") == [
+        "! you were removed from #dev; you may rejoin in 5 minutes"
+    ]
+    other = join(a, "cy")  # from the same address, on the owner's node
+    assert send(a, other, "/join #dev") == [
+        "! you were removed from #dev; you may rejoin in 5 minutes"
+    ]

@@ -386,6 +386,18 @@ async def test_history_memberships_and_rooms_are_kept_per_room(backend):
     await store.close()
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_new_room_is_kept_for_the_first_to_claim_it(backend):
+    store = backend.opened()
+    first = await store.claim_room("#x", '{"name": "#x", "owner": "Ann"}')
+    second = await store.claim_room("#x", '{"name": "#x", "owner": "Bob"}')  # a moment later
+    assert first == second == '{"name": "#x", "owner": "Ann"}'
+    await store.close()
+    store = backend.opened()
+    assert await store.rooms() == ['{"name": "#x", "owner": "Ann"}']
+    await store.close()
+
+
 def test_messages_from_before_rooms_are_in_the_default_room(tmp_path):
     db = tmp_path / "db"
     conn = sqlite3.connect(db)

@@ -282,3 +282,47 @@ async def test_rooms_over_json_and_telnet(server):
     }
     page.close()
     telnet.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_room_commands_over_json(server):
+    """The owner's /topic, /kick and /invite, /who, /rooms and /part (the default room
+    too) from the page: answered as events, with the room they are about."""
+    owner = await json_client(server.ports["web"])
+    owner.send(json.dumps({"type": "register", "name": "Olga", "password": "pw for olga"}))
+    await owner.expect(r'"type": "identity", "name": "Olga"')
+    guest = await json_client(server.ports["web"])
+    owner.send(json.dumps({"text": "/join #ops"}))
+    await owner.expect(r'"current": "#ops"')
+    guest.send(json.dumps({"text": "/join #ops"}))
+    await guest.expect(r'"current": "#ops"')
+
+    owner.send(json.dumps({"text": "/topic deploys only", "room": "#ops"}))
+    topic = json.loads(await guest.expect(r'"text": "Olga set the topic: deploys only"'))
+    assert topic["room"] == "#ops"
+    guest.send(json.dumps({"text": "/who", "room": "#ops"}))
+    who = json.loads(await guest.expect(r'"type": "presence".*"update": false'))
+    assert (who["room"], sorted(who["names"])) == ("#ops", sorted(["Olga", guest.name]))
+    guest.send(json.dumps({"text": "/rooms"}))
+    listed = json.loads(await guest.expect(r'"text": "rooms \('))
+    assert "> #ops (2): deploys only" in listed["text"]
+
+    guest.send(json.dumps({"text": "/part", "room": "#lobby"}))  # the default room, too
+    rooms = json.loads(await guest.expect(r'"type": "rooms", "rooms": \["#ops"\]'))
+    assert rooms["current"] == "#ops"
+    guest.send(json.dumps({"text": "/part", "room": "#ops"}))
+    last = json.loads(await guest.expect(r'"type": "error"'))
+    assert last["text"] == (
+        "#ops is the only room you are in; /join another room first (/quit leaves the chat)"
+    )
+
+    owner.send(json.dumps({"text": f"/kick {guest.name} 3", "room": "#ops"}))
+    await guest.expect(r'"text": "you were removed from #ops"')
+    back = json.loads(await guest.expect(r'"type": "rooms"'))
+    assert (back["rooms"], back["current"]) == (["#lobby"], "#lobby")
+    owner.send(json.dumps({"text": f"/invite {guest.name}", "room": "#ops"}))
+    await guest.expect(r'"text": "Olga invited you to #ops; /join #ops"')
+    guest.send(json.dumps({"text": "/join #ops"}))
+    await guest.expect(r'"type": "rooms", "rooms": \["#lobby", "#ops"\]')
+    owner.close()
+    guest.close()

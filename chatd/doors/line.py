@@ -107,22 +107,30 @@ class LineDoor(TelnetLines):
         self.factory.room.receive(self.session, decoded)
 
     def deliver(self, event: Event) -> None:
+        # Called once per recipient of every event: the public line of one's current room,
+        # the usual case, is one look-up of the bytes rendered for everyone.
+        session = self.session
         if type(event) is Message:
-            if event.origin is self.session and event.to is None:
-                return  # the sender does not get its own public line back
-            if event.to is not None:
-                data = encode_line(event, self.session.user.name, None, event.mine(self.session))
-            elif event.room != self.session.room:
-                data = event.rendered(b"line+", _elsewhere)
+            if event.to is None:
+                if event.origin is session:
+                    return  # the sender does not get its own public line back
+                if event.room == session.room:
+                    data = event.wire.get(b"line")
+                    if data is None:
+                        data = event.rendered(b"line", _shared)
+                else:
+                    data = event.rendered(b"line+", _elsewhere)
             else:
-                data = event.rendered(b"line", _shared)
+                data = encode_line(event, session.user.name, None, event.mine(session))
         elif type(event) is History:
             self.output.stream(self._history(event))
             return
-        elif type(event) is Notice and event.room is not None and event.room != self.session.room:
+        elif type(event) is Notice and event.room is not None and event.room != session.room:
             data = event.rendered(b"line+", _elsewhere)
         else:
-            data = event.rendered(b"line", _shared)
+            data = event.wire.get(b"line")
+            if data is None:
+                data = event.rendered(b"line", _shared)
         if data:
             self.output.write(data)
 

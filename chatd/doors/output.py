@@ -42,7 +42,8 @@ class Turn:
         self.clock = clock
         self._held: list[Output] = []
         self._call: IDelayedCall | None = None
-        # Counted here for the metrics (chatd.metrics reads them at scrape time).
+        # Counted here for the metrics (chatd.metrics reads them at scrape time), by turn
+        # rather than by write: the count is one addition per turn, not one per recipient.
         self.writes = 0  # events written to this door's clients
         self.slow_readers = 0  # clients dropped for not reading
         self.errors = 0  # writes that failed
@@ -55,12 +56,17 @@ class Turn:
     def flush(self) -> None:
         self._call = None
         held, self._held = self._held, []
+        written = 0
         for output in held:
             try:
-                output.flush()
+                # Output.flush, inlined: this loop runs once per recipient.
+                written += output._send()
+                if output._queue and not output.paused:
+                    output._pump()
             except Exception:  # one broken client must not hold up everyone else's bytes
                 self.errors += 1
                 log.failure("writing to {client} failed", client=output.describe())
+        self.writes += written
 
 
 @implementer(IPushProducer)
@@ -103,6 +109,7 @@ class Output:
         # A socket we may write to ourselves: plain TCP, also behind HAProxy (not TLS).
         self._tcp = _tcp_under(transport)
         self._socket = self._tcp.socket if self._tcp is not None else None
+        self._target: Any = self._tcp or transport  # where L{_send} writes
         try:
             transport.setTcpNoDelay(True)  # TLS and PROXY-protocol wrappers pass it on
         except AttributeError:
@@ -110,14 +117,25 @@ class Output:
         transport.registerProducer(self, True)
 
     def write(self, data: bytes) -> None:
-        self.turn.writes += 1
         if self._queue:
             self._queue.append(data)
             self._queued += len(data)
             if self._queued > self.limit:
                 self._trip()
             return
-        self._hold(data)
+        # L{_hold} and L{Turn.hold}, inlined: a fan-out calls this once per recipient.
+        held = self._held
+        if held is None:
+            # One write per turn is the usual case: no list, so no work for the collector.
+            self._held = data
+            turn = self.turn
+            turn._held.append(self)
+            if turn._call is None:
+                turn._call = turn.clock.callLater(0, turn.flush)
+        elif type(held) is bytes:
+            self._held = [held, data]
+        else:
+            held.append(data)
 
     def stream(self, pieces: Iterator[bytes]) -> None:
         """Send C{pieces} one after the other, each once the client has read enough."""
@@ -138,6 +156,7 @@ class Output:
                 if item is None:
                     queue.popleft()
                     continue
+                self.turn.writes -= 1  # a piece of a stream is not an event of its own
             self._hold(item)
             budget -= len(item)
 
@@ -154,17 +173,23 @@ class Output:
 
     def flush(self) -> None:
         """Send what this turn wrote, then take the next pieces of a stream."""
-        self._send()
+        self.turn.writes += self._send()
         if self._queue and not self.paused:
             self._pump()
 
-    def _send(self) -> None:
+    def _send(self) -> int:
+        """Send what is held; returns how many writes that was (for the metrics)."""
         held = self._held
         if held is None:
-            return
+            return 0
         self._held = None
-        data = held if type(held) is bytes else b"".join(held)
-        t = self._tcp or self.transport
+        if type(held) is bytes:
+            data = held
+            count = 1
+        else:
+            data = b"".join(held)
+            count = len(held)
+        t = self._target
         sock = self._socket
         if (
             sock is not None
@@ -178,14 +203,15 @@ class Output:
             except OSError:
                 sent = 0  # EAGAIN, or an error the transport will find and report itself
             if sent == len(data):
-                return
+                return count
             data = data[sent:]
         if self.paused:  # not the write that fills the buffer: Twisted holds that one
             self.pending += len(data)
             if self.pending > self.limit:
                 self._trip()
-                return
+                return count
         t.write(data)
+        return count
 
     def _trip(self) -> None:
         if self._tripped:
@@ -211,7 +237,7 @@ class Output:
             if type(item) is bytes:
                 self._hold(item)
         self._queue.clear()
-        self._send()
+        self.turn.writes += self._send()
         if not self._finished:
             self._finished = True
             self.transport.unregisterProducer()

@@ -319,28 +319,46 @@ class ChatWebSocket(WebSocketServerProtocol):
         self.deliver(Error(message))
 
     def deliver(self, event: Event) -> None:
-        if type(event) is History:
+        # Called once per recipient of every event: the usual case is one look-up of the
+        # frame prepared for everyone (its bytes: L{ChatWebSocketFactory.line_frame}).
+        kind = type(event)
+        if kind is History:
             if self.state == self.STATE_OPEN:
                 self.output.stream(self._history_frames(event))
             return
-        if self.door == "json" and type(event) is Message and event.to is not None:
-            # Per viewer: whether it is this device's person's own (the page's "to Bob").
-            data = {**event_json(event), "mine": bool(event.mine(self.session))}
-            prepared = self.factory.prepareMessage(json.dumps(data).encode("utf-8"))
-        elif self.door == "json":
-            prepared = event.rendered("json", self.factory.prepare_json)
-        elif type(event) is Message and event.origin is self.session and event.to is None:
-            return  # text doors do not echo a public line to its sender
-        elif type(event) is Message and event.to is not None:
+        factory = self.factory
+        if self.door == "json":
+            if kind is Message and event.to is not None:
+                # Per viewer: whether it is this device's person's own (the page's "to Bob").
+                data = {**event_json(event), "mine": bool(event.mine(self.session))}
+                frame = factory.prepareMessage(json.dumps(data).encode("utf-8")).payloadHybi
+            else:
+                frame = event.wire.get("json")
+                if frame is None:
+                    frame = event.rendered("json", factory.json_frame)
+        elif kind is Message and event.to is None:
+            session = self.session
+            if event.origin is session:
+                return  # text doors do not echo a public line to its sender
+            room = event.room
+            if session is None or room == session.room or not room or session.room is None:
+                frame = event.wire.get("ws")
+                if frame is None:
+                    frame = event.rendered("ws", factory.line_frame)
+            else:  # text.elsewhere: another room than the viewer's current one
+                frame = event.rendered("ws+", factory.elsewhere_frame)
+        elif kind is Message:
             viewer = self.session.user.name if self.session else None
             rendered = text.line(event, viewer, None, event.mine(self.session))
-            prepared = self.factory.prepareMessage(rendered.encode("utf-8"))
+            frame = factory.prepareMessage(rendered.encode("utf-8")).payloadHybi
         elif text.elsewhere(event, self.session.room if self.session else None):
-            prepared = event.rendered("ws+", self.factory.prepare_elsewhere)
+            frame = event.rendered("ws+", factory.elsewhere_frame)
         else:
-            prepared = event.rendered("ws", self.factory.prepare_line)
-        if prepared is not None and self.state == self.STATE_OPEN:
-            self.output.write(prepared.payloadHybi)
+            frame = event.wire.get("ws")
+            if frame is None:
+                frame = event.rendered("ws", factory.line_frame)
+        if frame and self.state == self.STATE_OPEN:
+            self.output.write(frame)
 
     def _history_frames(self, event: History) -> Iterator[bytes]:
         """History as several frames the client reads one after the other (one history
@@ -414,16 +432,19 @@ class ChatWebSocketFactory(WebSocketServerFactory):
             return True
         return urlsplit(origin).netloc.lower() == host.lower()
 
-    def prepare_line(self, event: Event) -> Any:
+    # An event's frame is prepared once for all recipients; what is kept is its bytes
+    # (b"": nothing to send), so a delivery needs no attribute of a prepared message.
+
+    def line_frame(self, event: Event) -> bytes:
         rendered = text.line(event)
-        return self.prepareMessage(rendered.encode("utf-8")) if rendered else None
+        return self.prepareMessage(rendered.encode("utf-8")).payloadHybi if rendered else b""
 
-    def prepare_elsewhere(self, event: Event) -> Any:
+    def elsewhere_frame(self, event: Event) -> bytes:
         """An event of a room other than the viewer's current one: its lines prefixed."""
-        return self.prepareMessage(text.line(event, None, "").encode("utf-8"))
+        return self.prepareMessage(text.line(event, None, "").encode("utf-8")).payloadHybi
 
-    def prepare_json(self, event: Event) -> Any:
-        return self.prepareMessage(json.dumps(event_json(event)).encode("utf-8"))
+    def json_frame(self, event: Event) -> bytes:
+        return self.prepareMessage(json.dumps(event_json(event)).encode("utf-8")).payloadHybi
 
 
 class Root(Resource):

@@ -171,7 +171,8 @@ function drawRooms() {
       return item;
     }),
   );
-  $("part").hidden = room === null || room === defaultRoom;
+  // Any room may be left while one is in another (the server refuses the last one).
+  $("part").hidden = room === null || joined.size < 2;
   $("room-name").textContent = room ?? "";
   $("topic").textContent = room && topics.get(room) ? `Topic: ${topics.get(room)}` : "";
 }

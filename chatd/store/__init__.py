@@ -126,6 +126,11 @@ class Store(Protocol):
         """Keep a room's state (JSON: owner, topic, invitations, kicks) under its key;
         an empty C{state} forgets the room."""
 
+    def claim_room(self, room: str, state: str) -> Deferred[str]:
+        """Keep a new room's state unless a state is kept for C{room} already; fires with
+        the state kept now. Two nodes making one room at the same moment both claim it:
+        the database keeps the first, and both learn who owns it."""
+
     def rooms(self) -> Deferred[list[str]]:
         """Every kept room's state (what L{save_room} was given)."""
 

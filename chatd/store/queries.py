@@ -74,6 +74,15 @@ def save_room(conn: Connection, room: str, state: str) -> None:
     )
 
 
+def claim_room(conn: Connection, room: str, state: str) -> str:
+    conn.execute(
+        "INSERT INTO rooms (room_key, state) VALUES (?, ?) ON CONFLICT (room_key) DO NOTHING",
+        (room, state),
+    )
+    row = conn.execute("SELECT state FROM rooms WHERE room_key = ?", (room,)).fetchone()
+    return str(row[0])
+
+
 def rooms(conn: Connection) -> list[str]:
     return [row[0] for row in conn.execute("SELECT state FROM rooms ORDER BY room_key")]
 

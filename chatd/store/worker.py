@@ -221,6 +221,9 @@ class Worker:
     def save_room(self, room: str, state: str) -> Deferred[None]:
         return self._run(queries.save_room, room, state)
 
+    def claim_room(self, room: str, state: str) -> Deferred[str]:
+        return self._run(queries.claim_room, room, state)
+
     def rooms(self) -> Deferred[list[str]]:
         return self._run(queries.rooms)
 
