@@ -291,7 +291,8 @@ class Room(Service):
     ) -> defer.Deferred[Session]:
         """L{arrive} with an account's name and password (IRC's SASL PLAIN and PASS): the
         account joins once under its own name. Fails with L{CommandError} when the login
-        is refused (then nothing joined); the Accounts' backoff applies as to C{/login}."""
+        is refused (then nothing joined); a wrong password counts against the Accounts'
+        sliding-window limit on failed logins, as on C{/login}."""
 
         async def check() -> Session:
             account, token = await self.accounts.with_password(name, password, client.peer)

@@ -1,5 +1,5 @@
-"""Old names for chatd.testing, kept only for tests/test_irc_door.py and
-tests/test_rooms_bus.py until they use chatd.testing directly (other work is editing them).
+"""Old names for chatd.testing, kept only for tests/test_rooms_bus.py until it uses
+chatd.testing directly (other work is editing it); then delete this file.
 
 Use C{chatd.testing.make_room} and C{TestRoom.guest} in new tests.
 """

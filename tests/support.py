@@ -1,7 +1,7 @@
 """Helpers for tests over real sockets: a chatd service on port 0 and simple clients.
 
 Tests start servers with the C{serve} fixture (tests/conftest.py), which stops them after
-the test; L{start_server} is what it calls. Every client collects what it receives in a
+the test. Every client collects what it receives in a
 queue, and C{expect} waits (with a timeout, so a broken server fails the test instead of
 hanging it) for the first line matching a pattern. L{pause} is the one way to wait.
 """
@@ -19,12 +19,10 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import formatEvent, globalLogPublisher
 
-from chatd.config import Config
-from chatd.doors import proxy
-from chatd.service import ChatService, build
+from chatd.service import ChatService
 
 TIMEOUT = 5.0
-OFF = {
+OFF = {  # every door is off unless a test opens it
     "line": "none",
     "web": "none",
     "minechat_read": "none",
@@ -64,29 +62,6 @@ class Server:
         for listener in self.listeners:
             await listener.stopListening()
         await defer.maybeDeferred(self.service.stopService)
-
-
-async def start_server(
-    data_dir: Any, doors: tuple[str, ...] = ("line", "web"), haproxy: bool = False, **settings: Any
-) -> Server:
-    """Build the real service, with the given doors listening on free loopback ports (behind
-    HAProxy: expecting the PROXY header, as C{haproxy:} endpoints do)."""
-    # Tests register many accounts from one address: the limit is off unless a test sets it.
-    config = Config(
-        **{**OFF, "data_dir": str(data_dir), "accounts_per_address_per_hour": 0, **settings}
-    )
-    service = build(config, reactor)
-    await defer.maybeDeferred(service.startService)
-    server = Server(service, {})
-    for name in doors:
-        spec = ("haproxy:" if haproxy else "") + "tcp:0:interface=127.0.0.1"
-        spec, factory = proxy.listen_spec(
-            spec, service.factories[name], reactor, config.handshake_timeout
-        )
-        port = await serverFromString(reactor, spec).listen(factory)
-        server.listeners.append(port)
-        server.ports[name] = port.getHost().port
-    return server
 
 
 class Closed(defer.Deferred[None]):

@@ -7,121 +7,19 @@ fail, so CI cannot pass without having tested a cluster.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import socket
-import subprocess
-import sys
-import uuid
-import warnings
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-from typing import Any
 
-import pytest
 import pytest_twisted
-from twisted.internet import reactor, task
 
-from tests.postgres import Outage, pg_url  # noqa: F401 - pg_url is a fixture
-from tests.support import LineClient, line_client
+from tests.processes import PRESENCE_TTL, REDIS_URL, Process
+from tests.support import LineClient, line_client, pause
 
-REDIS_URL = os.environ.get("CHATD_TEST_REDIS", "redis://127.0.0.1:6379")
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-PRESENCE_TTL = 2  # seconds; short, so a killed node leaves /list soon
 LEFT_WITHIN = 3 * PRESENCE_TTL + 5  # seconds: the bound the tests hold a dead node to
 RECONNECT = 30.0  # seconds a node may take to find Redis again (backoff included)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def redis_prefix() -> str:
-    host, port = REDIS_URL.removeprefix("redis://").rsplit(":", 1)
-    try:
-        socket.create_connection((host, int(port)), timeout=1).close()
-    except OSError as e:
-        why = f"no Redis at {REDIS_URL} ({e}); start one: redis-server --save ''"
-        if os.environ.get("CI"):
-            pytest.fail(f"{why}, and CI is set")
-        pytest.skip(why)
-    return f"chatd-test-{uuid.uuid4().hex}"
-
-
-class Node:
-    """One chatd process of the cluster, as an operator starts it."""
-
-    def __init__(self, name: str, process: subprocess.Popen[bytes], port: int, log: Path):
-        self.name = name
-        self.process = process
-        self.port = port
-        self.log = log
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                # Seen once in CI after a Redis outage (see issue 8's note): say so loudly with
-                # the node's log, and do not leave the process behind.
-                self.process.kill()
-                self.process.wait()
-                tail = self.log.read_text()[-3000:] if self.log.exists() else ""
-                warnings.warn(f"node {self.name} ignored SIGTERM for 20 s:\n{tail}", stacklevel=1)
-
-
-@pytest_twisted.async_yield_fixture
-async def cluster(
-    tmp_path: Path,
-    redis_prefix: str,
-    pg_url: str,  # noqa: F811
-) -> AsyncIterator[Callable[..., Any]]:
-    """Starts nodes of one room (the same Redis prefix and schema); stops them afterwards."""
-    nodes: list[Node] = []
-
-    async def start(
-        name: str, redis: str = REDIS_URL, storage: str = pg_url, options: tuple[str, ...] = ()
-    ) -> Node:
-        port = free_port()
-        data = tmp_path / name
-        data.mkdir()
-        log = tmp_path / f"{name}.log"
-        args = [
-            *TWISTD, "-n", "--pidfile=", "--logfile", str(log), "chatd",
-            "--line", f"tcp:{port}:interface=127.0.0.1",
-            "--web", "none", "--minechat-read", "none", "--minechat-write", "none", "--irc", "none",
-            "--data-dir", str(data),
-            "--redis-url", redis, "--redis-prefix", redis_prefix, "--node", name,
-            "--presence-ttl", str(PRESENCE_TTL),
-            "--storage-url", storage, *options,
-        ]  # fmt: skip
-        node = Node(name, subprocess.Popen(args), port, log)
-        nodes.append(node)
-        for _ in range(400):
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.1):
-                    return node
-            except OSError:
-                if node.process.poll() is not None:
-                    raise AssertionError(f"{name} exited:\n{log.read_text()}") from None
-                await pause(0.05)
-        raise AssertionError(f"{name} did not start listening:\n{log.read_text()}")
-
-    yield start
-    for node in nodes:
-        node.stop()
-
-
-async def pause(seconds: float) -> None:
-    await task.deferLater(reactor, seconds, lambda: None)
-
-
-async def user(node: Node, name: str) -> LineClient:
+async def user(node: Process, name: str) -> LineClient:
     client = await line_client(node.port)
     client.send(f"/nick {name}")
     await client.expect(rf"^\* you are {name}\b")
@@ -215,50 +113,42 @@ async def test_a_killed_node_leaves_everyones_list(cluster):
 
 
 @pytest_twisted.ensureDeferred
-async def test_messages_sent_while_a_node_lost_redis_are_recovered_from_the_store(cluster):
-    proxy = Outage(REDIS_URL)
+async def test_messages_sent_while_a_node_lost_redis_are_recovered_from_the_store(cluster, outage):
+    proxy = outage(REDIS_URL)
+    a, b = await cluster("a", redis=proxy.url), await cluster("b")
+    alice, bob = await user(a, "Alice"), await user(b, "Bob")
+    await until_listed(alice, ["Alice", "Bob"], LEFT_WITHIN)
+    bob.send("before")
+    await alice.expect(r"^Bob: before$")
+
+    proxy.cut()  # node a loses Redis, as in a Redis restart
+    for i in range(1, 6):
+        bob.send(f"while away {i}")
+        alice.send(f"alice goes on {i}")
+        await pause(0.1)
     proxy.restore()
-    try:
-        a, b = await cluster("a", redis=proxy.url), await cluster("b")
-        alice, bob = await user(a, "Alice"), await user(b, "Bob")
-        await until_listed(alice, ["Alice", "Bob"], LEFT_WITHIN)
-        bob.send("before")
-        await alice.expect(r"^Bob: before$")
 
-        proxy.cut()  # node a loses Redis, as in a Redis restart
-        for i in range(1, 6):
-            bob.send(f"while away {i}")
-            alice.send(f"alice goes on {i}")
-            await pause(0.1)
-        proxy.restore()
-
-        for i in range(1, 6):
-            await alice.expect(rf"^Bob: while away {i}$", timeout=RECONNECT)
-            await bob.expect(rf"^Alice: alice goes on {i}$", timeout=RECONNECT)
-        bob.send("after")
-        await alice.expect(r"^Bob: after$", timeout=RECONNECT)
-        for i in range(1, 6):
-            assert count(alice, rf"^Bob: while away {i}$") == 1
-            assert count(bob, rf"^Alice: alice goes on {i}$") == 1
-    finally:
-        proxy.cut()
+    for i in range(1, 6):
+        await alice.expect(rf"^Bob: while away {i}$", timeout=RECONNECT)
+        await bob.expect(rf"^Alice: alice goes on {i}$", timeout=RECONNECT)
+    bob.send("after")
+    await alice.expect(r"^Bob: after$", timeout=RECONNECT)
+    for i in range(1, 6):
+        assert count(alice, rf"^Bob: while away {i}$") == 1
+        assert count(bob, rf"^Alice: alice goes on {i}$") == 1
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_node_without_its_database_tells_the_user_and_recovers(cluster, pg_url):  # noqa: F811
-    proxy = Outage(pg_url)
-    proxy.restore()
-    try:
-        a, b = await cluster("a", storage=proxy.url), await cluster("b")
-        alice, bob = await user(a, "Alice"), await user(b, "Bob")
-        await until_listed(alice, ["Alice", "Bob"], LEFT_WITHIN)
+async def test_a_node_without_its_database_tells_the_user_and_recovers(cluster, outage, pg_url):
+    proxy = outage(pg_url)
+    a, b = await cluster("a", storage=proxy.url), await cluster("b")
+    alice, bob = await user(a, "Alice"), await user(b, "Bob")
+    await until_listed(alice, ["Alice", "Bob"], LEFT_WITHIN)
 
-        proxy.cut()
-        alice.send("lost in the void")
-        await alice.expect(r"^! your message could not be saved, so nobody got it; try again$")
-        proxy.restore()
-        alice.send("back again")
-        await bob.expect(r"^Alice: back again$", timeout=RECONNECT)
-        assert count(bob, "lost in the void") == 0
-    finally:
-        proxy.cut()
+    proxy.cut()
+    alice.send("lost in the void")
+    await alice.expect(r"^! your message could not be saved, so nobody got it; try again$")
+    proxy.restore()
+    alice.send("back again")
+    await bob.expect(r"^Alice: back again$", timeout=RECONNECT)
+    assert count(bob, "lost in the void") == 0

@@ -15,19 +15,9 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from tests.faultproxy import FaultProxy
-from tests.postgres import pg_url  # noqa: F401 - a fixture
-from tests.support import LineClient
-from tests.test_cluster import (  # noqa: F401 - cluster and redis_prefix are fixtures
-    LEFT_WITHIN,
-    RECONNECT,
-    REDIS_URL,
-    cluster,
-    count,
-    pause,
-    redis_prefix,
-    until_listed,
-    user,
-)
+from tests.processes import REDIS_URL
+from tests.support import LineClient, pause
+from tests.test_cluster import LEFT_WITHIN, RECONNECT, count, until_listed, user
 
 NOT_SAVED = r"^! your message could not be saved, so nobody got it; try again$"
 
@@ -58,7 +48,7 @@ def exactly_once(client: LineClient, lines: list[str]) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_whispers_notices_and_messages_of_a_redis_outage_arrive_once(cluster, proxy):  # noqa: F811
+async def test_whispers_notices_and_messages_of_a_redis_outage_arrive_once(cluster, proxy):
     """Both nodes lose Redis; a is back first and sends what it kept while b is still cut
     off (with pub/sub, that went to nobody); b, back later, reads it from the stream."""
     to_a, to_b = await proxy(REDIS_URL, 6379), await proxy(REDIS_URL, 6379)
@@ -93,7 +83,7 @@ async def test_whispers_notices_and_messages_of_a_redis_outage_arrive_once(clust
 
 
 @pytest_twisted.ensureDeferred
-async def test_whispers_and_messages_sent_while_redis_is_frozen_arrive_once(cluster, proxy):  # noqa: F811
+async def test_whispers_and_messages_sent_while_redis_is_frozen_arrive_once(cluster, proxy):
     """Redis stops answering (connections stay open): longer than a node waits for an
     answer, so the nodes drop their connections and make new ones, which hang too."""
     to_redis = await proxy(REDIS_URL, 6379)
@@ -126,9 +116,9 @@ async def test_whispers_and_messages_sent_while_redis_is_frozen_arrive_once(clus
 
 @pytest_twisted.ensureDeferred
 async def test_a_frozen_database_gives_a_clear_error_in_time_and_nothing_lost_or_doubled(
-    cluster,  # noqa: F811
+    cluster,
     proxy,
-    pg_url,  # noqa: F811
+    pg_url,
 ):
     to_pg = await proxy(pg_url, 5432)
     a = await cluster("a", storage=to_pg.url(pg_url), options=("--storage-timeout", "2"))
@@ -161,7 +151,7 @@ async def test_a_frozen_database_gives_a_clear_error_in_time_and_nothing_lost_or
 
 
 @pytest_twisted.ensureDeferred
-async def test_status_lists_an_accounts_sessions_on_both_nodes(cluster, proxy):  # noqa: F811
+async def test_status_lists_an_accounts_sessions_on_both_nodes(cluster, proxy):
     to_redis = await proxy(REDIS_URL, 6379)
     url = to_redis.url(REDIS_URL)
     a, b = await cluster("a", redis=url), await cluster("b", redis=url)

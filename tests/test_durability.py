@@ -11,21 +11,14 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest_twisted
 
+from tests.processes import TWISTD, free_port
 from tests.support import line_client, pause
 
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 TOKEN = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def command(data_dir: Path, port: int) -> list[str]:
@@ -49,76 +42,51 @@ def command(data_dir: Path, port: int) -> list[str]:
     ]
 
 
-async def started(data_dir: Path, log: Path | None = None) -> tuple[subprocess.Popen, int]:
-    """A server process, once its line door accepts connections (its output to C{log})."""
+@pytest_twisted.ensureDeferred
+async def test_messages_and_accounts_survive_sigkill(tmp_path, process):
     port = free_port()
-    output = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - the child's
-    process = subprocess.Popen(command(data_dir, port), stdout=output, stderr=output)
-    for _ in range(200):
+    first = await process("first", command(tmp_path, port), port)
+    alice = await line_client(port)
+    bob = await line_client(port)
+    alice.send("/register Alice correct horse")
+    await alice.expect(r"^\* account Alice created")
+    token = re.search(TOKEN, await alice.expect(rf"^\*   {TOKEN}$")).group(0)
+    for i in range(1, 6):
+        alice.send(f"remember me {i}")
+    await bob.expect(r"^Alice: remember me 5$")  # seen by someone: must not be lost
+    first.stop(signal.SIGKILL)
+    port = free_port()
+    await process("second", command(tmp_path, port), port)
+    carol = await line_client(port)
+    carol.send("/history")
+    await carol.expect(r"^\* history \(5\):$")
+    await carol.expect(r"^\[\d\d:\d\d:\d\d\] Alice: remember me 5$")
+    carol.send(f"/auth {token}")
+    await carol.expect(r"^\* you are Alice \(logged in\)$")
+    carol.send("/register Alice another password")
+    await carol.expect(r"^! you are logged in as Alice; /logout first$")
+
+
+@pytest_twisted.ensureDeferred
+async def test_sigterm_stops_a_server_that_is_busy_logging(tmp_path, process):
+    port = free_port()
+    server = await process("server", command(tmp_path / "data", port), port)
+    alice = await line_client(port)
+    for _ in range(20):  # every connect and disconnect is a log line
+        (await line_client(port)).close()
+    server.process.send_signal(signal.SIGTERM)
+    for _ in range(20):  # and more while it stops
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.1):
-                return process, port
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
         except OSError:
-            assert process.poll() is None, "the server exited at start-up"
-            await pause(0.05)
-    process.kill()
-    raise AssertionError("the server did not start listening")
-
-
-@pytest_twisted.ensureDeferred
-async def test_messages_and_accounts_survive_sigkill(tmp_path):
-    process, port = await started(tmp_path)
-    try:
-        alice = await line_client(port)
-        bob = await line_client(port)
-        alice.send("/register Alice correct horse")
-        await alice.expect(r"^\* account Alice created")
-        token = re.search(TOKEN, await alice.expect(rf"^\*   {TOKEN}$")).group(0)
-        for i in range(1, 6):
-            alice.send(f"remember me {i}")
-        await bob.expect(r"^Alice: remember me 5$")  # seen by someone: must not be lost
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(10)
-    process, port = await started(tmp_path)
-    try:
-        carol = await line_client(port)
-        carol.send("/history")
-        await carol.expect(r"^\* history \(5\):$")
-        await carol.expect(r"^\[\d\d:\d\d:\d\d\] Alice: remember me 5$")
-        carol.send(f"/auth {token}")
-        await carol.expect(r"^\* you are Alice \(logged in\)$")
-        carol.send("/register Alice another password")
-        await carol.expect(r"^! you are logged in as Alice; /logout first$")
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-@pytest_twisted.ensureDeferred
-async def test_sigterm_stops_a_server_that_is_busy_logging(tmp_path):
-    log = tmp_path / "server.log"
-    process, port = await started(tmp_path / "data", log)
-    try:
-        alice = await line_client(port)
-        for _ in range(20):  # every connect and disconnect is a log line
-            (await line_client(port)).close()
-        process.send_signal(signal.SIGTERM)
-        for _ in range(20):  # and more while it stops
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            except OSError:
-                break  # no longer listening
-        await alice.closed
-        for _ in range(400):
-            if process.poll() is not None:
-                break
-            await pause(0.05)
-        assert process.poll() is not None, "the server did not stop on SIGTERM"
-    finally:
-        process.kill()
-        process.wait(10)
-    text = log.read_text()
+            break  # no longer listening
+    await alice.closed
+    for _ in range(400):
+        if server.process.poll() is not None:
+            break
+        await pause(0.05)
+    assert server.process.poll() is not None, "the server did not stop on SIGTERM"
+    text = server.log.read_text()
     assert "Received SIGTERM, shutting down." in text
     assert "Traceback" not in text
 

@@ -11,15 +11,15 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
 
-from tests.test_cluster import TWISTD, free_port, pause
+from tests.processes import Process, free_port
+from tests.support import pause
 
 DOC = Path(__file__).parent.parent / "docs" / "deploy.md"
 NODES = {"10.0.0.11": "a", "10.0.0.12": "b"}  # the doc's addresses, and our node names
@@ -56,20 +56,14 @@ def haproxy() -> str:
     return path
 
 
-async def listening(port: int, process: subprocess.Popen[bytes], what: str) -> None:
-    for _ in range(400):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return
-        except OSError:
-            if process.poll() is not None:
-                raise AssertionError(f"{what} exited") from None
-            await pause(0.05)
-    raise AssertionError(f"{what} did not start listening on {port}")
-
-
 @pytest_twisted.async_yield_fixture
-async def setup(tmp_path: Path, haproxy: str) -> AsyncIterator[dict[str, Any]]:
+async def setup(
+    tmp_path: Path,
+    haproxy: str,
+    node: Callable[..., Awaitable[Process]],
+    process: Callable[..., Awaitable[Process]],
+) -> AsyncIterator[dict[str, Any]]:
+    """Two nodes behind HAProxy with docs/deploy.md's configuration; all stopped after."""
     ports = {
         name: free_port()
         for name in ("front_line", "front_web", "a_line", "a_web", "b_line", "b_web")
@@ -77,33 +71,18 @@ async def setup(tmp_path: Path, haproxy: str) -> AsyncIterator[dict[str, Any]]:
     # Every probe comes from 127.0.0.1: no per-address flood limits in this test.
     ini = tmp_path / "chatd.ini"
     ini.write_text("[flood]\nnew_connections_per_minute = 0\nconnections_per_address = 0\n")
-    processes: dict[str, subprocess.Popen[bytes]] = {}
-    try:
-        for node in ("a", "b"):
-            (tmp_path / node).mkdir()
-            processes[node] = subprocess.Popen(
-                [*TWISTD, "-n", "--pidfile=", "--logfile", str(tmp_path / f"{node}.log"),
-                 "chatd", "--config", str(ini), "--data-dir", str(tmp_path / node),
-                 "--line", f"haproxy:tcp:{ports[node + '_line']}:interface=127.0.0.1",
-                 "--web", f"haproxy:tcp:{ports[node + '_web']}:interface=127.0.0.1",
-                 "--minechat-read", "none", "--minechat-write", "none", "--irc", "none"],
-            )  # fmt: skip
-        for node in ("a", "b"):
-            await listening(ports[node + "_line"], processes[node], f"node {node}")
-        config = tmp_path / "haproxy.cfg"
-        config.write_text(documented_config(ports))
-        processes["haproxy"] = subprocess.Popen(
-            [haproxy, "-db", "-f", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(tmp_path / "haproxy.log", "wb"),  # noqa: SIM115 - closed with it
-        )
-        await listening(ports["front_line"], processes["haproxy"], "haproxy")
-        yield {"ports": ports, "processes": processes, "log": tmp_path / "haproxy.log"}
-    finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.terminate()
-                process.wait(20)
+    nodes = {}
+    for name in ("a", "b"):
+        nodes[name] = await node(
+            name, ports[name + "_line"], "--config", str(ini),
+            "--line", f"haproxy:tcp:{ports[name + '_line']}:interface=127.0.0.1",
+            "--web", f"haproxy:tcp:{ports[name + '_web']}:interface=127.0.0.1",
+            "--minechat-read", "none", "--minechat-write", "none", "--irc", "none",
+        )  # fmt: skip
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(documented_config(ports))
+    await process("haproxy", [haproxy, "-db", "-f", str(config)], ports["front_line"])
+    yield {"ports": ports, "nodes": nodes}
 
 
 def line_user(port: int) -> str:
@@ -128,13 +107,12 @@ def web_status(port: int) -> str:
 
 @pytest_twisted.ensureDeferred
 async def test_new_connections_go_to_the_live_node_once_one_is_killed(setup):
-    ports, processes = setup["ports"], setup["processes"]
+    ports, nodes = setup["ports"], setup["nodes"]
     for _ in range(4):  # both nodes serve (leastconn takes turns while nobody stays)
         assert line_user(ports["front_line"]).startswith("* you are ")
     await pause(1.5)  # the first health checks are in
 
-    processes["a"].send_signal(signal.SIGKILL)
-    processes["a"].wait()  # its sockets are closed: a connection to it is refused now
+    nodes["a"].stop(signal.SIGKILL)  # its sockets are closed: a connection to it is refused now
     await pause(1.0)  # "within a second": a connection in that second may still be lost
     lines = [line_user(ports["front_line"]) for _ in range(10)]
     statuses = [web_status(ports["front_web"]) for _ in range(10)]

@@ -13,7 +13,7 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory
 
-from tests.support import LineClient, line_client, start_server
+from tests.support import LineClient, line_client
 
 CAPS = "server-time message-tags batch echo-message account-tag away-notify draft/chathistory"
 
@@ -61,10 +61,9 @@ async def irc(
 
 
 @pytest_twisted.async_yield_fixture
-async def srv(tmp_path):
-    server = await start_server(tmp_path, doors=("line", "irc"), messages_per_hour=0)
-    yield server
-    await server.stop()
+async def srv(serve):
+    """A service with the line and IRC doors (stopped by C{serve})."""
+    yield await serve(doors=("line", "irc"), messages_per_hour=0)
 
 
 @pytest_twisted.ensureDeferred
@@ -219,35 +218,29 @@ async def test_a_taken_nick_at_registration_asks_for_another(srv):
 
 
 @pytest_twisted.ensureDeferred
-async def test_ping_never_counts_against_the_flood_caps(tmp_path):
-    server = await start_server(tmp_path, doors=("line", "irc"), lines_per_second=2)
-    try:
-        ann = await irc(server, "ann")
-        for i in range(30):
-            ann.send(f"PING :t{i}")
-        await ann.expect(r"^:chatd PONG chatd :t29$")
-        assert not [line for line in ann.lines if "lines a second" in line]
-        assert sum(" PONG " in line for line in ann.lines) == 30
-        for i in range(6):
-            ann.send(f"WHOIS ann{i}")
-        await ann.expect("lines a second")  # other commands do count
-    finally:
-        await server.stop()
+async def test_ping_never_counts_against_the_flood_caps(serve):
+    server = await serve(doors=("line", "irc"), lines_per_second=2)
+    ann = await irc(server, "ann")
+    for i in range(30):
+        ann.send(f"PING :t{i}")
+    await ann.expect(r"^:chatd PONG chatd :t29$")
+    assert not [line for line in ann.lines if "lines a second" in line]
+    assert sum(" PONG " in line for line in ann.lines) == 30
+    for i in range(6):
+        ann.send(f"WHOIS ann{i}")
+    await ann.expect("lines a second")  # other commands do count
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_rooms_refusals_are_numerics_with_its_text(tmp_path):
-    server = await start_server(tmp_path, doors=("line", "irc"), messages_per_hour=1)
-    try:
-        ann = await irc(server, "ann")
-        ann.send("PRIVMSG #lobby :one")
-        ann.send("PRIVMSG #lobby :two")
-        refused = await ann.numeric("404")
-        assert "you have sent 1 messages in the last hour" in refused
-        ann.send("PRIVMSG #lobby :" + "x" * 5000)
-        assert "over the limit of 4096" in await ann.numeric("417|404")
-    finally:
-        await server.stop()
+async def test_the_rooms_refusals_are_numerics_with_its_text(serve):
+    server = await serve(doors=("line", "irc"), messages_per_hour=1)
+    ann = await irc(server, "ann")
+    ann.send("PRIVMSG #lobby :one")
+    ann.send("PRIVMSG #lobby :two")
+    refused = await ann.numeric("404")
+    assert "you have sent 1 messages in the last hour" in refused
+    ann.send("PRIVMSG #lobby :" + "x" * 5000)
+    assert "over the limit of 4096" in await ann.numeric("417|404")
 
 
 @pytest_twisted.ensureDeferred
@@ -400,15 +393,12 @@ async def test_bad_input_is_answered(srv):
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_default_room_setting_names_the_channel(tmp_path):
-    server = await start_server(tmp_path, doors=("line", "irc"), default_room="#chat")
-    try:
-        ann = await irc(server, "ann")
-        assert ":ann!chat@chatd JOIN #chat" in ann.lines
-        ann.send("PRIVMSG #lobby :hi")
-        assert "no room #lobby" in await ann.numeric("403")
-    finally:
-        await server.stop()
+async def test_the_default_room_setting_names_the_channel(serve):
+    server = await serve(doors=("line", "irc"), default_room="#chat")
+    ann = await irc(server, "ann")
+    assert ":ann!chat@chatd JOIN #chat" in ann.lines
+    ann.send("PRIVMSG #lobby :hi")
+    assert "no room #lobby" in await ann.numeric("403")
 
 
 def test_a_default_room_is_a_channel_name():

@@ -11,7 +11,7 @@ from twisted.internet.testing import StringTransport
 
 from chatd.doors.irc import IRCFactory
 from chatd.errors import CommandError
-from tests.fakes import join, make_room
+from chatd.testing import make_room
 
 
 class Wire:
@@ -50,7 +50,7 @@ params = st.lists(st.text(st.characters(blacklist_characters="\r\n\0"), max_size
 )
 @given(st.lists(st.tuples(commands, params), min_size=1, max_size=8))
 def test_any_commands_are_answered_and_the_door_stays_up(lines):
-    room, _ = make_room(lines_per_second=0, messages_per_hour=0)
+    room = make_room(lines_per_second=0, messages_per_hour=0)
     factory = IRCFactory(room)
     ann = registered(factory)
     for command, args in lines:
@@ -67,7 +67,7 @@ def test_any_commands_are_answered_and_the_door_stays_up(lines):
 @settings(deadline=None)
 @given(st.binary(max_size=600))
 def test_any_bytes_before_registration_leave_the_door_working(data):
-    room, _ = make_room()
+    room = make_room()
     factory = IRCFactory(room)
     wire = Wire(factory)
     wire.send(data.replace(b"\n", b" ") + b"\r\n")
@@ -75,9 +75,9 @@ def test_any_bytes_before_registration_leave_the_door_working(data):
 
 
 def test_speak_keeps_the_rooms_rules_and_refunds_a_whisper_that_was_not_sent():
-    room, _ = make_room(messages_per_hour=2)
-    bob = join(room)
-    ann = join(room)
+    room = make_room(messages_per_hour=2)
+    bob = room.guest("line")
+    ann = room.guest("line")
     with pytest.raises(CommandError, match="nobody called nobody"):
         room.speak(ann.session, "hi", to="nobody")
     room.speak(ann.session, "one")
@@ -89,9 +89,9 @@ def test_speak_keeps_the_rooms_rules_and_refunds_a_whisper_that_was_not_sent():
 
 
 def test_connect_takes_a_free_name_and_a_guest_name_otherwise():
-    room, _ = make_room()
-    bob = join(room)
-    first = join(room)
+    room = make_room()
+    bob = room.guest("line")
+    first = room.guest("line")
     ann = room.connect(first.__class__("irc"), "ann")
     assert ann.user.name == "ann"
     taken = room.connect(first.__class__("irc"), bob.session.user.name)

@@ -13,7 +13,7 @@ from chatd.bus.wire import from_wire, to_wire
 from chatd.doors.irc import IRCFactory
 from chatd.events import Notice
 from chatd.testing import FakeClient, TestRoom, make_room
-from tests.support import line_client, start_server
+from tests.support import line_client
 from tests.test_irc import irc
 from tests.test_room_bus import join, nodes
 
@@ -333,29 +333,26 @@ def test_the_structured_notice_crosses_nodes():
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_telnet_user_and_an_irc_user_talk_in_dev_over_sockets(tmp_path):
-    server = await start_server(tmp_path, doors=("line", "irc"), messages_per_hour=0)
-    try:
-        bob = await line_client(server.ports["line"])
-        bob.send("/rename bob")
-        await bob.expect("you are bob")
-        bob.send("/join #dev")
-        await bob.expect("you joined #dev")
-        ann = await irc(server, "ann")
-        lurker = await irc(server, "cy")
-        ann.send("JOIN #dev")
-        await ann.expect(r"^:chatd 366 ann #dev ")
-        ann.send("PRIVMSG #dev :hello dev")
-        await bob.expect(r"^ann: hello dev$")
-        bob.send("hello ann")
-        await ann.expect(r"^:bob!chat@chatd PRIVMSG #dev :hello ann$")
-        bob.send("/join #lobby")
-        await bob.expect("you are now talking in #lobby")
-        bob.send("in the lobby")
-        await lurker.expect(r"PRIVMSG #lobby :in the lobby$")
-        assert not [x for x in lurker.lines if "#dev" in x]
-    finally:
-        await server.stop()
+async def test_a_telnet_user_and_an_irc_user_talk_in_dev_over_sockets(serve):
+    server = await serve(doors=("line", "irc"), messages_per_hour=0)
+    bob = await line_client(server.ports["line"])
+    bob.send("/rename bob")
+    await bob.expect("you are bob")
+    bob.send("/join #dev")
+    await bob.expect("you joined #dev")
+    ann = await irc(server, "ann")
+    lurker = await irc(server, "cy")
+    ann.send("JOIN #dev")
+    await ann.expect(r"^:chatd 366 ann #dev ")
+    ann.send("PRIVMSG #dev :hello dev")
+    await bob.expect(r"^ann: hello dev$")
+    bob.send("hello ann")
+    await ann.expect(r"^:bob!chat@chatd PRIVMSG #dev :hello ann$")
+    bob.send("/join #lobby")
+    await bob.expect("you are now talking in #lobby")
+    bob.send("in the lobby")
+    await lurker.expect(r"PRIVMSG #lobby :in the lobby$")
+    assert not [x for x in lurker.lines if "#dev" in x]
 
 
 def test_a_channel_spans_nodes():

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.web.client import HTTPConnectionPool
 
-from tests.postgres import Outage, pg_url  # noqa: F401 - pg_url is a fixture
+from tests.processes import REDIS_URL
 from tests.support import (
     flood_until_dropped,
     line_client,
@@ -20,7 +20,6 @@ from tests.support import (
     pause,
     ws_client,
 )
-from tests.test_cluster import REDIS_URL, redis_prefix  # noqa: F401 - redis_prefix too
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -148,26 +147,22 @@ async def line_client_refused(port: int) -> str:
 
 
 @pytest_twisted.ensureDeferred
-async def test_healthz_says_503_while_the_database_is_unreachable(serve, pg_url):  # noqa: F811
-    outage = Outage(pg_url)
-    outage.restore()
-    server = await serve(doors=("web", "metrics"), storage_url=outage.url, health_timeout=3.0)
-    try:
-        for door in ("metrics", "web"):  # the load balancer may ask either port
-            code, _, body = await get(f"http://127.0.0.1:{server.ports[door]}/healthz")
-            assert (code, body) == (200, "ok\n")
-        outage.cut()
-        code, _, body = await get(f"http://127.0.0.1:{server.ports['metrics']}/healthz")
-        assert code == 503
-        assert body.startswith("database: ") and "unreachable" in body
-        # The public port names the part, not the database's address.
-        code, _, body = await get(f"http://127.0.0.1:{server.ports['web']}/healthz")
-        assert (code, body) == (503, "database: not answering\n")
-        outage.restore()
-        code, _, body = await get(f"http://127.0.0.1:{server.ports['metrics']}/healthz")
+async def test_healthz_says_503_while_the_database_is_unreachable(serve, outage, pg_url):
+    proxy = outage(pg_url)
+    server = await serve(doors=("web", "metrics"), storage_url=proxy.url, health_timeout=3.0)
+    for door in ("metrics", "web"):  # the load balancer may ask either port
+        code, _, body = await get(f"http://127.0.0.1:{server.ports[door]}/healthz")
         assert (code, body) == (200, "ok\n")
-    finally:
-        outage.cut()
+    proxy.cut()
+    code, _, body = await get(f"http://127.0.0.1:{server.ports['metrics']}/healthz")
+    assert code == 503
+    assert body.startswith("database: ") and "unreachable" in body
+    # The public port names the part, not the database's address.
+    code, _, body = await get(f"http://127.0.0.1:{server.ports['web']}/healthz")
+    assert (code, body) == (503, "database: not answering\n")
+    proxy.restore()
+    code, _, body = await get(f"http://127.0.0.1:{server.ports['metrics']}/healthz")
+    assert (code, body) == (200, "ok\n")
 
 
 @pytest_twisted.ensureDeferred
@@ -240,41 +235,38 @@ async def health_of(port: int, want: int, within: float = 30.0) -> str:
 @pytest_twisted.ensureDeferred
 async def test_in_a_cluster_redis_is_checked_and_its_latency_counted(
     serve,
+    outage,
     tmp_path,
-    pg_url,  # noqa: F811
-    redis_prefix,  # noqa: F811
+    pg_url,
+    redis_prefix,
 ):
-    proxy = Outage(REDIS_URL)
-    proxy.restore()
+    proxy = outage(REDIS_URL)
     shared = {"storage_url": pg_url, "redis_prefix": redis_prefix, "presence_ttl": 2.0}
     a = await serve(
         data_dir=tmp_path / "a", doors=("line", "metrics"), redis_url=proxy.url, **shared
     )
     b = await serve(data_dir=tmp_path / "b", doors=("line",), redis_url=REDIS_URL, **shared)
-    try:
-        port = a.ports["metrics"]
-        assert await health_of(port, 200) == "ok\n"
-        alice, bob = await line_client(a.ports["line"]), await line_client(b.ports["line"])
-        for _ in range(100):  # until both nodes hear each other
-            alice.send("ping")
-            try:
-                await bob.expect(r": ping$", timeout=0.2)
-                break
-            except AssertionError:
-                pass
-        samples = await scrape(port)
-        assert value(samples, "chatd_bus_publish_seconds_count") >= 1
-        assert value(samples, "chatd_bus_gaps_total") == 0
+    port = a.ports["metrics"]
+    assert await health_of(port, 200) == "ok\n"
+    alice, bob = await line_client(a.ports["line"]), await line_client(b.ports["line"])
+    for _ in range(100):  # until both nodes hear each other
+        alice.send("ping")
+        try:
+            await bob.expect(r": ping$", timeout=0.2)
+            break
+        except AssertionError:
+            pass
+    samples = await scrape(port)
+    assert value(samples, "chatd_bus_publish_seconds_count") >= 1
+    assert value(samples, "chatd_bus_gaps_total") == 0
 
-        proxy.cut()  # node a loses Redis; its database is fine
-        body = await health_of(port, 503)
-        assert body.startswith("redis: ") and "database" not in body
-        proxy.restore()
-        assert await health_of(port, 200) == "ok\n"
-        bob.send("after")
-        await alice.expect(r": after$", timeout=30)
-        # The stream replays what node a missed: a cut Redis is no gap (one is counted only
-        # when the stream lost events: trimmed, or Redis restarted empty).
-        assert value(await scrape(port), "chatd_bus_gaps_total") == 0
-    finally:
-        proxy.cut()
+    proxy.cut()  # node a loses Redis; its database is fine
+    body = await health_of(port, 503)
+    assert body.startswith("redis: ") and "database" not in body
+    proxy.restore()
+    assert await health_of(port, 200) == "ok\n"
+    bob.send("after")
+    await alice.expect(r": after$", timeout=30)
+    # The stream replays what node a missed: a cut Redis is no gap (one is counted only
+    # when the stream lost events: trimmed, or Redis restarted empty).
+    assert value(await scrape(port), "chatd_bus_gaps_total") == 0

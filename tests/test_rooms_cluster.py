@@ -13,26 +13,15 @@ import re
 
 import pytest_twisted
 
-from tests.postgres import pg_url  # noqa: F401 - a fixture
-from tests.support import LineClient
-from tests.test_cluster import (  # noqa: F401 - cluster and redis_prefix are fixtures
-    LEFT_WITHIN,
-    RECONNECT,
-    REDIS_URL,
-    Node,
-    cluster,
-    count,
-    pause,
-    redis_prefix,
-    until_listed,
-    user,
-)
+from tests.processes import REDIS_URL, Process
+from tests.support import LineClient, pause
+from tests.test_cluster import LEFT_WITHIN, RECONNECT, count, until_listed, user
 from tests.test_cluster_faults import exactly_once, proxy  # noqa: F401 - proxy is a fixture
 
 PASSWORD = "correct horse battery"
 
 
-async def account(node: Node, name: str) -> LineClient:
+async def account(node: Process, name: str) -> LineClient:
     client = await user(node, name + "x")
     client.send(f"/register {name} {PASSWORD}")
     await client.expect(rf"^\* account {name} created")

@@ -24,8 +24,8 @@ from twisted.internet.threads import deferToThread
 
 from chatd.config import BACKLOG, Config
 from chatd.service import build
+from tests.processes import TWISTD, free_port
 from tests.support import OFF, line_client, pause
-from tests.test_durability import TWISTD, free_port
 
 
 async def wait_for(path: Path, text: str, process: subprocess.Popen, count: int = 1) -> str:
@@ -47,7 +47,9 @@ def write_config(path: Path, messages_per_hour: int, presence_ttl: float = 30.0)
 
 
 @pytest_twisted.ensureDeferred
-async def test_sighup_reloads_limits_and_reopens_the_audit_log_without_dropping_anyone(tmp_path):
+async def test_sighup_reloads_limits_and_reopens_the_audit_log_without_dropping_anyone(
+    tmp_path, process
+):
     config, data, log = tmp_path / "chatd.ini", tmp_path / "data", tmp_path / "chatd.log"
     write_config(config, messages_per_hour=100)
     line, web, metrics = free_port(), free_port(), free_port()
@@ -57,58 +59,51 @@ async def test_sighup_reloads_limits_and_reopens_the_audit_log_without_dropping_
         "--minechat-read", "none", "--minechat-write", "none", "--irc", "none",
         "--metrics", f"tcp:{metrics}:interface=127.0.0.1",
     ]  # fmt: skip
-    with open(log, "wb") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=output)
-    try:
-        started = await wait_for(log, "metrics: http://", process)
-        # One line per door says how to reach it.
-        assert f"line: telnet 127.0.0.1 {line}\n" in started
-        assert (
-            f"web: http://127.0.0.1:{web}/ (page), ws://127.0.0.1:{web}/ws (WebSocket)" in started
-        )
-        assert f"metrics: http://127.0.0.1:{metrics}/metrics and /healthz" in started
-        alice, bob = await line_client(line), await line_client(line)
-        alice.send("/list")  # audited in the file about to be rotated
-        await alice.expect(r"online")
-        alice.send("one")
-        await bob.expect(r": one$")
+    server = await process("chatd", command, metrics)  # its output in chatd.log
+    started = await wait_for(log, "metrics: http://", server.process)
+    # One line per door says how to reach it.
+    assert f"line: telnet 127.0.0.1 {line}\n" in started
+    assert f"web: http://127.0.0.1:{web}/ (page), ws://127.0.0.1:{web}/ws (WebSocket)" in started
+    assert f"metrics: http://127.0.0.1:{metrics}/metrics and /healthz" in started
+    alice, bob = await line_client(line), await line_client(line)
+    alice.send("/list")  # audited in the file about to be rotated
+    await alice.expect(r"online")
+    alice.send("one")
+    await bob.expect(r": one$")
 
-        # What logrotate does: rename the file, then ask for a new one.
-        audit = data / "chat_log.txt"
-        audit.rename(data / "chat_log.txt.1")
-        write_config(config, messages_per_hour=2, presence_ttl=10)
-        os.kill(process.pid, signal.SIGHUP)
-        reloaded = await wait_for(log, "reloaded the configuration", process)
-        assert "messages_per_hour 100 -> 2" in reloaded
-        assert "not applied until a restart: presence_ttl 30.0 -> 10.0" in reloaded
+    # What logrotate does: rename the file, then ask for a new one.
+    audit = data / "chat_log.txt"
+    audit.rename(data / "chat_log.txt.1")
+    write_config(config, messages_per_hour=2, presence_ttl=10)
+    os.kill(server.process.pid, signal.SIGHUP)
+    reloaded = await wait_for(log, "reloaded the configuration", server.process)
+    assert "messages_per_hour 100 -> 2" in reloaded
+    assert "not applied until a restart: presence_ttl 30.0 -> 10.0" in reloaded
 
-        # The same connections go on, under the new limit (one message is spent already).
-        alice.send("two")
-        await bob.expect(r": two$")
-        alice.send("three")
-        await alice.expect(r"you have sent 2 messages in the last hour")
-        bob.send("/list")
-        await bob.expect(r"online")
-        for _ in range(100):
-            if audit.exists() and "/list" in audit.read_text():
-                break
-            await pause(0.02)
-        assert audit.exists(), "no new audit log after SIGHUP"
-        assert "/list" in audit.read_text() and " /list" in (data / "chat_log.txt.1").read_text()
-        assert audit.read_text().count("/list") == 1  # Bob's; Alice's is in the rotated file
+    # The same connections go on, under the new limit (one message is spent already).
+    alice.send("two")
+    await bob.expect(r": two$")
+    alice.send("three")
+    await alice.expect(r"you have sent 2 messages in the last hour")
+    bob.send("/list")
+    await bob.expect(r"online")
+    for _ in range(100):
+        if audit.exists() and "/list" in audit.read_text():
+            break
+        await pause(0.02)
+    assert audit.exists(), "no new audit log after SIGHUP"
+    assert "/list" in audit.read_text() and " /list" in (data / "chat_log.txt.1").read_text()
+    assert audit.read_text().count("/list") == 1  # Bob's; Alice's is in the rotated file
 
-        # A file that no longer parses changes nothing, and the server stays up.
-        config.write_text("[moderation]\nmessages_per_hour = many\n")
-        os.kill(process.pid, signal.SIGHUP)
-        refused = await wait_for(log, "the configuration was not reloaded", process)
-        assert "'many' is not a valid int" in refused
-        for client in (alice, bob):  # both still connected, the server answering
-            client.send("/status")
-            await client.expect(r"^\* chat: 2 online")
-        assert process.poll() is None
-    finally:
-        process.terminate()
-        process.wait(15)
+    # A file that no longer parses changes nothing, and the server stays up.
+    config.write_text("[moderation]\nmessages_per_hour = many\n")
+    os.kill(server.process.pid, signal.SIGHUP)
+    refused = await wait_for(log, "the configuration was not reloaded", server.process)
+    assert "'many' is not a valid int" in refused
+    for client in (alice, bob):  # both still connected, the server answering
+        client.send("/status")
+        await client.expect(r"^\* chat: 2 online")
+    assert server.process.poll() is None
 
 
 def test_a_port_in_use_is_one_line_and_exit_code_1(tmp_path):

@@ -14,8 +14,7 @@ from twisted.logger import globalLogPublisher
 
 from chatd.store import StoreUnavailable
 from chatd.testing import FakeClient, MemoryStore, make_room
-from tests.postgres import Outage, pg_url  # noqa: F401 - pg_url is a fixture
-from tests.support import line_client, start_server
+from tests.support import line_client
 
 OUTAGE = "the database is not answering right now; try again in a moment"
 
@@ -142,35 +141,29 @@ def test_scheduling_in_an_outage_says_the_message_was_not_saved(tracebacks):
 
 @pytest_twisted.ensureDeferred
 async def test_a_real_outage_is_one_log_line_and_one_when_it_ends_and_clear_to_users(
-    tmp_path,
-    pg_url,  # noqa: F811
+    serve,
+    outage,
+    log,
+    pg_url,
     tracebacks,
 ):
-    lines: list[dict] = []
-    globalLogPublisher.addObserver(lines.append)
-    outage = Outage(pg_url)
-    outage.restore()
-    server = await start_server(tmp_path, doors=("line",), storage_url=outage.url)
-    try:
-        ann = await line_client(server.ports["line"])
-        ann.send("/register Ann correct-horse-battery")
-        await ann.expect(r"^\* you are Ann \(logged in\)$")
-        ann.send("/logout")
-        await ann.expect(r"^\* you are ")
-        outage.cut()
-        for _ in range(3):
-            ann.send("/history")
-            await ann.expect(rf"^! /history could not be done: {OUTAGE}$")
-        ann.send("/login Ann correct-horse-battery")
-        await ann.expect(rf"^! /login could not be done: {OUTAGE}$")
-        outage.restore()
+    proxy = outage(pg_url)
+    server = await serve(doors=("line",), storage_url=proxy.url)
+    ann = await line_client(server.ports["line"])
+    ann.send("/register Ann correct-horse-battery")
+    await ann.expect(r"^\* you are Ann \(logged in\)$")
+    ann.send("/logout")
+    await ann.expect(r"^\* you are ")
+    proxy.cut()
+    for _ in range(3):
         ann.send("/history")
-        await ann.expect(r"^\* history")
-    finally:
-        await server.stop()
-        outage.cut()
-        globalLogPublisher.removeObserver(lines.append)
-    store = [e for e in lines if e.get("log_namespace") == "chatd.store"]
+        await ann.expect(rf"^! /history could not be done: {OUTAGE}$")
+    ann.send("/login Ann correct-horse-battery")
+    await ann.expect(rf"^! /login could not be done: {OUTAGE}$")
+    proxy.restore()
+    ann.send("/history")
+    await ann.expect(r"^\* history")
+    store = [e for e in log.events if e.get("log_namespace") == "chatd.store"]
     assert len([e for e in store if e["log_level"].name == "error"]) == 1  # it started
     infos = [e["log_format"] for e in store if e["log_level"].name == "info"]
     assert len([f for f in infos if "answers again" in f]) == 1  # and it ended

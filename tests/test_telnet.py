@@ -3,7 +3,6 @@ real server, and Debian's own telnet driven through tmux."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import time
@@ -13,14 +12,13 @@ import pytest
 import pytest_twisted
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet import reactor
 from twisted.internet.testing import StringTransport
-from twisted.internet.utils import getProcessOutputAndValue
 
 from chatd.doors.line import encode_line
 from chatd.doors.telnet import TelnetLines
 from chatd.events import Message, Notice
 from tests.support import RawClient, pause, raw_client
+from tests.terminals import needs
 
 IAC, WILL, WONT, DO, DONT, SB, SE = b"\xff", b"\xfb", b"\xfc", b"\xfd", b"\xfe", b"\xfa", b"\xf0"
 TM, NAWS, TTYPE, ECHO = b"\x06", b"\x1f", b"\x18", b"\x01"
@@ -213,81 +211,26 @@ async def test_a_telnet_client_over_a_socket_gets_a_clean_session(serve, haproxy
 # -- Debian's telnet, in a terminal --------------------------------------------------------------
 
 
-def needs(*programs: str) -> None:
-    """Skip on a machine without them (apt-get installs them); in CI, fail."""
-    missing = [p for p in programs if shutil.which(p) is None]
-    if missing:
-        reason = f"{' and '.join(missing)} not installed (apt-get install {' '.join(missing)})"
-        if os.environ.get("CI"):
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-
-
-class Terminals:
-    """tmux sessions of our own (its server's socket in a temporary directory)."""
-
-    def __init__(self, directory: str) -> None:
-        self.tmux = shutil.which("tmux") or "tmux"
-        self.env = {"PATH": os.environ.get("PATH", ""), "TERM": "xterm", "TMUX_TMPDIR": directory}
-
-    async def run(self, *args: str) -> str:
-        out, err, code = await getProcessOutputAndValue(
-            self.tmux, ["-f", "/dev/null", *args], env=self.env, reactor=reactor
-        )
-        if code:
-            raise AssertionError(f"tmux {' '.join(args)} failed: {err.decode(errors='replace')}")
-        return out.decode("utf-8", "replace")
-
-    async def open(self, name: str, command: str) -> None:
-        await self.run("new-session", "-d", "-s", name, "-x", "120", "-y", "40", command,
-                       ";", "set-option", "-g", "remain-on-exit", "on")  # fmt: skip
-
-    async def type(self, name: str, text: str) -> None:
-        await self.run("send-keys", "-t", name, "-l", text)
-        await self.run("send-keys", "-t", name, "Enter")
-
-    async def shows(self, name: str, pattern: str) -> re.Match[str]:
-        """Wait until the screen has a line matching C{pattern}."""
-        deadline = time.monotonic() + 10
-        while True:
-            screen = await self.run("capture-pane", "-p", "-J", "-t", name, "-S", "-200")
-            if found := re.search(pattern, screen, re.M):
-                return found
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name}'s screen never showed {pattern!r}:\n{screen}")
-            await pause(0.1)
-
-    async def close(self) -> None:
-        try:
-            await self.run("kill-server")
-        except AssertionError:
-            pass  # already gone
-
-
 @pytest_twisted.ensureDeferred
-async def test_debian_telnet_after_ctrl_c_still_shows_what_the_server_says(serve, tmp_path):
+async def test_debian_telnet_after_ctrl_c_still_shows_what_the_server_says(serve, terminals):
     """Two people on Debian's telnet in terminals; one presses Ctrl-C and Ctrl-Z, and chats on."""
     needs("telnet", "tmux")
     server = await serve(doors=("line",))
-    terminals = Terminals(str(tmp_path))
     telnet = f"{shutil.which('telnet')} 127.0.0.1 {server.ports['line']}"
-    try:
-        await terminals.open("ann", telnet)
-        ann = (await terminals.shows("ann", r"^\* you are (\S+)$")).group(1)
-        await terminals.shows("ann", r"^\* Welcome to chatd")
-        await terminals.open("bob", telnet)
-        await terminals.shows("bob", r"^\* Welcome to chatd")
-        await terminals.run("send-keys", "-t", "ann", "C-c")
-        await terminals.run("send-keys", "-t", "ann", "C-z")  # telnet sends SUSP: not text
-        await terminals.type("ann", "/list")
-        await terminals.shows("ann", rf"^\* online \(2\): .*{ann}")
-        await terminals.type("ann", "still here after Ctrl-C")
-        await terminals.shows("bob", rf"^{ann}: still here after Ctrl-C$")
-        await terminals.type("bob", "welcome back")
-        await terminals.shows("ann", r": welcome back$")
-        await terminals.type("ann", "/exit")
-        await terminals.shows("ann", rf"^\* Goodbye, {ann}!$")
-        await terminals.shows("ann", r"^Connection closed by foreign host")
-        await terminals.shows("bob", rf"^\* {ann} left$")
-    finally:
-        await terminals.close()
+    await terminals.open("ann", telnet)
+    ann = (await terminals.shows("ann", r"^\* you are (\S+)$")).group(1)
+    await terminals.shows("ann", r"^\* Welcome to chatd")
+    await terminals.open("bob", telnet)
+    await terminals.shows("bob", r"^\* Welcome to chatd")
+    await terminals.run("send-keys", "-t", "ann", "C-c")
+    await terminals.run("send-keys", "-t", "ann", "C-z")  # telnet sends SUSP: not text
+    await terminals.type("ann", "/list")
+    await terminals.shows("ann", rf"^\* online \(2\): .*{ann}")
+    await terminals.type("ann", "still here after Ctrl-C")
+    await terminals.shows("bob", rf"^{ann}: still here after Ctrl-C$")
+    await terminals.type("bob", "welcome back")
+    await terminals.shows("ann", r": welcome back$")
+    await terminals.type("ann", "/exit")
+    await terminals.shows("ann", rf"^\* Goodbye, {ann}!$")
+    await terminals.shows("ann", r"^Connection closed by foreign host")
+    await terminals.shows("bob", rf"^\* {ann} left$")

@@ -44,7 +44,7 @@ USER = "chat"  # the user part of every mask: chatd has no idents
 NETWORK = "chatd"
 REGISTRATION_TIMEOUT = 60.0  # seconds from connecting to NICK + USER (+ CAP END)
 EARLY_LINES = 100  # lines a client may send before it has registered
-SASL_ATTEMPTS = 3  # before registration; the Accounts' backoff applies to each
+SASL_ATTEMPTS = 3  # before registration; each counts against the Accounts' failed-login limit
 SASL_CHUNK = 400  # RFC: AUTHENTICATE payloads come in pieces of 400 bytes
 CHATHISTORY_MAX = 100  # messages one CHATHISTORY answers with at most
 
