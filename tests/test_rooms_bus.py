@@ -8,8 +8,7 @@ import json
 from twisted.internet import defer
 
 from chatd.room import Room
-from chatd.testing import MemoryStore
-from tests.fakes import FakeClient
+from chatd.testing import FakeClient, MemoryStore
 from tests.test_room_bus import join, nodes
 
 PASSWORD = "correct horse battery"
