@@ -1237,6 +1237,7 @@ class IRCDoor(irc.IRC):
         self.send("NICK", nick, prefix=f"{old}!{USER}@{SERVER}")
         self.nick = nick
 
+
 UNCOUNTED = frozenset(("PING", "PONG", "CAP", "QUIT"))
 BEFORE_REGISTRATION = frozenset(
     ("CAP", "PASS", "NICK", "USER", "AUTHENTICATE", "PING", "PONG", "QUIT")
