@@ -78,6 +78,14 @@ class Told:
             assert members == {n.lower() for n in api.names(channel)}, (self.nick, channel)
 
 
+def arrive(room: TestRoom, name: str) -> FakeClient:
+    """A line connection called C{name}, its arrival told when this reactor turn ends."""
+    client = FakeClient("line", "10.0.0.1")
+    client.room = room
+    client.session = room.connect(client, name)
+    return client
+
+
 step = st.one_of(
     st.tuples(st.sampled_from(("arrive", "leave", "rename")), st.integers(0, 3)),
     st.tuples(st.sampled_from(("join", "part")), st.integers(0, 3), st.sampled_from(ROOMS)),
@@ -108,7 +116,7 @@ def test_what_irc_clients_are_told_adds_up_to_who_is_there(steps):
         kind, *rest = step
         if kind == "arrive" and rest[0] not in people:
             names[rest[0]] = f"p{rest[0]}"
-            people[rest[0]] = room.join(names[rest[0]])
+            people[rest[0]] = arrive(room, names[rest[0]])
         elif kind == "leave" and rest[0] in people:
             room.disconnect(people.pop(rest[0]).session)
         elif kind == "rename" and rest[0] in people:
@@ -131,7 +139,7 @@ def test_a_crowd_arriving_with_an_irc_client_is_each_shown_once():
     factory = IRCFactory(room)
     ann = Told(factory, "ann")
     room.clock.advance(0)
-    crowd = [room.join(f"p{i}") for i in range(5)]
+    crowd = [arrive(room, f"p{i}") for i in range(5)]
     bea = Told(factory, "bea")  # in the same turn: the crowd is in her NAMES already
     for _ in range(2):
         room.clock.advance(0)
@@ -140,8 +148,14 @@ def test_a_crowd_arriving_with_an_irc_client_is_each_shown_once():
     assert {f"p{i}" for i in range(5)} <= bea.channels["#lobby"]
     ann.check(room)
     bea.check(room)
+    # In one turn: one leaves, one is renamed, and cy connects (her NAMES is as they are).
     room.disconnect(crowd[0].session)
-    room.clock.advance(0)
-    ann.read()
-    bea.read()
-    assert "p0" not in ann.channels["#lobby"] | bea.channels["#lobby"]
+    crowd[1].send("/rename q1")
+    cy = Told(factory, "cy")
+    for _ in range(2):
+        room.clock.advance(0)
+    for irc in (ann, bea, cy):
+        irc.read()
+        irc.check(room)
+        assert "p0" not in irc.channels["#lobby"]
+        assert "q1" in irc.channels["#lobby"]
