@@ -104,6 +104,7 @@ class IRCDoor(irc.IRC):
         self.user_given = False
         self.password: str | None = None  # PASS
         self.caps: set[str] = set()
+        self.render_key = ("irc", self._tag_caps())  # which encoding of a message it reads
         self.negotiating = False  # CAP LS/REQ seen, CAP END not yet
         self.cap_302 = False
         self.sasl: str | None = None  # the payload so far, while an AUTHENTICATE runs
@@ -285,6 +286,7 @@ class IRCDoor(irc.IRC):
                         self.caps.discard(c[1:])
                     else:
                         self.caps.add(c)
+                self.render_key = ("irc", self._tag_caps())
                 self.send("CAP", self.nick, "ACK", " ".join(asked))
             else:
                 self.send("CAP", self.nick, "NAK", " ".join(asked))
@@ -1082,11 +1084,14 @@ class IRCDoor(irc.IRC):
         if m.to is None:
             if m.room not in self.channels:
                 return  # a room this client does not show (the default room, after PART)
-            key = ("irc", self._tag_caps())
-            data = m.rendered(key, lambda m: self._encode(self._message_lines(m, None)))
+            # Encoded once per message for every client with the same tags, not per client.
+            data = m.rendered(self.render_key, self._rendered)
         else:
             data = self._encode(self._message_lines(m, None))
         self.output.write(data)
+
+    def _rendered(self, m: Message) -> bytes:
+        return self._encode(self._message_lines(m, None))
 
     def _tag_caps(self) -> tuple[bool, bool, bool]:
         caps = self.caps
@@ -1213,16 +1218,17 @@ class IRCDoor(irc.IRC):
             joined += [(k, now[k]) for k in missing if k in now and k != me]
         view.seq, view.missing, view.extra = change.seq, None, None
         lobby = self.channels_api.lobby
+        write = self.output.write
         for key, name in gone:
             if channel != lobby and key in change.online(self.room.online):
-                self.send("PART", channel, prefix=mask(name))
+                write(change.line("PART", channel, name, _about))
                 continue
             for shown, other in self.channels.items():  # a QUIT leaves every channel
                 if other is not view:
                     other.remove(self.rosters.get(shown), key)
-            self.send("QUIT", "left the chat", prefix=mask(name))
+            write(change.line("QUIT", "left the chat", name, _about))
         for _key, name in joined:
-            self.send("JOIN", channel, prefix=mask(name))
+            write(change.line("JOIN", channel, name, _about))
 
     def _identity(self, event: Identity) -> None:
         nick = wire.nick_of(event.name)
@@ -1242,6 +1248,11 @@ UNCOUNTED = frozenset(("PING", "PONG", "CAP", "QUIT"))
 BEFORE_REGISTRATION = frozenset(
     ("CAP", "PASS", "NICK", "USER", "AUTHENTICATE", "PING", "PONG", "QUIT")
 )
+
+
+def _about(command: str, param: str, name: str) -> bytes:
+    """C{:name!chat@chatd COMMAND param}, encoded: the same for every client told."""
+    return wire.format_line(command, [param], mask(name)).encode("utf-8", "replace") + b"\r\n"
 
 
 def _pieces(command: str, prefix: str, target: str, text: str) -> list[str]:

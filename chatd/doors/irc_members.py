@@ -23,13 +23,23 @@ Names = dict[str, str]  # name key -> name
 class Change:
     """One member-list update of one channel: who came and went, worked out once."""
 
-    __slots__ = ("seq", "joined", "gone", "_online")
+    __slots__ = ("seq", "joined", "gone", "_online", "_lines")
 
     def __init__(self, seq: int, joined: list[tuple[str, str]], gone: list[tuple[str, str]]):
         self.seq = seq
         self.joined = joined
         self.gone = gone
         self._online: frozenset[str] | None = None
+        self._lines: dict[tuple[str, str, str], bytes] = {}
+
+    def line(self, command: str, param: str, name: str, make: Callable[..., bytes]) -> bytes:
+        """C{make(command, param, name)}: the line telling of C{name}, made once for every
+        connection told (each is told of the same comings and goings)."""
+        key = (command, param, name)
+        line = self._lines.get(key)
+        if line is None:
+            line = self._lines[key] = make(command, param, name)
+        return line
 
     def online(self, read: Callable[[], list[str]]) -> frozenset[str]:
         """Who is online (name keys), read once for every connection told of this update:
