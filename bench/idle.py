@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Idle connections: what one connected client costs chatd in memory.",
     )
     p.add_argument("--connections", type=int, default=1000)
-    p.add_argument("--door", choices=("line", "ws", "mixed"), default="mixed")
+    p.add_argument("--door", choices=("line", "ws", "irc", "mixed"), default="mixed")
     p.add_argument("--procs", type=int, default=1, help="generator processes")
     p.add_argument("--hold", type=float, default=5.0, help="seconds to stay idle, then recount")
     srv.add_run_options(p, connect_timeout=60.0, settle_timeout=600.0, timeout=1800.0)
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace, addr: str, spawned: srv.Spawned | None) -> dic
         srv.settle(pid, 10.0)
         fig["rss_idle_kb"] = srv.rss_kb(pid)
         fig["cpu0"] = srv.cpu_seconds(pid)
-    target = Target(addr, args.line_port, args.web_port, args.ws_path, args.haproxy)
+    target = Target(addr, args.line_port, args.web_port, args.ws_path, args.haproxy, args.irc_port)
     parts = split(doors_for(args.door, args.connections), args.procs)
     window = max(1, args.connect_window // len(parts))
     plan = [ReceiverPlan(target, part, 0, window, args.connect_timeout, 0) for part in parts]

@@ -30,6 +30,7 @@ from twisted.words.protocols import irc
 from chatd import __version__
 from chatd.doors import irc_wire as wire
 from chatd.doors.irc_channels import Channels, Refused
+from chatd.doors.irc_members import Rosters, View
 from chatd.doors.output import STREAM_CHUNK, Output, Turn
 from chatd.errors import CommandError, UsageError
 from chatd.events import Error, Event, History, Identity, Message, Notice, Presence, Rooms
@@ -103,6 +104,7 @@ class IRCDoor(irc.IRC):
         self.user_given = False
         self.password: str | None = None  # PASS
         self.caps: set[str] = set()
+        self.render_key = ("irc", self._tag_caps())  # which encoding of a message it reads
         self.negotiating = False  # CAP LS/REQ seen, CAP END not yet
         self.cap_302 = False
         self.sasl: str | None = None  # the payload so far, while an AUTHENTICATE runs
@@ -111,14 +113,15 @@ class IRCDoor(irc.IRC):
         self.welcomed = False
         self.early: list[Event] | None = []  # events before the welcome
         self.early_lines = 0
-        # The channels this client shows (each room's own spelling) -> their members as this
-        # client was told them (name key -> name). The default room is in every session's
-        # rooms; PART only stops showing it.
-        self.channels: dict[str, dict[str, str]] = {}
+        # The channels this client shows (each room's own spelling) -> how the members it
+        # was told of differ from the door's shared roster (O(1) while nothing is pending).
+        # The default room is in every session's rooms; PART only stops showing it.
+        self.channels: dict[str, View] = {}
         self.user_modes = ""
         self.gone = False
         self.timeout = room.clock.callLater(REGISTRATION_TIMEOUT, self._too_slow)
         self.channels_api = self.factory.channels
+        self.rosters = self.factory.rosters
         self.factory.doors.add(self)
 
     # -- bytes in ---------------------------------------------------------------------------
@@ -245,6 +248,9 @@ class IRCDoor(irc.IRC):
     def connectionLost(self, reason: Any = None) -> None:
         self.gone = True
         self.factory.doors.discard(self)
+        for name in self.channels:
+            self.rosters.release(name)
+        self.channels = {}
         if self.timeout.active():
             self.timeout.cancel()
         if self.session is not None:
@@ -280,6 +286,7 @@ class IRCDoor(irc.IRC):
                         self.caps.discard(c[1:])
                     else:
                         self.caps.add(c)
+                self.render_key = ("irc", self._tag_caps())
                 self.send("CAP", self.nick, "ACK", " ".join(asked))
             else:
                 self.send("CAP", self.nick, "NAK", " ".join(asked))
@@ -545,9 +552,7 @@ class IRCDoor(irc.IRC):
     def _join(self, name: str) -> None:
         """Tell the client it is in channel C{name}: JOIN, the topic, the names."""
         me = self.session.user.name
-        members = {name_key(n): n for n in self.channels_api.names(name)}
-        members.setdefault(name_key(me), me)
-        self.channels[name] = members
+        self.channels[name] = self.rosters.view(name, self.channels_api.names(name), me)
         self.send("JOIN", name, prefix=mask(me))
         self._topic(name)
         self._names(name)
@@ -563,6 +568,7 @@ class IRCDoor(irc.IRC):
         for name in list(self.channels):
             if name != lobby and name not in now:
                 del self.channels[name]
+                self.rosters.release(name)
                 self.send("PART", name, prefix=mask(self.session.user.name))
         for name in now:
             if name != lobby and name not in self.channels:
@@ -615,13 +621,14 @@ class IRCDoor(irc.IRC):
             if found not in self.channels:
                 self.numeric(irc.ERR_NOTONCHANNEL, found, "You're not on that channel")
                 continue
-            members = self.channels.pop(found)  # first: the Room's list of rooms follows
+            view = self.channels.pop(found)  # first: the Room's list of rooms follows
             try:
                 self.channels_api.part(self.session, found)
             except CommandError as e:
-                self.channels[found] = members
+                self.channels[found] = view
                 self.numeric(irc.ERR_NOTONCHANNEL, found, str(e))
                 continue
+            self.rosters.release(found)
             self.send(
                 "PART", found, *([reason] if reason else []), prefix=mask(self.session.user.name)
             )
@@ -1077,11 +1084,14 @@ class IRCDoor(irc.IRC):
         if m.to is None:
             if m.room not in self.channels:
                 return  # a room this client does not show (the default room, after PART)
-            key = ("irc", self._tag_caps())
-            data = m.rendered(key, lambda m: self._encode(self._message_lines(m, None)))
+            # Encoded once per message for every client with the same tags, not per client.
+            data = m.rendered(self.render_key, self._rendered)
         else:
             data = self._encode(self._message_lines(m, None))
         self.output.write(data)
+
+    def _rendered(self, m: Message) -> bytes:
+        return self._encode(self._message_lines(m, None))
 
     def _tag_caps(self) -> tuple[bool, bool, bool]:
         caps = self.caps
@@ -1135,7 +1145,7 @@ class IRCDoor(irc.IRC):
 
     def _notice(self, event: Notice) -> None:
         """A notice, unless IRC says it its own way: joins and leaves as JOIN, PART and QUIT
-        (from the member lists), renames as NICK, topics as TOPIC, removals as KICK. A
+        (from the member-list updates), renames as NICK, topics as TOPIC, removals as KICK. A
         room's notice goes to its channel."""
         about = event.about
         if about in ("joined", "left", "current"):
@@ -1158,9 +1168,10 @@ class IRCDoor(irc.IRC):
             self.send("KICK", room, wire.nick_of(who), event.text, prefix=mask(by))
             key = name_key(who)
             if self.session is not None and key == self.session.user.key:
-                self.channels.pop(room, None)
+                if self.channels.pop(room, None) is not None:
+                    self.rosters.release(room)
             else:
-                self.channels[room].pop(key, None)
+                self.channels[room].remove(self.rosters.get(room), key)
         elif room is not None:
             for line in event.text.split("\n"):
                 self._text("NOTICE", SERVER, room, line, None)
@@ -1171,41 +1182,53 @@ class IRCDoor(irc.IRC):
         """C{old} is now C{new}: one NICK, if this client shares a channel with them."""
         key, new_key = name_key(old), name_key(new)
         told = False
-        for members in self.channels.values():
-            if key in members and new_key not in members:
-                del members[key]
-                members[new_key] = new
+        for channel, view in self.channels.items():
+            roster = self.rosters.get(channel)
+            if view.has(roster, key) and not view.has(roster, new_key):
+                view.remove(roster, key)
+                view.add(roster, new_key, new)
                 told = True
         if told:
             self.send("NICK", wire.nick_of(new), prefix=mask(old))
 
     def _presence(self, event: Presence) -> None:
+        """A channel's member-list update as JOIN, PART and QUIT lines: what it changed
+        (worked out once for every connection, L{Rosters}), less what this client was
+        told already."""
         if not event.update:
             self.server_notice(f"online ({len(event.names)}): " + ", ".join(event.names))
             return
         channel = event.room or self.channels_api.lobby
-        members = self.channels.get(channel)
-        if members is None or self.session is None:
+        view = self.channels.get(channel)
+        if view is None or self.session is None:
             return
-        now = {name_key(n): n for n in event.names}
+        roster = self.rosters.get(channel)
+        change = roster.change(event, event.names)
+        if change.seq <= view.seq:
+            return  # older than the names this client was shown
         me = self.session.user.key
-        gone = [(k, n) for k, n in members.items() if k not in now and k != me]
-        online: set[str] | None = None
+        now = roster.names
+        missing = view.missing or ()
+        extra = view.extra or {}
+        gone = [(k, n) for k, n in change.gone if k not in missing and k != me]
+        joined = [(k, n) for k, n in change.joined if k not in extra and k != me]
+        if extra:
+            gone += [(k, n) for k, n in extra.items() if k not in now and k != me]
+        if missing:
+            joined += [(k, now[k]) for k in missing if k in now and k != me]
+        view.seq, view.missing, view.extra = change.seq, None, None
+        lobby = self.channels_api.lobby
+        write = self.output.write
         for key, name in gone:
-            if channel != self.channels_api.lobby:
-                if online is None:  # only when someone went: the list costs a pass
-                    online = {name_key(n) for n in self.room.online()}
-                if key in online:
-                    del members[key]
-                    self.send("PART", channel, prefix=mask(name))
-                    continue
-            for shown in self.channels.values():  # a QUIT leaves every channel
-                shown.pop(key, None)
-            self.send("QUIT", "left the chat", prefix=mask(name))
-        for key, name in now.items():
-            if key not in members and key != me:
-                members[key] = name
-                self.send("JOIN", channel, prefix=mask(name))
+            if channel != lobby and key in change.online(self.room.online):
+                write(change.line("PART", channel, name, _about))
+                continue
+            for shown, other in self.channels.items():  # a QUIT leaves every channel
+                if other is not view:
+                    other.remove(self.rosters.get(shown), key)
+            write(change.line("QUIT", "left the chat", name, _about))
+        for _key, name in joined:
+            write(change.line("JOIN", channel, name, _about))
 
     def _identity(self, event: Identity) -> None:
         nick = wire.nick_of(event.name)
@@ -1213,9 +1236,10 @@ class IRCDoor(irc.IRC):
             return
         old = self.nick
         old_key = name_key(wire.name_of(old))
-        for members in self.channels.values():
-            members.pop(old_key, None)
-            members[name_key(event.name)] = event.name
+        for channel, view in self.channels.items():
+            roster = self.rosters.get(channel)
+            view.remove(roster, old_key)
+            view.add(roster, name_key(event.name), event.name)
         self.send("NICK", nick, prefix=f"{old}!{USER}@{SERVER}")
         self.nick = nick
 
@@ -1224,6 +1248,11 @@ UNCOUNTED = frozenset(("PING", "PONG", "CAP", "QUIT"))
 BEFORE_REGISTRATION = frozenset(
     ("CAP", "PASS", "NICK", "USER", "AUTHENTICATE", "PING", "PONG", "QUIT")
 )
+
+
+def _about(command: str, param: str, name: str) -> bytes:
+    """C{:name!chat@chatd COMMAND param}, encoded: the same for every client told."""
+    return wire.format_line(command, [param], mask(name)).encode("utf-8", "replace") + b"\r\n"
 
 
 def _pieces(command: str, prefix: str, target: str, text: str) -> list[str]:
@@ -1241,6 +1270,7 @@ class IRCFactory(Factory):
         self.room = room
         self.turn = Turn(room.clock)
         self.channels = Channels(room)
+        self.rosters = Rosters()  # each channel's members, as its latest update said
         self.away: dict[str, str] = {}  # name key -> away message
         self.doors: set[IRCDoor] = set()
 
