@@ -4,12 +4,13 @@
 
 Runs bench.fanout, same generator, same load, against a bare server instead of chatd: one
 epoll loop that, for each line a sender sends, makes the delivery once (the line door's
-bytes, or one WebSocket frame) and does one C{send()} of it per receiver. No chat, no
-storage, no Twisted. Its CPU per delivery is almost all kernel time, the part chatd cannot
-save; C{bench.all} divides chatd's CPU per delivery by it, measured in the same run.
+bytes, one WebSocket frame, or one IRC PRIVMSG line) and does one C{send()} of it per
+receiver. No chat, no storage, no Twisted. Its CPU per delivery is almost all kernel time,
+the part chatd cannot save; C{bench.all} divides chatd's CPU per delivery by it, measured
+in the same run.
 
-C{python -m bench.floor --serve --line tcp:PORT:interface=HOST --web ...} is the server
-itself; bench.fanout's C{--spawn} starts it with chatd's options, and it ignores the rest.
+C{python -m bench.floor --serve --line tcp:PORT:interface=HOST --web ... --irc ...} is the
+server itself; bench.fanout's C{--spawn} starts it with chatd's options, and it ignores the rest.
 """
 
 from __future__ import annotations
@@ -52,12 +53,13 @@ def unmask(data: bytes, start: int, size: int, mask: bytes) -> bytes:
 class Client:
     """One connection: its door, what it sent that is not parsed yet, what waits to go."""
 
-    __slots__ = ("sock", "ws", "open", "buf", "out")
+    __slots__ = ("sock", "kind", "ws", "open", "buf", "out")
 
-    def __init__(self, sock: socket.socket, ws: bool) -> None:
+    def __init__(self, sock: socket.socket, kind: str) -> None:
         self.sock = sock
-        self.ws = ws
-        self.open = not ws  # a WebSocket is open once it has been answered
+        self.kind = kind  # "line", "ws" or "irc"
+        self.ws = kind == "ws"
+        self.open = not self.ws  # a WebSocket is open once it has been answered
         self.buf = b""
         self.out = b""
 
@@ -65,14 +67,16 @@ class Client:
 class Floor:
     """The bare fan-out server: accept, greet, and pass every line on to everyone else."""
 
-    def __init__(self, line: socket.socket, web: socket.socket) -> None:
+    def __init__(self, line: socket.socket, web: socket.socket, irc: socket.socket) -> None:
         self.ep = select.epoll()
-        self.listeners = {line.fileno(): (line, False), web.fileno(): (web, True)}
+        self.listeners = {
+            s.fileno(): (s, k) for s, k in ((line, "line"), (web, "ws"), (irc, "irc"))
+        }
         for fd in self.listeners:
             self.ep.register(fd, IN)
         self.clients: dict[int, Client] = {}
-        self.line_socks: list[socket.socket] = []  # receivers of each door, for the loop
-        self.ws_socks: list[socket.socket] = []
+        # receivers of each door, for the loop
+        self.socks: dict[str, list[socket.socket]] = {"line": [], "ws": [], "irc": []}
 
     def run(self) -> None:
         stop = False
@@ -95,7 +99,7 @@ class Floor:
                 else:
                     self.read(fd)
 
-    def accept(self, listener: socket.socket, ws: bool) -> None:
+    def accept(self, listener: socket.socket, kind: str) -> None:
         while True:
             try:
                 sock, _ = listener.accept()
@@ -103,11 +107,14 @@ class Floor:
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.clients[sock.fileno()] = Client(sock, ws)
+            self.clients[sock.fileno()] = Client(sock, kind)
             self.ep.register(sock.fileno(), IN)
-            if not ws:
-                self.line_socks.append(sock)
+            if kind == "line":
+                self.socks[kind].append(sock)
                 self.send(sock, b"* you are on the floor\r\n")
+            elif kind == "irc":  # the generator's IRC client is registered at the 366
+                self.socks[kind].append(sock)
+                self.send(sock, b":floor 366 you #lobby :End of /NAMES list.\r\n")
 
     def read(self, fd: int) -> None:
         c = self.clients.get(fd)
@@ -140,9 +147,12 @@ class Floor:
                 b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n",
             )
             c.open = True
-            self.ws_socks.append(c.sock)
+            self.socks["ws"].append(c.sock)
         for line in self.lines(c):
-            self.fan_out(c.sock, b"sender: " + line)
+            if c.kind != "irc":
+                self.fan_out(c.sock, line)
+            elif line.startswith(b"PRIVMSG "):  # not NICK, USER, PONG
+                self.fan_out(c.sock, line.partition(b" :")[2])
 
     def lines(self, c: Client) -> list[bytes]:
         """The complete lines (line door) or text frames (WebSocket) in C{c.buf}."""
@@ -168,8 +178,12 @@ class Floor:
 
     def fan_out(self, origin: socket.socket, line: bytes) -> None:
         """The delivery made once per door, then one send() per receiver but the sender."""
-        for socks, data in ((self.line_socks, line + b"\r\n"), (self.ws_socks, frame(line))):
-            for sock in socks:
+        for kind, data in (
+            ("line", b"sender: " + line + b"\r\n"),
+            ("ws", frame(b"sender: " + line)),
+            ("irc", b":sender!s@floor PRIVMSG #lobby :" + line + b"\r\n"),
+        ):
+            for sock in self.socks[kind]:
                 if sock is not origin:
                     self.send(sock, data)
 
@@ -208,7 +222,7 @@ class Floor:
         if c is None:
             return
         self.ep.unregister(fd)
-        socks = self.ws_socks if c.ws else self.line_socks
+        socks = self.socks[c.kind]
         if c.sock in socks:
             socks.remove(c.sock)
         c.sock.close()
@@ -232,8 +246,9 @@ def serve(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.floor --serve")
     p.add_argument("--line", required=True)
     p.add_argument("--web", required=True)
+    p.add_argument("--irc", required=True)
     args, _ignored = p.parse_known_args(argv)  # chatd's other options mean nothing here
-    Floor(listen(args.line), listen(args.web)).run()
+    Floor(listen(args.line), listen(args.web), listen(args.irc)).run()
     return 0
 
 
