@@ -195,6 +195,16 @@ def test_part_leaves_the_room_and_others_see_part_not_quit():
     assert ann.read() == [":bob!chat@chatd QUIT :left the chat"]  # once, for every channel
 
 
+def test_someone_leaving_the_default_room_for_another_is_a_part_not_a_quit():
+    room, factory = setup()
+    ann = Irc(factory, "ann")
+    bob = room.join("bob")
+    typed(bob, "/join #dev")
+    ann.read()
+    typed(bob, "/part #lobby")
+    assert ann.read() == [":bob!chat@chatd PART :#lobby"]  # still online: only in #dev
+
+
 def test_a_rename_elsewhere_is_one_nick_and_topic_changes_show_in_their_channel():
     room, factory = setup()
     account(room, "ann")

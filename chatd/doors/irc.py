@@ -1223,10 +1223,9 @@ class IRCDoor(irc.IRC):
         if missing:
             joined += [(k, now[k]) for k in missing if k in now and k != me]
         view.seq, view.missing, view.extra = change.seq, None, None
-        lobby = self.channels_api.lobby
         write = self.output.write
         for key, name in gone:
-            if channel != lobby and key in change.online(self.room.online):
+            if key in change.online(self.room.online):  # still here: left this room only
                 write(change.line("PART", channel, name, _about))
                 continue
             for shown, other in self.channels.items():  # a QUIT leaves every channel
