@@ -29,7 +29,7 @@ from chatd.events import Rooms as RoomList
 from chatd.link import Link
 from chatd.members import Members, deliver
 from chatd.people import Session, User, name_key
-from chatd.store import Store
+from chatd.store import Store, log_failed
 from chatd.voice import Voice
 
 log = Logger(namespace="chatd.rooms")
@@ -79,7 +79,7 @@ class Rooms:
             for raw in states:
                 self.heard_state(raw)
 
-        self.store.rooms().addCallbacks(read, lambda f: log.failure("reading rooms failed", f))
+        self.store.rooms().addCallbacks(read, lambda f: log_failed(log, f, "reading rooms failed"))
 
     def heard_state(self, raw: str) -> None:
         """A room's state from the store or another node (a topic, a kick, an invitation)."""
@@ -447,7 +447,9 @@ class Rooms:
                     History(messages, f"recent in {conversation.name}", conversation.name),
                 )
 
-        d.addCallbacks(show, lambda f: log.failure("reading {r} failed", f, r=conversation.name))
+        d.addCallbacks(
+            show, lambda f: log_failed(log, f, "reading {r} failed", r=conversation.name)
+        )
 
     # -- what is kept ----------------------------------------------------------------------
 
@@ -475,7 +477,7 @@ class Rooms:
 
         def failed(failure: Any) -> None:
             self._claiming.discard(key)
-            log.failure("keeping the new room {r} failed", failure, r=key)
+            log_failed(log, failure, "keeping the new room {r} failed", r=key)
             self.link.room_changed(conversation.state())
 
         self.store.claim_room(key, conversation.state()).addCallbacks(kept, failed)
@@ -489,14 +491,14 @@ class Rooms:
         state = conversation.state()
         if conversation.owner is not None:
             self.store.save_room(conversation.key, state).addErrback(
-                lambda f: log.failure("saving {r} failed", f, r=conversation.name)
+                lambda f: log_failed(log, f, "saving {r} failed", r=conversation.name)
             )
         self.link.room_changed(state)
 
     def _remember(self, account: str, room: str, joined: bool) -> None:
         op = self.store.join_room if joined else self.store.part_room
         op(account, room).addErrback(
-            lambda f: log.failure("saving the rooms of {a} failed", f, a=account)
+            lambda f: log_failed(log, f, "saving the rooms of {a} failed", a=account)
         )
 
 

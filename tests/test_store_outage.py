@@ -168,3 +168,16 @@ async def test_a_real_outage_is_one_log_line_and_one_when_it_ends_and_clear_to_u
     infos = [e["log_format"] for e in store if e["log_level"].name == "info"]
     assert len([f for f in infos if "answers again" in f]) == 1  # and it ended
     assert tracebacks == []
+
+
+def test_rooms_in_an_outage_still_join_and_part_without_tracebacks(tracebacks):
+    store = FlakyStore()
+    room = make_room(store=store)
+    ann = room.join("Ann")
+    ann.send("/register Ann correct-horse-battery")
+    ann.take()
+    store.down |= ALL | {"claim_room", "save_room", "join_room", "part_room"}
+    assert "* you joined #dev; what you type goes there" in ann.send("/join #dev")
+    ann.send("/topic plans")
+    assert "* you left #dev" in ann.send("/part #dev")
+    assert tracebacks == []
