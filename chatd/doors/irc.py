@@ -1207,12 +1207,6 @@ class IRCDoor(irc.IRC):
         if change.seq <= view.seq:
             return  # older than the names this client was shown
         me = self.session.user.key
-        if not (view.missing or view.extra or change.gone) and me not in change.joined_keys():
-            view.seq = change.seq  # the usual case: told what everyone is told
-            joins = change.joins(channel, _about)
-            if joins:
-                self.output.write(joins)
-            return
         now = roster.names
         missing = view.missing or ()
         extra = view.extra or {}

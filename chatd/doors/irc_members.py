@@ -23,7 +23,7 @@ Names = dict[str, str]  # name key -> name
 class Change:
     """One member-list update of one channel: who came and went, worked out once."""
 
-    __slots__ = ("seq", "joined", "gone", "_online", "_lines", "_joined_keys", "_joins")
+    __slots__ = ("seq", "joined", "gone", "_online", "_lines")
 
     def __init__(self, seq: int, joined: list[tuple[str, str]], gone: list[tuple[str, str]]):
         self.seq = seq
@@ -31,20 +31,6 @@ class Change:
         self.gone = gone
         self._online: frozenset[str] | None = None
         self._lines: dict[tuple[str, str, str], bytes] = {}
-        self._joined_keys: frozenset[str] | None = None
-        self._joins: bytes | None = None
-
-    def joined_keys(self) -> frozenset[str]:
-        if self._joined_keys is None:
-            self._joined_keys = frozenset(k for k, _ in self.joined)
-        return self._joined_keys
-
-    def joins(self, channel: str, make: Callable[..., bytes]) -> bytes:
-        """Every JOIN line of this update as one piece, made once: what most connections
-        are told (a crowd arriving is one write per connection, not one per newcomer)."""
-        if self._joins is None:
-            self._joins = b"".join(self.line("JOIN", channel, n, make) for _, n in self.joined)
-        return self._joins
 
     def line(self, command: str, param: str, name: str, make: Callable[..., bytes]) -> bytes:
         """C{make(command, param, name)}: the line telling of C{name}, made once for every
