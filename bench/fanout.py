@@ -62,6 +62,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="rooms the receivers are spread over (each /joins #bench-N); each room gets a "
         "sender of its own (--senders is raised to this), which post round-robin",
     )
+    p.add_argument(
+        "--idle",
+        type=int,
+        default=0,
+        help="connections more that /join #idle and say nothing: the same socket count as a "
+        "run with more rooms, with fewer of them busy",
+    )
     p.add_argument("--procs", type=int, default=1, help="receiver processes")
     p.add_argument("--drain-timeout", type=float, default=5.0, help="wait for stragglers, s")
     srv.add_run_options(p, connect_timeout=30.0, settle_timeout=120.0, timeout=600.0)
@@ -69,8 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if min(args.receivers, args.senders, args.messages, args.procs, args.connect_window) < 1:
         p.error("--receivers, --senders, --messages, --procs, --connect-window must be >= 1")
-    if args.rate < 0 or args.window < 0:
-        p.error("--rate and --window must be >= 0")
+    if args.rate < 0 or args.window < 0 or args.idle < 0:
+        p.error("--rate, --window and --idle must be >= 0")
     if args.rooms < 1:
         p.error("--rooms must be >= 1")
     if args.rooms > 1:
@@ -132,8 +139,20 @@ def run(args: argparse.Namespace, addr: str, spawned: srv.Spawned | None) -> dic
         )
         for i, part in enumerate(parts)
     ]
+    idle = [
+        Worker(
+            f"idle-{i}",
+            receiver,
+            ReceiverPlan(target, part, 0, window, args.connect_timeout, 0, ["#idle"] * len(part)),
+        )
+        for i, part in enumerate(split(doors_for(args.door, args.idle), args.procs))
+        if args.idle
+    ]
     sending: Worker | None = None
     try:
+        if collect(idle, "ready", deadline):
+            raise BenchError("idle connections not open before --timeout")
+        fig["idle_open"] = sum(w.replies["ready"]["open"] for w in idle)
         late = collect(workers, "ready", deadline)
         if late:
             raise BenchError(f"{len(late)} receiver processes not connected before --timeout")
@@ -191,7 +210,7 @@ def run(args: argparse.Namespace, addr: str, spawned: srv.Spawned | None) -> dic
             # departures to everyone left, which nobody measures.
             spawned.mark_log()
             spawned.stop()
-        stop(workers + ([sending] if sending else []))
+        stop(workers + idle + ([sending] if sending else []))
     fig["receivers"] = [w.replies["result"] for w in workers]
     fig["sender"] = sending.replies.get("sent") if sending else None
     return fig
@@ -213,11 +232,13 @@ def summarize(args: argparse.Namespace, fig: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "scenario": args.label
         or f"fanout {args.door} {args.receivers}r x{args.senders}s @{args.rate:g}/s"
-        + (f" in {args.rooms} rooms" if args.rooms > 1 else ""),
+        + (f" in {args.rooms} rooms" if args.rooms > 1 else "")
+        + (f" beside {args.idle} idle" if args.idle else ""),
         "door": args.door,
         "receivers": args.receivers,
         "senders": args.senders,
         "rooms": args.rooms,
+        "idle": fig.get("idle_open", 0),
         "messages": args.messages,
         "sent": snd.get("sent", 0),
         "rate": args.rate,
@@ -249,7 +270,7 @@ def summarize(args: argparse.Namespace, fig: dict[str, Any]) -> dict[str, Any]:
         out["server_us_per_delivery"] = round(cpu / received * 1e6, 2)
         out["server_core_share"] = round(cpu / duration, 2) if duration else None
     if "rss_conn_kb" in fig:
-        conns = fig["open"] + args.senders + (1 if probe(args) else 0)
+        conns = fig["open"] + fig.get("idle_open", 0) + args.senders + (1 if probe(args) else 0)
         out["rss_idle_mb"] = round(fig["rss_idle_kb"] / 1024, 1)
         out["rss_conn_mb"] = round(fig["rss_conn_kb"] / 1024, 1)
         out["rss_kb_per_conn"] = round((fig["rss_conn_kb"] - fig["rss_idle_kb"]) / conns, 2)

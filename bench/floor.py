@@ -32,6 +32,7 @@ from bench import fanout  # noqa: E402
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 IN, OUT = select.EPOLLIN, select.EPOLLOUT
+LOBBY = b"#lobby"
 
 
 def frame(payload: bytes) -> bytes:
@@ -53,7 +54,7 @@ def unmask(data: bytes, start: int, size: int, mask: bytes) -> bytes:
 class Client:
     """One connection: its door, what it sent that is not parsed yet, what waits to go."""
 
-    __slots__ = ("sock", "kind", "ws", "open", "buf", "out")
+    __slots__ = ("sock", "kind", "ws", "open", "buf", "out", "room")
 
     def __init__(self, sock: socket.socket, kind: str) -> None:
         self.sock = sock
@@ -62,6 +63,7 @@ class Client:
         self.open = not self.ws  # a WebSocket is open once it has been answered
         self.buf = b""
         self.out = b""
+        self.room = LOBBY
 
 
 class Floor:
@@ -75,8 +77,8 @@ class Floor:
         for fd in self.listeners:
             self.ep.register(fd, IN)
         self.clients: dict[int, Client] = {}
-        # receivers of each door, for the loop
-        self.socks: dict[str, list[socket.socket]] = {"line": [], "ws": [], "irc": []}
+        # receivers of each door in each room, for the loop (C{/join #x} moves a connection)
+        self.rooms: dict[bytes, dict[str, list[socket.socket]]] = {}
 
     def run(self) -> None:
         stop = False
@@ -110,10 +112,10 @@ class Floor:
             self.clients[sock.fileno()] = Client(sock, kind)
             self.ep.register(sock.fileno(), IN)
             if kind == "line":
-                self.socks[kind].append(sock)
+                self.enter(self.clients[sock.fileno()], LOBBY)
                 self.send(sock, b"* you are on the floor\r\n")
             elif kind == "irc":  # the generator's IRC client is registered at the 366
-                self.socks[kind].append(sock)
+                self.enter(self.clients[sock.fileno()], LOBBY)
                 self.send(sock, b":floor 366 you #lobby :End of /NAMES list.\r\n")
 
     def read(self, fd: int) -> None:
@@ -147,12 +149,15 @@ class Floor:
                 b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n",
             )
             c.open = True
-            self.socks["ws"].append(c.sock)
+            self.enter(c, LOBBY)
         for line in self.lines(c):
-            if c.kind != "irc":
-                self.fan_out(c.sock, line)
+            if line.startswith(b"/join "):  # bench.fanout --rooms: one room per connection
+                self.leave(c)
+                self.enter(c, line[6:].strip())
+            elif c.kind != "irc":
+                self.fan_out(c, line)
             elif line.startswith(b"PRIVMSG "):  # not NICK, USER, PONG
-                self.fan_out(c.sock, line.partition(b" :")[2])
+                self.fan_out(c, line.partition(b" :")[2])
 
     def lines(self, c: Client) -> list[bytes]:
         """The complete lines (line door) or text frames (WebSocket) in C{c.buf}."""
@@ -176,14 +181,25 @@ class Floor:
         c.buf = buf[i:]
         return found
 
-    def fan_out(self, origin: socket.socket, line: bytes) -> None:
-        """The delivery made once per door, then one send() per receiver but the sender."""
+    def enter(self, c: Client, room: bytes) -> None:
+        c.room = room
+        self.rooms.setdefault(room, {"line": [], "ws": [], "irc": []})[c.kind].append(c.sock)
+
+    def leave(self, c: Client) -> None:
+        socks = self.rooms[c.room][c.kind]
+        if c.sock in socks:
+            socks.remove(c.sock)
+
+    def fan_out(self, sender: Client, line: bytes) -> None:
+        """The delivery made once per door, then one send() per receiver in the sender's
+        room but the sender."""
+        origin, room = sender.sock, self.rooms[sender.room]
         for kind, data in (
             ("line", b"sender: " + line + b"\r\n"),
             ("ws", frame(b"sender: " + line)),
             ("irc", b":sender!s@floor PRIVMSG #lobby :" + line + b"\r\n"),
         ):
-            for sock in self.socks[kind]:
+            for sock in room[kind]:
                 if sock is not origin:
                     self.send(sock, data)
 
@@ -222,9 +238,8 @@ class Floor:
         if c is None:
             return
         self.ep.unregister(fd)
-        socks = self.socks[c.kind]
-        if c.sock in socks:
-            socks.remove(c.sock)
+        if c.open:
+            self.leave(c)
         c.sock.close()
 
 
