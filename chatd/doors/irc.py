@@ -1202,7 +1202,13 @@ class IRCDoor(irc.IRC):
     def _presence(self, event: Presence) -> None:
         """A channel's member-list update as JOIN, PART and QUIT lines: what it changed
         (worked out once for every connection, L{Rosters}), less what this client was
-        told already."""
+        told already.
+
+        None for an update of a crowded channel (more than C{crowd_size} members before or
+        after it), as in a large IRC network's big channels (an auditorium): telling each
+        of n clients of everyone who came would be n² lines at once, a stall for every
+        message behind them. NAMES and WHO say who is there; the view catches up silently,
+        and lines resume from there once the channel is no longer crowded."""
         if not event.update:
             self.server_notice(f"online ({len(event.names)}): " + ", ".join(event.names))
             return
@@ -1214,6 +1220,9 @@ class IRCDoor(irc.IRC):
         change = roster.change(event, event.names)
         if change.seq <= view.seq:
             return  # older than the names this client was shown
+        if change.size > self.room.config.crowd_size:
+            view.seq, view.missing, view.extra = change.seq, None, None
+            return
         me = self.session.user.key
         now = roster.names
         missing = view.missing or ()
