@@ -1,6 +1,7 @@
 """What an IRC client is told of its channels' members adds up to who is there: each JOIN,
 PART, QUIT and NICK once, however arrivals, departures, renames and the client's own JOINs
-fall within one reactor turn (the door works them out once for all its connections)."""
+fall within one reactor turn (the door works them out once for all its connections). Past
+C{crowd_size} a channel is an auditorium: no JOIN, PART or QUIT of others, NAMES on demand."""
 
 from __future__ import annotations
 
