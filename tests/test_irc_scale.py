@@ -1,6 +1,7 @@
 """What an IRC client is told of its channels' members adds up to who is there: each JOIN,
 PART, QUIT and NICK once, however arrivals, departures, renames and the client's own JOINs
-fall within one reactor turn (the door works them out once for all its connections)."""
+fall within one reactor turn (the door works them out once for all its connections). Past
+C{crowd_size} a channel is an auditorium: no JOIN, PART or QUIT of others, NAMES on demand."""
 
 from __future__ import annotations
 
@@ -159,3 +160,80 @@ def test_a_crowd_arriving_with_an_irc_client_is_each_shown_once():
         irc.check(room)
         assert "p0" not in irc.channels["#lobby"]
         assert "q1" in irc.channels["#lobby"]
+
+
+def heard(client: Told) -> list[str]:
+    """The lines C{client} was sent since last asked (not followed: see L{Told.read})."""
+    lines = client.transport.value().decode("utf-8").splitlines()
+    client.transport.clear()
+    return lines
+
+
+def moves(lines: list[str], me: str) -> list[str]:
+    """The JOIN, PART and QUIT lines among C{lines} about others than C{me}."""
+    return [
+        line
+        for line in lines
+        if line.split(" ")[1] in ("JOIN", "PART", "QUIT") and not line.startswith(f":{me}!")
+    ]
+
+
+def names_of(lines: list[str], channel: str) -> set[str]:
+    return {
+        nick.lstrip(":@")
+        for line in lines
+        if line.split(" ")[1:2] == ["353"] and line.split(" ")[4] == channel
+        for nick in line.split(" ")[5:]
+    }
+
+
+def test_in_a_crowded_channel_irc_clients_hear_no_arrivals_or_departures_but_names_has_them():
+    room = make_room(crowd_size=3, crowd_summary=5.0)
+    factory = IRCFactory(room)
+    people = [arrive(room, f"p{i}") for i in range(4)]  # four people: crowded already
+    ann = Told(factory, "ann")
+    room.clock.advance(0)
+    told = heard(ann)
+    assert ":ann!chat@chatd JOIN #lobby" in told  # her own JOIN, and who is there
+    assert {f"p{i}" for i in range(4)} <= names_of(told, "#lobby")
+    people += [arrive(room, "p4"), arrive(room, "p5")]
+    room.disconnect(people[0].session)
+    for _ in range(3):
+        room.clock.advance(5)  # the crowded room's member lists and summaries go out
+    told = heard(ann)
+    assert moves(told, "ann") == []
+    assert any(" NOTICE #lobby :" in line and "joined" in line for line in told)
+    people[1].send("hello all")
+    room.clock.advance(0)
+    assert ":p1!chat@chatd PRIVMSG #lobby :hello all" in heard(ann)
+    ann.door.dataReceived(b"NAMES #lobby\r\n")
+    room.clock.advance(0)
+    shown = names_of(heard(ann), "#lobby")
+    assert {"p4", "p5", "ann"} <= shown
+    assert "p0" not in shown
+
+
+def test_below_the_crowd_size_irc_clients_hear_each_arrival_and_departure_again():
+    room = make_room(crowd_size=3, crowd_summary=5.0)
+    factory = IRCFactory(room)
+    ann = Told(factory, "ann")
+    room.clock.advance(0)
+    p0 = arrive(room, "p0")
+    room.clock.advance(0)
+    assert moves(heard(ann), "ann") == [":p0!chat@chatd JOIN #lobby"]
+    crowd = [arrive(room, f"p{i}") for i in range(1, 5)]  # six in all: crowded
+    room.clock.advance(0)
+    assert moves(heard(ann), "ann") == []
+    for client in crowd:
+        room.disconnect(client.session)  # two again; the update that says so is silent too
+    for _ in range(3):
+        room.clock.advance(5)
+    assert moves(heard(ann), "ann") == []
+    arrive(room, "p5")
+    room.clock.advance(0)
+    room.disconnect(p0.session)
+    room.clock.advance(0)
+    assert moves(heard(ann), "ann") == [
+        ":p5!chat@chatd JOIN #lobby",
+        ":p0!chat@chatd QUIT :left the chat",
+    ]

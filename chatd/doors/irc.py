@@ -104,7 +104,7 @@ class IRCDoor(irc.IRC):
         self.user_given = False
         self.password: str | None = None  # PASS
         self.caps: set[str] = set()
-        self.render_key = ("irc", self._tag_caps())  # which encoding of a message it reads
+        self.render_key = self._render_key()
         self.negotiating = False  # CAP LS/REQ seen, CAP END not yet
         self.cap_302 = False
         self.sasl: str | None = None  # the payload so far, while an AUTHENTICATE runs
@@ -286,7 +286,7 @@ class IRCDoor(irc.IRC):
                         self.caps.discard(c[1:])
                     else:
                         self.caps.add(c)
-                self.render_key = ("irc", self._tag_caps())
+                self.render_key = self._render_key()
                 self.send("CAP", self.nick, "ACK", " ".join(asked))
             else:
                 self.send("CAP", self.nick, "NAK", " ".join(asked))
@@ -1084,14 +1084,22 @@ class IRCDoor(irc.IRC):
         if m.to is None:
             if m.room not in self.channels:
                 return  # a room this client does not show (the default room, after PART)
-            # Encoded once per message for every client with the same tags, not per client.
-            data = m.rendered(self.render_key, self._rendered)
+            # Encoded once per message for every client with the same tags, not per client:
+            # after the first, one look-up (no bound method made per recipient).
+            data = m.wire.get(self.render_key)
+            if data is None:
+                data = m.rendered(self.render_key, self._rendered)
         else:
             data = self._encode(self._message_lines(m, None))
         self.output.write(data)
 
     def _rendered(self, m: Message) -> bytes:
         return self._encode(self._message_lines(m, None))
+
+    def _render_key(self) -> str:
+        """Which encoding of a message this client reads (one per set of tag capabilities):
+        a str, whose hash Python keeps, so the look-up per delivery stays cheap."""
+        return "irc" + "".join("1" if cap else "0" for cap in self._tag_caps())
 
     def _tag_caps(self) -> tuple[bool, bool, bool]:
         caps = self.caps
@@ -1194,7 +1202,13 @@ class IRCDoor(irc.IRC):
     def _presence(self, event: Presence) -> None:
         """A channel's member-list update as JOIN, PART and QUIT lines: what it changed
         (worked out once for every connection, L{Rosters}), less what this client was
-        told already."""
+        told already.
+
+        None for an update of a crowded channel (more than C{crowd_size} members before or
+        after it), as in a large IRC network's big channels (an auditorium): telling each
+        of n clients of everyone who came would be n² lines at once, a stall for every
+        message behind them. NAMES and WHO say who is there; the view catches up silently,
+        and lines resume from there once the channel is no longer crowded."""
         if not event.update:
             self.server_notice(f"online ({len(event.names)}): " + ", ".join(event.names))
             return
@@ -1206,6 +1220,9 @@ class IRCDoor(irc.IRC):
         change = roster.change(event, event.names)
         if change.seq <= view.seq:
             return  # older than the names this client was shown
+        if change.size > self.room.config.crowd_size:
+            view.seq, view.missing, view.extra = change.seq, None, None
+            return
         me = self.session.user.key
         now = roster.names
         missing = view.missing or ()

@@ -21,14 +21,22 @@ Names = dict[str, str]  # name key -> name
 
 
 class Change:
-    """One member-list update of one channel: who came and went, worked out once."""
+    """One member-list update of one channel: who came and went, worked out once.
 
-    __slots__ = ("seq", "joined", "gone", "_online", "_lines")
+    @ivar size: the channel's members before or after it, whichever were more: a channel
+        that was or is crowded is told no arrivals or departures (L{IRCDoor._presence}),
+        so not even the update that empties a crowd costs a line per client per leaver.
+    """
 
-    def __init__(self, seq: int, joined: list[tuple[str, str]], gone: list[tuple[str, str]]):
+    __slots__ = ("seq", "joined", "gone", "size", "_online", "_lines")
+
+    def __init__(
+        self, seq: int, joined: list[tuple[str, str]], gone: list[tuple[str, str]], size: int
+    ):
         self.seq = seq
         self.joined = joined
         self.gone = gone
+        self.size = size
         self._online: frozenset[str] | None = None
         self._lines: dict[tuple[str, str, str], bytes] = {}
 
@@ -71,7 +79,7 @@ class Roster:
         joined = [(k, n) for k, n in now.items() if k not in old]
         self.seq += 1
         self.names = now
-        change = Change(self.seq, joined, gone)
+        change = Change(self.seq, joined, gone, max(len(old), len(now)))
         self.recent = [*self.recent[-(KEPT - 1) :], (update, change)]
         return change
 
