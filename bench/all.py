@@ -57,18 +57,24 @@ def fanout(receivers: int, door: str, rate: int, messages: int, quick_messages: 
     return Scenario(name, "bench.fanout", full, quick, 600, floor)
 
 
-def rooms(count: int, size: int, rate: int, messages: int) -> Scenario:
+def rooms(count: int, size: int, rate: int, messages: int, idle: int = 0) -> Scenario:
     """A bench.fanout row with receivers spread over rooms and a sender per room, posting
-    round-robin; --quick has a tenth of the rooms."""
+    round-robin, beside C{idle} silent connections; --quick has a tenth of the rooms. Its
+    floor is the same load against the bare send loop (which keeps rooms too)."""
 
-    def argv(count: int, messages: int) -> tuple[str, ...]:
+    def argv(count: int, messages: int, idle: int) -> tuple[str, ...]:
         return ("--door", "line", "--receivers", str(count * size), "--rooms", str(count),
-                "--rate", str(rate), "--messages", str(messages), "--procs", "2")  # fmt: skip
+                "--rate", str(rate), "--messages", str(messages), "--idle", str(idle),
+                "--procs", "2")  # fmt: skip
 
-    name = f"{count} rooms of {size} line receivers, {count} senders, {rate} msg/s in all"
-    return Scenario(
-        name, "bench.fanout", argv(count, messages), argv(count // 10, messages // 10), 900
-    )
+    name = (
+        f"{count} rooms of {size} line receivers, {count} senders, {rate} msg/s in all"
+        if count > 1
+        else f"{size} line receivers, 1 sender, {rate} msg/s (one room)"
+    ) + (f", beside {idle:,} idle" if idle else "")
+    full, quick = argv(count, messages, idle), argv(max(1, count // 10), messages // 10, idle // 10)
+    floor = Scenario(f"floor: {name}", "bench.floor", full, quick, 900)
+    return Scenario(name, "bench.fanout", full, quick, 900, floor)
 
 
 SCENARIOS = [
@@ -78,8 +84,10 @@ SCENARIOS = [
     fanout(500, "line", 0, 10000, 1000),
     fanout(500, "ws", 0, 10000, 1000),
     # Rooms: each message reaches 50 people. The one-room row with the same 50 people per
-    # message and deliveries/s is what its CPU per delivery compares with.
-    fanout(50, "line", 50, 2000, 200),
+    # message and deliveries/s is what its CPU per delivery compares with; beside 4,950
+    # idle connections, it holds as many sockets as the 100 rooms.
+    rooms(1, 50, 50, 2000),
+    rooms(1, 50, 50, 2000, idle=4950),
     rooms(100, 50, 50, 2000),
     Scenario(
         "10,000 idle connections, half line, half WebSocket",

@@ -90,8 +90,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def rooms_for(args: argparse.Namespace, count: int) -> list[str]:
     """The room each of C{count} connections joins, dealt round-robin (none with one room:
-    everyone stays in the default room, as before rooms)."""
-    if args.rooms == 1:
+    everyone stays in the default room, as before rooms; but beside idle connections, which
+    are in the default room too, the one room is a room of its own)."""
+    if args.rooms == 1 and not args.idle:
         return []
     return [f"#bench-{i % args.rooms}" for i in range(count)]
 
