@@ -42,6 +42,7 @@ MISSING = (
     "the kept rooms could not be read from the database: until they are, their owners, "
     "topics, kicks and invite-only rules do not hold on this server"
 )
+AGAIN = "the kept rooms could not be read again: what other servers changed in them is missed"
 
 
 def minutes(seconds: float) -> str:
@@ -73,6 +74,7 @@ class Rooms:
         self.link = link
         self._claiming: set[str] = set()  # keys of new rooms the store has not yet confirmed
         self._loaded: list[Deferred[None]] | None = []  # waiting for the first reading
+        self._known = False  # whether the kept rooms were read
         # What is written to the store (a room's state, a membership), by what it is about:
         # the latest write of each while in flight, and those an outage kept from it, with
         # how to write them again once the database answers (L{_write}).
@@ -95,19 +97,23 @@ class Rooms:
         """
 
         def read(states: list[str]) -> None:
+            self._known = True
             for raw in states:
                 if not self._unwritten(raw):  # else what is here is newer than the store's
                     self.heard_state(raw)
 
         def failed(failure: Failure) -> None:
+            # Read before (another node's changes are read again after a Redis outage):
+            # what this node knows holds meanwhile. Never read: nothing does.
+            missing = AGAIN if self._known else MISSING
             if failure.check(StoreUnavailable):
                 log.error(
-                    MISSING + "; they are read once the database answers ({why})",
+                    missing + "; they are read once the database answers ({why})",
                     why=failure.value,
                 )
                 self.store.recovered().addCallback(lambda _: self.restore())
             else:
-                log.failure(MISSING, failure)
+                log.failure(missing, failure)
 
         self.store.rooms().addCallbacks(read, failed).addBoth(self._read)
 
