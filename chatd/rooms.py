@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatd.config import Config
 from chatd.conversation import Conversation, Conversations, kick_keys, room_key
@@ -29,12 +32,17 @@ from chatd.events import Rooms as RoomList
 from chatd.link import Link
 from chatd.members import Members, deliver
 from chatd.people import Session, User, name_key
-from chatd.store import Store, log_failed
+from chatd.store import Store, StoreUnavailable, log_failed
 from chatd.voice import Voice
 
 log = Logger(namespace="chatd.rooms")
 
 JOIN_HISTORY = 20  # recent messages a joiner is shown at most
+MISSING = (
+    "the kept rooms could not be read from the database: until they are, their owners, "
+    "topics, kicks and invite-only rules do not hold on this server"
+)
+AGAIN = "the kept rooms could not be read again: what other servers changed in them is missed"
 
 
 def minutes(seconds: float) -> str:
@@ -65,6 +73,14 @@ class Rooms:
         self.crowd = crowd
         self.link = link
         self._claiming: set[str] = set()  # keys of new rooms the store has not yet confirmed
+        self._loaded: list[Deferred[None]] | None = []  # waiting for the first reading
+        self._known = False  # whether the kept rooms were read
+        # What is written to the store (a room's state, a membership), by what it is about:
+        # the latest write of each while in flight, and those an outage kept from it, with
+        # how to write them again once the database answers (L{_write}).
+        self._writing: dict[tuple[str, ...], object] = {}
+        self._missed: dict[tuple[str, ...], Callable[[], None]] = {}
+        self._awaiting_recovery = False
 
     @property
     def default(self) -> Conversation:
@@ -73,13 +89,47 @@ class Rooms:
     # -- start-up and other nodes ----------------------------------------------------------
 
     def restore(self) -> None:
-        """Read the rooms kept in the store (owned ones): their owners, topics and rules."""
+        """Read the rooms kept in the store (owned ones): their owners, topics and rules.
+
+        L{loaded} fires once the first reading is done, or failed: the doors wait for it,
+        so nobody joins a kept room before its owner and kicks are known. When the database
+        does not answer, the log says what is missing and the rooms are read once it does.
+        """
 
         def read(states: list[str]) -> None:
+            self._known = True
             for raw in states:
-                self.heard_state(raw)
+                if not self._unwritten(raw):  # else what is here is newer than the store's
+                    self.heard_state(raw)
 
-        self.store.rooms().addCallbacks(read, lambda f: log_failed(log, f, "reading rooms failed"))
+        def failed(failure: Failure) -> None:
+            # Read before (another node's changes are read again after a Redis outage):
+            # what this node knows holds meanwhile. Never read: nothing does.
+            missing = AGAIN if self._known else MISSING
+            if failure.check(StoreUnavailable):
+                log.error(
+                    missing + "; they are read once the database answers ({why})",
+                    why=failure.value,
+                )
+                self.store.recovered().addCallback(lambda _: self.restore())
+            else:
+                log.failure(missing, failure)
+
+        self.store.rooms().addCallbacks(read, failed).addBoth(self._read)
+
+    def loaded(self) -> Deferred[None]:
+        """Fires once the kept rooms were first read (or could not be: the log says so)."""
+        d: Deferred[None] = Deferred()
+        if self._loaded is None:
+            d.callback(None)
+        else:
+            self._loaded.append(d)
+        return d
+
+    def _read(self, _: object) -> None:
+        waiting, self._loaded = self._loaded or [], None
+        for d in waiting:
+            d.callback(None)
 
     def heard_state(self, raw: str) -> None:
         """A room's state from the store or another node (a topic, a kick, an invitation)."""
@@ -453,7 +503,7 @@ class Rooms:
 
     # -- what is kept ----------------------------------------------------------------------
 
-    def _claim(self, conversation: Conversation, session: Session) -> None:
+    def _claim(self, conversation: Conversation, session: Session | None) -> None:
         """A room an account just made here: the store decides whose it is, since another
         node may have made it at the same moment (each thought it new); only then do the
         other nodes hear of it, so every node ends up with the owner the store kept."""
@@ -468,19 +518,27 @@ class Rooms:
                     "{room} was made on another node first: {owner} owns it", room=key, owner=owner
                 )
                 self.heard_state(raw)
-                self.voice.tell(
-                    session,
-                    f"{conversation.name} was made on another server at the same moment; "
-                    f"{owner} owns it",
-                )
+                if session is not None:
+                    self.voice.tell(
+                        session,
+                        f"{conversation.name} was made on another server at the same moment; "
+                        f"{owner} owns it",
+                    )
             self._keep(conversation)  # what changed meanwhile, and the other nodes
 
-        def failed(failure: Any) -> None:
+        def failed(failure: Failure) -> Failure:
             self._claiming.discard(key)
-            log_failed(log, failure, "keeping the new room {r} failed", r=key)
             self.link.room_changed(conversation.state())
+            return failure
 
-        self.store.claim_room(key, conversation.state()).addCallbacks(kept, failed)
+        d = self.store.claim_room(key, conversation.state()).addCallbacks(kept, failed)
+        self._write(
+            ("claim", key),
+            d,
+            lambda: self._claim(conversation, None) if self._exists(conversation) else None,
+            "keeping the new room {r} failed",
+            r=key,
+        )
 
     def _keep(self, conversation: Conversation) -> None:
         """An owned room's state goes to the store (it outlives its members) and to the
@@ -488,18 +546,84 @@ class Rooms:
         that (L{_claim})."""
         if conversation.key in self._claiming:
             return
-        state = conversation.state()
-        if conversation.owner is not None:
-            self.store.save_room(conversation.key, state).addErrback(
-                lambda f: log_failed(log, f, "saving {r} failed", r=conversation.name)
-            )
-        self.link.room_changed(state)
+        self._save(conversation)
+        self.link.room_changed(conversation.state())
+
+    def _save(self, conversation: Conversation) -> None:
+        if conversation.owner is None:
+            return
+        self._write(
+            ("room", conversation.key),
+            self.store.save_room(conversation.key, conversation.state()),
+            lambda: self._save(conversation) if self._exists(conversation) else None,
+            "saving {r} failed",
+            r=conversation.name,
+        )
 
     def _remember(self, account: str, room: str, joined: bool) -> None:
         op = self.store.join_room if joined else self.store.part_room
-        op(account, room).addErrback(
-            lambda f: log_failed(log, f, "saving the rooms of {a} failed", a=account)
+        self._write(
+            ("member", name_key(account), room),
+            op(account, room),
+            lambda: self._remember(account, room, joined),
+            "saving the rooms of {a} failed",
+            a=account,
         )
+
+    def _write(
+        self,
+        about: tuple[str, ...],
+        d: Deferred[Any],
+        again: Callable[[], None],
+        what: str,
+        **fields: object,
+    ) -> None:
+        """Follow the write C{d} about C{about}: if an outage keeps it from the store, it is
+        done again (C{again}) once the database answers, unless a later write about the
+        same thing came meanwhile (the store does them in order: the later one holds).
+        Else what is kept would differ from what everyone here sees until a restart loses
+        it."""
+        mine = object()
+        self._writing[about] = mine
+        self._missed.pop(about, None)
+
+        def failed(failure: Failure) -> None:
+            if self._writing.get(about) is mine and failure.check(StoreUnavailable):
+                self._missed[about] = again
+                self._write_after_outage()
+            log_failed(log, failure, what, **fields)
+
+        def settled(_: object) -> None:
+            if self._writing.get(about) is mine:
+                del self._writing[about]
+
+        d.addErrback(failed).addBoth(settled)
+
+    def _write_after_outage(self) -> None:
+        if self._awaiting_recovery:
+            return
+        self._awaiting_recovery = True
+
+        def again(_: object) -> None:
+            self._awaiting_recovery = False
+            missed, self._missed = self._missed, {}
+            log.info("writing {n} room changes the outage kept from the database", n=len(missed))
+            for write in missed.values():
+                write()
+
+        self.store.recovered().addCallback(again)
+
+    def _unwritten(self, raw: str) -> bool:
+        """Whether the kept room state C{raw} is of a room whose state here is still being
+        written to the store, or waits for the end of an outage to be."""
+        try:
+            about = ("room", room_key(str(json.loads(raw)["name"])))
+        except (ValueError, KeyError, TypeError):
+            return False  # heard_state says it is malformed
+        return about in self._writing or about in self._missed
+
+    def _exists(self, conversation: Conversation) -> bool:
+        return self.all.get(conversation.name) is conversation
 
 
 __all__ = ["Rooms", "room_key"]

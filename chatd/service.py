@@ -11,6 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -85,7 +86,8 @@ class Door(Service):
     """One door listening on its endpoint; the log says how to reach it.
 
     Unlike C{strports.service}, a failure to listen is one line naming the door, not a
-    traceback from inside twistd.
+    traceback from inside twistd. Started, it holds its port without accepting: those who
+    connect wait in the backlog until L{open} (the server knows its rooms then).
     """
 
     def __init__(self, name: str, spec: str, endpoint: Any, factory: Any) -> None:
@@ -104,7 +106,13 @@ class Door(Service):
             raise CannotListen(f"the {self.name} door cannot listen on {self.spec}: {why}")
         super().startService()
         self.port = outcome[0]
-        log.info("{door}: {how}", door=self.name, how=reach(self.name, self.spec, self.port))
+        self.port.stopReading()  # a listening port is a FileDescriptor: accept nobody yet
+
+    def open(self) -> None:
+        """Accept connections (those waiting in the backlog first)."""
+        if self.port is not None:
+            self.port.startReading()
+            log.info("{door}: {how}", door=self.name, how=reach(self.name, self.spec, self.port))
 
     def stopService(self) -> Any:
         super().stopService()
@@ -157,9 +165,15 @@ class ChatService(MultiService):
             room.bus.setServiceParent(self)  # starts before the Room and stops after it
         room.setServiceParent(self)
 
-    def startService(self) -> None:
+    def startService(self) -> Deferred[None]:
         """Listen on every door first: a port in use stops the start before anything else
-        (the database's worker thread, the bus) has started, with one line saying which."""
+        (the database's worker thread, the bus) has started, with one line saying which.
+
+        The doors accept connections only once the Room has read the rooms kept in the
+        store (or could not: it logs what is missing), so nobody joins a kept room before
+        its owner, kicks and invitations are known. Returns a Deferred that fires then
+        (twistd ignores it; a test awaits it).
+        """
         doors = [child for child in self if isinstance(child, Door)]
         try:
             for door in doors:
@@ -174,6 +188,7 @@ class ChatService(MultiService):
         for child in self:
             if not child.running:
                 child.startService()
+        return self.room.rooms.loaded().addCallback(lambda _: _open(doors))
 
     def stopService(self) -> Any:
         d = super().stopService()
@@ -209,6 +224,11 @@ class ChatService(MultiService):
         if later:
             log.warn("not applied until a restart: {later}", later=_changes(old, new, later))
         return applied, later
+
+
+def _open(doors: list[Door]) -> None:
+    for door in doors:
+        door.open()
 
 
 def _changes(old: Config, new: Config, names: list[str]) -> str:

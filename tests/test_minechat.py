@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest_twisted
 from twisted.internet import defer, reactor
+from twisted.logger import formatEvent
 
 from chatd.commands import CommandError
 from tests.support import TIMEOUT, RawClient, line_client, raw_client, ws_client
@@ -18,6 +19,7 @@ GREETING = b"Hello %username%! Enter your personal hash or leave it empty to cre
 ASK_NICKNAME = b"Enter preferred nickname below:\n"
 WELCOME = b"Welcome to chat! Post your message below. End it with an empty line.\n"
 SENT = b"Message send. Write more, end message with an empty line.\n"
+OUTAGE = b"Error: the database is not answering right now; try again in a moment\n"
 
 
 def account_line(nickname: str, token: str) -> bytes:
@@ -299,3 +301,69 @@ async def test_after_exit_a_writer_is_not_told_its_later_lines_were_sent(srv):
     client.send(b"bye all\n\n/exit\n\nstill here?\n\n")
     await client.closed.addTimeout(TIMEOUT, reactor)
     assert client.received.count(SENT) == 2  # "bye all" and /exit, not the line after it
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_write_port_posts_to_the_default_room_when_another_device_left_it(srv):
+    read = await listener(srv)
+    client, name, token = await register(srv, "pat")
+    telnet = await line_client(srv.ports["line"])
+    telnet.send(f"/auth {token}")
+    await telnet.expect(r"^\* you are pat \(logged in\)$")
+    telnet.send("/join #dev")
+    await telnet.expect(r"^\* you joined #dev")
+    telnet.send("/part #lobby")
+    await telnet.expect(r"^\* you left #lobby$")
+    client.send(b"hello lobby\n\n")
+    assert await client.lines() == SENT
+    assert await read.lines() == b"pat: hello lobby\n"  # the read port streams #lobby
+    await telnet.expect(r"^\[#lobby\] pat: hello lobby$")  # the other device is back in it
+    telnet.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_the_default_room_refuses_is_an_error_line_not_a_sent(srv):
+    client, _, token = await register(srv, "quinn")
+    telnet = await line_client(srv.ports["line"])
+    telnet.send(f"/auth {token}")
+    await telnet.expect(r"^\* you are quinn \(logged in\)$")
+    telnet.send("/join #dev")
+    await telnet.expect(r"^\* you joined #dev")
+    telnet.send("/part #lobby")
+    await telnet.expect(r"^\* you left #lobby$")
+
+    def refuse(session, name):
+        raise CommandError(f"{name} is closed today")
+
+    srv.room.join = refuse
+    client.send(b"anyone?\n\nsecond\n\n")
+    assert await client.lines(2) == b"Error: not sent: #lobby is closed today\n" * 2
+    telnet.close()
+
+
+def tracebacks(log) -> list[str]:
+    return [formatEvent(e) for e in log.events if "log_failure" in e]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_login_in_a_database_outage_is_a_clear_error_and_one_log_line(
+    serve, outage, pg_url, log
+):
+    proxy = outage(pg_url)
+    srv = await serve(doors=DOORS, storage_url=proxy.url, storage_timeout=1.0)
+    first, _, token = await register(srv, "rita")
+    first.transport.loseConnection()
+    proxy.cut()
+    client = await writer(srv)
+    client.send(token.encode() + b"\n")
+    assert await client.lines() == OUTAGE
+    await client.closed
+    newcomer = await writer(srv)
+    newcomer.send(b"\n")
+    assert await newcomer.lines() == ASK_NICKNAME
+    newcomer.send(b"sam\n")
+    assert await newcomer.lines() == OUTAGE
+    await newcomer.closed
+    said = [t for t in log.texts() if "minechat login not done" in t]
+    assert len(said) == 2 and "unreachable" in said[0]  # one line each
+    assert tracebacks(log) == []

@@ -4,6 +4,7 @@ clear `!` error, and the log holds no traceback for it (the store logs the outag
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,11 +21,24 @@ OUTAGE = "the database is not answering right now; try again in a moment"
 
 
 class FlakyStore(MemoryStore):
-    """A MemoryStore whose named calls fail as an outage does while C{down} holds them."""
+    """A MemoryStore whose named calls fail as an outage does while C{down} holds them;
+    L{back} ends the outage as the store says it (L{recovered})."""
 
     def __init__(self) -> None:
         super().__init__()
         self.down: set[str] = set()
+        self.waiting: list[defer.Deferred[None]] = []
+
+    def recovered(self) -> defer.Deferred[None]:
+        d: defer.Deferred[None] = defer.Deferred()
+        self.waiting.append(d) if self.down else d.callback(None)
+        return d
+
+    def back(self) -> None:
+        self.down = set()
+        waiting, self.waiting = self.waiting, []
+        for d in waiting:
+            d.callback(None)
 
     def __getattribute__(self, name: str) -> Any:
         value = super().__getattribute__(name)
@@ -180,4 +194,24 @@ def test_rooms_in_an_outage_still_join_and_part_without_tracebacks(tracebacks):
     assert "* you joined #dev; what you type goes there" in ann.send("/join #dev")
     ann.send("/topic plans")
     assert "* you left #dev" in ann.send("/part #dev")
+    assert tracebacks == []
+
+
+def test_rooms_changed_in_an_outage_are_kept_once_the_database_answers_again(tracebacks):
+    store = FlakyStore()
+    room = make_room(store=store)
+    ann = room.join("Ann")
+    ann.send("/register Ann correct-horse-battery")
+    ann.send("/join #kept")
+    store.down |= {"claim_room", "save_room", "join_room", "part_room"}
+    ann.send("/topic plans")
+    ann.send("/join #new")
+    ann.send("/part #kept")
+    ann.send("/join #kept")  # the last word on #kept: in it
+    ann.send("/part #new")
+    store.back()
+    kept = json.loads(store.room_states["#kept"])
+    assert kept["owner"] == "Ann" and kept["topic"] == "plans"
+    assert json.loads(store.room_states["#new"])["owner"] == "Ann"  # made, claimed late
+    assert store.memberships["ann"] == {"#kept"}  # a restart brings back what Ann sees now
     assert tracebacks == []

@@ -10,8 +10,8 @@ from __future__ import annotations
 import inspect
 
 import pytest_twisted
-from twisted.internet import defer, reactor, tcp
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet import abstract, defer, reactor, tcp
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, serverFromString
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.protocols.policies import ProtocolWrapper
@@ -76,6 +76,19 @@ async def test_a_tcp_connection_has_the_buffers_output_reads():
         transport.loseConnection()
     finally:
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_ports_a_door_listens_on_can_pause_accepting(tmp_path):
+    """chatd/service.py: a Door holds its port without accepting (C{stopReading}) until the
+    kept rooms are read, then accepts (C{startReading}): the ports of the TCP and Unix
+    endpoints (TLS and systemd ones are TCP ports too) are FileDescriptors."""
+    for spec in ("tcp:0:interface=127.0.0.1", f"unix:{tmp_path / 'door.sock'}"):
+        port = await serverFromString(reactor, spec).listen(Factory.forProtocol(Protocol))
+        try:
+            assert isinstance(port, abstract.FileDescriptor), f"a {spec} port is no FileDescriptor"
+        finally:
+            await port.stopListening()
 
 
 def test_the_reactor_signal_handlers_chatd_moves_to_the_reactor_thread():

@@ -3,7 +3,9 @@
 minechat clients compare the server's lines character by character, so the byte strings
 below are the protocol (docs/minechat.md, DESIGN "minechat compatibility"): never reword them.
 Neither port has a line for errors, notices or whispers; the write port logs what it cannot
-show, and the read port shows public messages only.
+show, and the read port shows public messages only. The exceptions are what would otherwise
+be a silent hang-up or a message lost without a word: a login the database could not check,
+and a message the default room refuses, each get one plain C{Error: ...} line.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from chatd.errors import CommandError, UsageError
 from chatd.events import Error, Event, Message
 from chatd.people import Session
 from chatd.room import Room
+from chatd.store import UNAVAILABLE, StoreUnavailable
 
 log = Logger(namespace="chatd.doors.minechat")
 
@@ -145,10 +148,23 @@ class MinechatWriteDoor(Protocol):
     def _resume(self, result: object) -> None:
         self._pending = None
         if isinstance(result, Failure):
-            log.failure("minechat login for {peer} failed", result, peer=self.peer)
-            self._lines.clear()
-            self.transport.loseConnection()
+            self._not_logged_in(result)
         self._advance()
+
+    def _not_logged_in(self, failure: Failure) -> None:
+        """A login or registration that could not be done: the writer reads why, then the
+        connection closes. C{null} would not do: it says the token is unknown, and the
+        client would make a new account. A database outage is one log line here (the store
+        logs the outage itself once); anything else is a fault, with its traceback."""
+        if failure.check(StoreUnavailable):
+            why = UNAVAILABLE
+            log.info("{peer}: minechat login not done: {e}", peer=self.peer, e=failure.value)
+        else:
+            why = "the login failed on the server; please try again later"
+            log.failure("minechat login for {peer} failed", failure, peer=self.peer)
+        self.transport.write(_error(why))
+        self._lines.clear()
+        self.transport.loseConnection()
 
     # -- steps: each handles one line and may return a Deferred that holds the next ones ----
 
@@ -225,8 +241,25 @@ class MinechatWriteDoor(Protocol):
         else:
             text = LINE_JOINER.join(message)
             if text:
+                try:
+                    self._in_default_room()
+                except CommandError as e:
+                    log.info("minechat writer {peer} not shown: {why}", peer=self.peer, why=e)
+                    self.transport.write(_error(f"not sent: {e}"))
+                    return
                 self.factory.room.receive(self.session, text)
         self.transport.write(SENT)
+
+    def _in_default_room(self) -> None:
+        """minechat has no rooms: the write port posts to the default room, the one the read
+        port streams, whatever room the account's other devices talk in. An account that
+        left it elsewhere is back in it (one talks in a room one is in), as after /join."""
+        room = self.factory.room
+        name = room.config.default_room
+        try:
+            room.switch(self.session, name)
+        except CommandError:
+            room.join(self.session, name)
 
     def _add(self, line: str) -> None:
         """One more line of the message; past the size limit only its size is counted, so
@@ -248,6 +281,10 @@ class MinechatWriteDoor(Protocol):
     def close(self, reason: str) -> None:
         log.info("closing minechat writer {peer}: {reason}", peer=self.peer, reason=reason)
         self.transport.loseConnection()
+
+
+def _error(why: str) -> bytes:
+    return f"Error: {why}\n".encode()
 
 
 class MinechatReadFactory(Factory):

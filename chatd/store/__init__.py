@@ -155,6 +155,10 @@ class Store(Protocol):
     def ping(self) -> Deferred[None]:
         """Fires once the database has answered a trivial query (the health check)."""
 
+    def recovered(self) -> Deferred[None]:
+        """Fires once the database answers again after the outage going on, at once when
+        there is none: a writer that met L{StoreUnavailable} waits for it to write again."""
+
     def add_token(self, name: str, token_hash: str, when: float) -> Deferred[None]: ...
 
     def remove_token(self, token_hash: str) -> Deferred[None]:

@@ -15,7 +15,9 @@ too, and the backend is told to break off that transaction (L{Worker._interrupt}
 database cannot commit it after the user was told it failed. The thread itself may stay
 stuck a while longer (until the database or the operating system gives up), but no call
 waits for it past its deadline. An outage is logged once when it starts and once when it
-ends, not once per call.
+ends, not once per call. While it lasts, the worker asks the database every L{PROBE_EVERY}
+seconds whether it answers, so its end is noticed (and what waits for it, L{Worker.recovered},
+goes on) even when nobody uses the chat meanwhile.
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from chatd.events import Message
-from chatd.store import Account, Scheduled, StoreError, StoreUnavailable, queries
+from chatd.store import Account, Scheduled, StoreError, StoreUnavailable, log_failed, queries
 
 Op = Callable[..., Any]
 Batch = list[tuple[Op, tuple[Any, ...], Deferred[Any]]]
 log = Logger(namespace="chatd.store")
+
+PROBE_EVERY = 2.0  # seconds between the pings that notice the end of an outage
 
 
 class Worker:
@@ -68,6 +72,8 @@ class Worker:
         self._given_up = threading.Event()
         self._watchdog: IDelayedCall | None = None
         self._down: str | None = None  # the outage being logged, if any
+        self._recovery: list[Deferred[None]] = []  # fired when the outage ends
+        self._probe: IDelayedCall | None = None
 
     def _interrupt(self) -> None:
         """On the reactor thread: make the transaction in progress fail now, whatever it
@@ -95,8 +101,9 @@ class Worker:
         return d
 
     def _stopped(self, result: Any) -> Any:
-        if self._watchdog is not None and self._watchdog.active():
-            self._watchdog.cancel()
+        for call in (self._watchdog, self._probe):
+            if call is not None and call.active():
+                call.cancel()
         self._pool.stop()
         return result
 
@@ -179,22 +186,53 @@ class Worker:
             self._interrupt()
         waiting = [call for call in self._queue if self._deadlines.get(call[2], now) <= now]
         self._queue = [call for call in self._queue if call not in waiting]
+        if late or waiting:  # first: a caller told of the failure may wait for the outage's end
+            self._unavailable(error)
         for d in late + [d for _, _, d in waiting]:
             self._deadlines.pop(d, None)
             d.errback(error)
-        if late or waiting:
-            self._unavailable(error)
         self._arm()
+
+    # -- outages ----------------------------------------------------------------------------
+
+    def recovered(self) -> Deferred[None]:
+        """Fires once the database answers again after the outage going on (at once when
+        there is none): what could not be written meanwhile can be written then."""
+        d: Deferred[None] = Deferred()
+        if self._down is None:
+            d.callback(None)
+        else:
+            self._recovery.append(d)
+        return d
 
     def _unavailable(self, error: BaseException) -> None:
         if self._down is None:
             self._down = str(error)
             log.error("{why}; calls fail until it answers again", why=error)
+            self._probe_later()
 
     def _available(self) -> None:
         if self._down is not None:
             self._down = None
             log.info("the database {where} answers again", where=self.where)
+            waiting, self._recovery = self._recovery, []
+            for d in waiting:
+                d.callback(None)
+
+    def _probe_later(self) -> None:
+        if not self._closed:
+            self._probe = self._reactor.callLater(PROBE_EVERY, self._ask)
+
+    def _ask(self) -> None:
+        """During an outage: a ping, unless calls are on their way already (they will tell
+        whether it answers, and pings must not pile up behind a database that hangs)."""
+        self._probe = None
+        if self._down is None or self._closed:
+            return
+        if not self._busy and not self._queue:
+            pinged = self._run(queries.ping)
+            pinged.addErrback(lambda f: log_failed(log, f, "pinging the database failed"))
+        self._probe_later()
 
     # -- the Store methods: each queues the query of the same name ---------------------------
 
