@@ -113,6 +113,9 @@ class MemoryStore:
     def ping(self) -> defer.Deferred[None]:
         return defer.succeed(None)
 
+    def recovered(self) -> defer.Deferred[None]:
+        return defer.succeed(None)  # never in an outage
+
     def add_message(self, message: Message) -> defer.Deferred[Message]:
         if self.numbers:
             message.id = max((m.id for m in self.saved), default=0) + 1
