@@ -173,7 +173,7 @@ class ChatWebSocket(WebSocketServerProtocol):
 
     factory: ChatWebSocketFactory
     session: Session | None = None
-    output: Output | None = None  # from onOpen
+    output: Output | None = None  # from the start of the connection
     door = "ws"
     peer = "?"
     hello = False  # opened with ?hello=1: the Room hears of it after its first frame
@@ -210,6 +210,12 @@ class ChatWebSocket(WebSocketServerProtocol):
     def _connectionMade(self) -> None:
         super()._connectionMade()
         self.trafficStats = _UNREAD_STATS
+        self.output = Output(
+            self.transport,
+            self.factory.turn,
+            self.factory.room.config.max_output_bytes,
+            self._who,
+        )
 
     def _settle(self) -> None:
         """Once open: forget the handshake, leave at-rest flags to the class, and keep the
@@ -225,9 +231,6 @@ class ChatWebSocket(WebSocketServerProtocol):
     def onOpen(self) -> None:
         self._settle()
         room = self.factory.room
-        self.output = Output(
-            self.transport, self.factory.turn, room.config.max_output_bytes, self._who
-        )
         if self.hello:
             # The token comes in the first frame, not the URL: URLs end up in logs.
             self.early = []
@@ -448,10 +451,19 @@ class ChatWebSocket(WebSocketServerProtocol):
             yield self.factory.prepareMessage(piece.removesuffix(b"\n")).payloadHybi
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        output = self.output
+        if output is None:
+            super().sendData(data, sync, chopsize)
+            return
+        if self.state == self.STATE_CONNECTING and not (sync or chopsize):
+            # The answer to the opening handshake: held for the end of the turn, so that
+            # it goes out with the greeting in one send() (or first, before a close).
+            output.write(data)
+            self.factory.turn.writes -= 1  # not an event
+            return
         # Autobahn writes its own frames (pong, close) straight to the transport: the
         # messages held for the end of this turn go first.
-        if self.output is not None:
-            self.output.flush()
+        output.flush()
         if (sync or chopsize) and "_send_queue" not in self.__dict__:
             self.__dict__["_send_queue"] = deque()
         super().sendData(data, sync, chopsize)
