@@ -511,7 +511,10 @@ class ChatWebSocketFactory(WebSocketServerFactory):
         self.setProtocolOptions(
             maxFramePayloadSize=config.max_ws_message_bytes,
             maxMessagePayloadSize=config.max_ws_message_bytes,
-            openHandshakeTimeout=config.handshake_timeout,
+            # No timer of Autobahn's own: it is handed a whole request head (L{Doorway}),
+            # so its handshake never waits for the client; the site's deadline covers the
+            # wait for the head.
+            openHandshakeTimeout=0,
             autoPingInterval=30,
             autoPingTimeout=30,
             failByDrop=False,  # say why (1009 too big, 1007 bad UTF-8) before closing
