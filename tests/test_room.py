@@ -309,3 +309,20 @@ def test_a_crowded_room_with_no_summaries_says_nothing_of_arrivals():
     room.guest(announce=False)
     clock.advance(60)
     assert not [line for line in present[0].take() if "joined" in line]
+
+
+def test_the_log_names_every_arrival_in_one_line_per_reactor_turn(room, log):
+    ann = room.guest(announce=False)
+    room.clock.advance(0)  # a connection alone: a line of its own
+    bob = room.guest("ws", "10.0.0.2", announce=False)
+    carol = room.guest("line", "10.0.0.3", announce=False)
+    room.disconnect(carol.session)  # in the same turn: logged after her arrival
+    dave = room.guest("irc", "10.0.0.4", announce=False)
+    room.clock.advance(0)
+    assert [line for line in log.texts() if "connected" in line] == [
+        f"{ann.session!r} connected",
+        f"2 connected: {bob.session!r}, {carol.session!r}",
+        f"{carol.session!r} disconnected: left",
+        f"{dave.session!r} connected",
+    ]
+    assert "10.0.0.2" in repr(bob.session) and "ws" in repr(bob.session)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
@@ -212,3 +213,110 @@ async def test_behind_haproxy_the_cap_counts_each_client_address(serve):
     again.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     await again.closed.addTimeout(5, reactor)
     assert b"HTTP/1.1" not in again.received  # refused, not served
+
+
+# -- one port, two parsers: the first request of a connection decides who reads it ----------
+
+
+async def received(raw, data: bytes) -> bytes:
+    """What C{raw} has received once it holds C{data} (fails after about 5 s)."""
+    for _ in range(250):
+        if data in raw.received:
+            return raw.received
+        if raw.closed.called:
+            break
+        await pause(0.02)
+    raise AssertionError(f"{data!r} did not arrive; received {raw.received[-300:]!r}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upgrade_at_any_chat_address_is_greeted_even_when_it_arrives_in_pieces(server):
+    for path in ("/", "/ws", "/ws/", "/?x=1", "/ws?hello=0"):
+        raw = await raw_client(server.ports["web"])
+        request = upgrade_request(path)
+        for start in range(0, len(request), 40):
+            raw.send(request[start : start + 40])
+            await pause(0.01)
+        await received(raw, b"* you are ")
+        raw.send(client_text_frame("/list"))
+        await received(raw, b"* online (")
+        raw.transport.loseConnection()
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + upgrade_request(),  # keep-alive
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",  # a browser opening /ws
+    ],
+    ids=["after-a-page-request", "without-upgrade"],
+)
+@pytest_twisted.ensureDeferred
+async def test_a_websocket_not_asked_for_first_on_its_connection_is_told_how(serve, request_):
+    server = await serve(doors=("web",))
+    raw = await raw_client(server.ports["web"])
+    raw.send(request_)
+    answer = await received(raw, b"The chat page is at /.\n")
+    assert b"HTTP/1.1 426 " in answer
+    assert b"open it with the first request of a new connection" in answer
+    assert not server.room.members.sessions
+    raw.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pipelined_page_requests_are_all_answered(server):
+    raw = await raw_client(server.ports["web"])
+    raw.send(
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    answer = await received(raw, b"</html>")
+    assert answer.count(b"HTTP/1.1 200 ") == 2
+    raw.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_behind_haproxy_each_websocket_counts_under_its_client_address(serve):
+    server = await serve(doors=("web",), haproxy=True, connections_per_address=1)
+    port = server.ports["web"]
+    ann = await raw_client(port, via_haproxy_from="192.0.2.1")
+    ann.send(upgrade_request())
+    await received(ann, b"* you are ")
+    bob = await raw_client(port, via_haproxy_from="192.0.2.2")
+    bob.send(upgrade_request())
+    await received(bob, b"* you are ")
+    again = await raw_client(port, via_haproxy_from="192.0.2.1")
+    again.send(upgrade_request())
+    await received(again, b"too many connections from your address")
+    await again.closed
+    for raw in (ann, bob):
+        raw.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_page_and_the_chat_share_a_tls_port(serve, tmp_path):
+    from twisted.internet import ssl
+    from twisted.internet.endpoints import SSL4ClientEndpoint
+    from twisted.internet.protocol import Factory
+
+    from tests.support import RawClient
+    from tests.test_line_door import self_signed_pem
+
+    server = await serve(doors=())
+    pem = self_signed_pem(tmp_path)
+    port = await server.listen(f"ssl:0:interface=127.0.0.1:privateKey={pem}", "web")
+
+    async def tls_client() -> RawClient:
+        client = RawClient()
+        endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", port, ssl.CertificateOptions())
+        await endpoint.connect(Factory.forProtocol(lambda: client))
+        return client
+
+    page = await tls_client()
+    assert await page_status(page) == b"200"
+    chat = await tls_client()
+    chat.send(upgrade_request())
+    await received(chat, b"* you are ")
+    chat.send(client_text_frame("/list"))
+    await received(chat, b"* online (1)")
+    for client in (page, chat):
+        client.transport.loseConnection()

@@ -4,6 +4,9 @@ C{ws://host:8080/} (seed 000's address) and C{ws://host:8080/ws} speak the chat;
 of C{/} returns the page. Without a subprotocol each event is one text frame holding the
 same line the line door sends; with the subprotocol C{chatd.json} events are JSON objects
 (see docs/protocol.md).
+
+A connection's first request decides who reads it (L{Doorway}): a WebSocket upgrade goes to
+Autobahn, which parses it, and anything else to twisted.web; no request is parsed twice.
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ from importlib.resources import files
 from typing import Any
 from urllib.parse import urlsplit
 
-from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import TrafficStats
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import defer
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from twisted.web.static import File
@@ -164,12 +168,12 @@ class ChatWebSocket(WebSocketServerProtocol):
     Thousands of these stay open and idle, so what one keeps is kept small: Autobahn's
     options live on the factory's protocol class (L{ChatWebSocketFactory.reconfigure}), its
     handshake leftovers and at-rest flags are dropped once the connection is open
-    (L{_settle}), and twisted.web's request is forgotten at the upgrade (L{ChatSite}).
+    (L{_settle}), and twisted.web never sees the connection (L{Doorway}).
     """
 
     factory: ChatWebSocketFactory
     session: Session | None = None
-    output: Output | None = None  # from onOpen
+    output: Output | None = None  # from the start of the connection
     door = "ws"
     peer = "?"
     hello = False  # opened with ?hello=1: the Room hears of it after its first frame
@@ -206,6 +210,12 @@ class ChatWebSocket(WebSocketServerProtocol):
     def _connectionMade(self) -> None:
         super()._connectionMade()
         self.trafficStats = _UNREAD_STATS
+        self.output = Output(
+            self.transport,
+            self.factory.turn,
+            self.factory.room.config.max_output_bytes,
+            self._who,
+        )
 
     def _settle(self) -> None:
         """Once open: forget the handshake, leave at-rest flags to the class, and keep the
@@ -221,11 +231,6 @@ class ChatWebSocket(WebSocketServerProtocol):
     def onOpen(self) -> None:
         self._settle()
         room = self.factory.room
-        # The HTTP channel registered itself as the producer; we own the connection now.
-        self.transport.unregisterProducer()
-        self.output = Output(
-            self.transport, self.factory.turn, room.config.max_output_bytes, self._who
-        )
         if self.hello:
             # The token comes in the first frame, not the URL: URLs end up in logs.
             self.early = []
@@ -446,10 +451,19 @@ class ChatWebSocket(WebSocketServerProtocol):
             yield self.factory.prepareMessage(piece.removesuffix(b"\n")).payloadHybi
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        output = self.output
+        if output is None:
+            super().sendData(data, sync, chopsize)
+            return
+        if self.state == self.STATE_CONNECTING and not (sync or chopsize):
+            # The answer to the opening handshake: held for the end of the turn, so that
+            # it goes out with the greeting in one send() (or first, before a close).
+            output.write(data)
+            self.factory.turn.writes -= 1  # not an event
+            return
         # Autobahn writes its own frames (pong, close) straight to the transport: the
         # messages held for the end of this turn go first.
-        if self.output is not None:
-            self.output.flush()
+        output.flush()
         if (sync or chopsize) and "_send_queue" not in self.__dict__:
             self.__dict__["_send_queue"] = deque()
         super().sendData(data, sync, chopsize)
@@ -497,7 +511,10 @@ class ChatWebSocketFactory(WebSocketServerFactory):
         self.setProtocolOptions(
             maxFramePayloadSize=config.max_ws_message_bytes,
             maxMessagePayloadSize=config.max_ws_message_bytes,
-            openHandshakeTimeout=config.handshake_timeout,
+            # No timer of Autobahn's own: it is handed a whole request head (L{Doorway}),
+            # so its handshake never waits for the client; the site's deadline covers the
+            # wait for the head.
+            openHandshakeTimeout=0,
             autoPingInterval=30,
             autoPingTimeout=30,
             failByDrop=False,  # say why (1009 too big, 1007 bad UTF-8) before closing
@@ -536,16 +553,31 @@ class ChatWebSocketFactory(WebSocketServerFactory):
         return self.prepareMessage(json.dumps(event_json(event)).encode("utf-8")).payloadHybi
 
 
-class Root(Resource):
-    """C{/}: the page for a browser, the chat for a WebSocket client."""
+class NotFirst(Resource):
+    """The chat's addresses as twisted.web sees them: only when a WebSocket was not asked
+    for by a connection's first request (L{Doorway}), or not asked for at all (a browser
+    opening C{/ws})."""
 
-    def __init__(
-        self, websocket: WebSocketResource, static: Resource, health: Resource | None = None
-    ) -> None:
+    isLeaf = True
+
+    def render(self, request: Any) -> bytes:
+        request.setResponseCode(426)
+        request.setHeader(b"upgrade", b"websocket")
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return (
+            b"This address is the chat's WebSocket: open it with the first request of a new "
+            b"connection (GET /ws HTTP/1.1 with Upgrade: websocket). The chat page is at /.\n"
+        )
+
+
+class Root(Resource):
+    """C{/}: the page, its files and the health check, served by twisted.web."""
+
+    def __init__(self, static: Resource, health: Resource | None = None) -> None:
         super().__init__()
-        self.websocket = websocket
         self.static = static
-        self.putChild(b"ws", websocket)
+        self.chat = NotFirst()
+        self.putChild(b"ws", self.chat)
         self.putChild(b"static", static)
         if health is not None:
             self.putChild(b"healthz", health)  # for a load balancer checking this port
@@ -558,7 +590,7 @@ class Root(Resource):
     def render(self, request: Any) -> Any:
         upgrade = (request.getHeader("upgrade") or "").lower()
         if upgrade == "websocket":
-            return self.websocket.render(request)
+            return self.chat.render(request)
         return self.static.getChild(b"index.html", request).render(request)
 
 
@@ -584,17 +616,12 @@ class ChatRequest(Request):
         self.responseHeaders.removeHeader(b"server")
         for name, value in SECURITY_HEADERS.items():
             self.setHeader(name, value)
-        channel = self.channel
-        transport = channel.transport
-        super().render(resrc)  # a finished request has no channel any more
-        if channel.transport is None and transport is not None:
-            # Autobahn took the connection over: this request never finishes, and nothing
-            # of the HTTP side is needed any more.
-            self.site.upgraded(channel, transport)
+        super().render(resrc)
 
 
 class ChatSite(Site):
-    """twisted.web's Site, with bounds on the plain-HTTP part of a connection.
+    """twisted.web's Site behind a L{Doorway}, with bounds on the plain-HTTP part of a
+    connection.
 
     Site's own timeout is an idle timeout: a client sending a byte every few seconds would
     hold its connection, and a file descriptor, for ever without ever upgrading. Here every
@@ -605,15 +632,22 @@ class ChatSite(Site):
 
     requestFactory = ChatRequest
 
-    def __init__(self, resource: Resource, clock: Any, timeout: float, per_address: int):
+    def __init__(
+        self,
+        resource: Resource,
+        chat: ChatWebSocketFactory,
+        clock: Any,
+        timeout: float,
+        per_address: int,
+    ):
         super().__init__(resource, timeout=timeout)
+        self.chat = chat
         self.clock = clock
         self.per_address = per_address
         # Connections not upgraded yet: address -> their transports; transport -> the
         # address it is counted under (None: not counted) and its deadline.
         self._plain: dict[str, set[Any]] = {}
         self._waiting: dict[Any, tuple[str | None, Any]] = {}
-        self.chat: ChatWebSocketFactory | None = None  # set by make_site
 
     def log(self, request: Any) -> None:
         """The access log, without a line per health check (a load balancer asks often)."""
@@ -625,20 +659,19 @@ class ChatSite(Site):
         self.per_address = config.connections_per_address
         self.chat.reconfigure(config)
 
-    def buildProtocol(self, addr: Any) -> Any:
-        channel = super().buildProtocol(addr)
-        make_connection = channel.makeConnection
+    def buildProtocol(self, addr: Any) -> Doorway:
+        return Doorway(self, addr)
 
-        # The channel hides its transport: catch it as the connection is made.
-        def made(transport: Any) -> None:
-            del channel.makeConnection  # no cycle through this closure left behind
-            make_connection(transport)
-            host = self._count(transport)
+    def http_channel(self, addr: Any) -> Any:
+        """twisted.web's protocol for a connection that is not a WebSocket (yet)."""
+        return super().buildProtocol(addr)
+
+    def arrived(self, transport: Any) -> None:
+        """A new connection: counted, and closed unless upgraded in time."""
+        host = self._count(transport)
+        if transport.connected:
             call = self.clock.callLater(self.timeOut, self._deadline, transport)
             self._waiting[transport] = (host, call)
-
-        channel.makeConnection = made
-        return channel
 
     def _count(self, transport: Any) -> str | None:
         """The address the connection is counted under; None when not counted (no cap, or
@@ -665,15 +698,12 @@ class ChatSite(Site):
                 del self._plain[host]
         return call
 
-    def upgraded(self, channel: Any, transport: Any) -> None:
-        """A WebSocket took C{transport} over from the HTTP C{channel}: it needs no deadline,
-        and the channel, its request and its timers can go now rather than linger for
-        every open WebSocket."""
+    def settled(self, transport: Any) -> None:
+        """C{transport} is a WebSocket now, or gone before it said what it is: it needs no
+        deadline, and counts no more."""
         call = self._forget(transport)
         if call is not None and call.active():
             call.cancel()
-        channel.setTimeout(None)
-        channel.requests = []
 
     def _deadline(self, transport: Any) -> None:
         if transport not in self._waiting:
@@ -682,6 +712,62 @@ class ChatSite(Site):
         if transport.connected:
             log.info("closed an HTTP connection not upgraded within {t} s", t=self.timeOut)
             transport.loseConnection()
+
+
+# The request line of a WebSocket upgrade to the chat, as twisted.web would route it: C{/}
+# or C{/ws} (and below), any number of leading slashes, any query.
+_CHAT_REQUEST = re.compile(rb"GET /+(?:ws(?:/\S*)?)?(?:\?\S*)? HTTP/1\.1\r\n")
+_UPGRADE_WEBSOCKET = re.compile(rb"\r\nupgrade:[^\r\n]*\bwebsocket\b", re.IGNORECASE)
+# The longest request head a doorway waits for; twisted.web refuses what is longer.
+MAX_HEAD = 16384
+
+
+def is_chat_upgrade(head: bytes) -> bool:
+    """Whether the request head C{head} (up to its blank line) asks for the chat's
+    WebSocket; Autobahn checks the rest of the handshake."""
+    return _CHAT_REQUEST.match(head) is not None and _UPGRADE_WEBSOCKET.search(head) is not None
+
+
+class Doorway(Protocol):
+    """A web connection until its first request head has arrived, which decides who reads
+    it: Autobahn for a WebSocket upgrade, twisted.web for the rest. The bytes read so far go
+    to the one chosen, which takes the connection's place, so each request is parsed once:
+    twisted.web would parse an upgrade and then Autobahn again, about half of a WebSocket
+    connect's CPU. Meanwhile the site counts the connection and keeps its deadline.
+    """
+
+    def __init__(self, site: ChatSite, addr: Any) -> None:
+        self.site = site
+        self.addr = addr
+        self.head = b""
+
+    def connectionMade(self) -> None:
+        self.site.arrived(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        head = self.head + data if self.head else data
+        end = head.find(b"\r\n\r\n")
+        if end < 0 and len(head) < MAX_HEAD:
+            self.head = head
+            return
+        self.head = b""
+        site, transport = self.site, self.transport
+        if end >= 0 and is_chat_upgrade(head[: end + 2]):
+            site.settled(transport)
+            protocol = site.chat.buildProtocol(self.addr)
+        else:
+            protocol = site.http_channel(self.addr)
+        # The transport calls its protocol: from now on the one chosen (under TLS or the
+        # PROXY protocol, the wrapper's wrapped protocol).
+        if isinstance(transport, ProtocolWrapper):
+            transport.wrappedProtocol = protocol
+        else:
+            transport.protocol = protocol
+        protocol.makeConnection(transport)
+        protocol.dataReceived(head)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.site.settled(self.transport)
 
 
 def make_site(room: Room, health: Resource | None = None) -> ChatSite:
@@ -694,14 +780,13 @@ def make_site(room: Room, health: Resource | None = None) -> ChatSite:
             ".svg": "image/svg+xml",
         }
     )
-    chat = ChatWebSocketFactory(room)
     config = room.config
     site = ChatSite(
-        Root(WebSocketResource(chat), static, health),
+        Root(static, health),
+        ChatWebSocketFactory(room),
         room.clock,
         config.handshake_timeout,
         config.connections_per_address,
     )
-    site.chat = chat
     site.displayTracebacks = False
     return site
