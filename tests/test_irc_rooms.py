@@ -130,7 +130,7 @@ def test_each_message_goes_to_its_channel_and_never_to_one_not_joined():
     assert not [line for line in cy.read() if "only dev" in line]
     assert ann.read() == [":bob!chat@chatd PRIVMSG #dev :only dev"]
     assert cy.send("PRIVMSG #dev :may I?") == [
-        ":chatd 404 cy #dev :you are not in #dev here; JOIN #dev first"
+        ":chatd 404 cy #dev :you are not in #dev; JOIN #dev first"
     ]
     assert numerics(cy.send("PRIVMSG #nowhere :hello?"), "403")
 
@@ -203,6 +203,46 @@ def test_someone_leaving_the_default_room_for_another_is_a_part_not_a_quit():
     ann.read()
     typed(bob, "/part #lobby")
     assert ann.read() == [":bob!chat@chatd PART :#lobby"]  # still online: only in #dev
+
+
+def test_part_of_the_lobby_leaves_it_for_everyone_but_not_as_the_last_room():
+    room, factory = setup()
+    ann, cy = Irc(factory, "ann"), Irc(factory, "cy")
+    bob = room.join("bob")
+    ann.read()
+    cy.read()
+    assert ann.send("PART #lobby") == [
+        ":chatd 400 ann PART :#lobby is the only room you are in; /join another room first "
+        "(/quit leaves the chat)"
+    ]
+    assert cy.read() == []
+    ann.send("JOIN #dev")
+    assert ann.send("PART #lobby :bye") == [":ann!chat@chatd PART #lobby :bye"]
+    assert cy.read() == [":ann!chat@chatd PART :#lobby"]  # still online: in #dev
+    assert bob.take() == ["* ann left"]
+    typed(bob, "anyone?")
+    assert ann.read() == []
+    assert names(cy.send("NAMES #lobby")) == ["bob", "cy"]
+    assert ":chatd 322 cy #lobby 2 :" in cy.send("LIST")
+    assert numerics(ann.send("PART #lobby"), "442")
+    assert numerics(ann.send("PART #dev"), "400")  # now the last room
+    assert ":ann!chat@chatd JOIN #lobby" in ann.send("JOIN #lobby")
+    assert cy.read() == [":ann!chat@chatd JOIN #lobby"]
+    assert bob.take() == ["* ann joined"]
+
+
+def test_the_lobby_parted_on_another_device_is_parted_on_irc_too():
+    room, factory = setup()
+    account(room, "ann")
+    phone = room.join()
+    typed(phone, f"/login ann {PASSWORD}")
+    ann = Irc(factory, "ann", password=PASSWORD)
+    typed(phone, "/join #dev")
+    ann.read()
+    typed(phone, "/part #lobby")
+    assert ann.read() == [":ann!chat@chatd PART :#lobby"]
+    again = Irc(factory, "ann", password=PASSWORD)  # a new device: in the rooms the account is
+    assert ":ann!chat@chatd JOIN #lobby" not in again.welcome + again.read()
 
 
 def test_a_rename_elsewhere_is_one_nick_and_topic_changes_show_in_their_channel():
