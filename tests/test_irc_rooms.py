@@ -245,6 +245,26 @@ def test_the_lobby_parted_on_another_device_is_parted_on_irc_too():
     assert ":ann!chat@chatd JOIN #lobby" not in again.welcome + again.read()
 
 
+def test_mode_plus_i_says_what_makes_a_room_invite_only():
+    room, factory = setup()
+    account(room, "ann")
+    ann = Irc(factory, "ann", password=PASSWORD)
+    bob = Irc(factory, "bob")
+    ann.send("JOIN #dev")
+    assert ann.send("MODE #dev +i") == [
+        ":chatd 472 ann i :chatd has no mode to set for this: #dev becomes invite-only when "
+        "its owner invites someone, with INVITE nick #dev (/invite nick in #dev)"
+    ]
+    assert numerics(ann.send("MODE #dev -i"), "324") == [":chatd 324 ann #dev +nt"]
+    ann.send("INVITE bob #dev")
+    bob.read()
+    assert ann.send("MODE #dev +i") == [":chatd 324 ann #dev +int"]
+    assert ann.send("MODE #dev -i") == [
+        ":chatd 472 ann i :#dev stays invite-only: chatd has no way to open it again; "
+        "its owner lets people in with INVITE nick #dev"
+    ]
+
+
 def test_a_rename_elsewhere_is_one_nick_and_topic_changes_show_in_their_channel():
     room, factory = setup()
     account(room, "ann")

@@ -816,6 +816,8 @@ class IRCDoor(irc.IRC):
                 self.numeric(RPL_CREATIONTIME, found, str(int(self.room.started)))
             elif change.lstrip("+") == "b" and len(params) == 2:
                 self.numeric(irc.RPL_ENDOFBANLIST, found, "End of channel ban list")
+            elif change in ("+i", "i", "-i"):
+                self._invite_only_mode(found, change != "-i")
             else:
                 self.numeric(
                     irc.ERR_CHANOPRIVSNEEDED,
@@ -843,6 +845,27 @@ class IRCDoor(irc.IRC):
                 return
         self.user_modes = "".join(sorted(modes))
         self.send("MODE", self.nick, change, prefix=mask(self.session.user.name))
+
+    def _invite_only_mode(self, channel: str, wanted: bool) -> None:
+        """C{MODE #dev +i} or C{-i}. The Room makes a room invite-only only by inviting
+        someone (C{/invite NAME}) and never opens it again, so unless the room is already
+        as asked (its modes are the answer), the client is told exactly what to type."""
+        if self.channels_api.invite_only(channel) == wanted:
+            self.numeric(irc.RPL_CHANNELMODEIS, channel, "+int" if wanted else "+nt")
+        elif wanted:
+            self.numeric(
+                irc.ERR_UNKNOWNMODE,
+                "i",
+                f"chatd has no mode to set for this: {channel} becomes invite-only when its "
+                f"owner invites someone, with INVITE nick {channel} (/invite nick in {channel})",
+            )
+        else:
+            self.numeric(
+                irc.ERR_UNKNOWNMODE,
+                "i",
+                f"{channel} stays invite-only: chatd has no way to open it again; its owner "
+                f"lets people in with INVITE nick {channel}",
+            )
 
     def irc_AWAY(self, params: list[str]) -> None:
         user = self.session.user
