@@ -3,6 +3,7 @@ Room on a Clock) and line-door users (what telnet would show) in the same rooms.
 
 from __future__ import annotations
 
+import pytest
 import pytest_twisted
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,6 +13,7 @@ from twisted.internet.testing import StringTransport
 from chatd.bus.wire import from_wire, to_wire
 from chatd.doors.irc import IRCFactory
 from chatd.events import Notice
+from chatd.room import Room
 from chatd.testing import FakeClient, TestRoom, make_room
 from tests.support import line_client
 from tests.test_irc import irc
@@ -63,6 +65,13 @@ def typed(client: FakeClient, line: str) -> list[str]:
     """A line-door user types C{line}; what they read after this reactor turn."""
     client.send(line)
     client.room.clock.advance(0)
+    return client.take()
+
+
+def typed_on(room: Room, client: FakeClient, line: str) -> list[str]:
+    """A line-door user of node C{room} types C{line}; what they read after this turn."""
+    room.receive(client.session, line)
+    room.clock.advance(0)
     return client.take()
 
 
@@ -444,3 +453,38 @@ def test_a_channel_spans_nodes():
     typed(bob, "/part #dev")
     assert ann.read() == [":bobby!chat@chatd PART :#dev"]  # still online, on node b
     assert [m.room for m in store.saved] == ["#dev", "#dev"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs the invitation's fields (Notice.about, subject) on the cluster bus "
+    "(Link.invited, see the report of branch ircmore)",
+)
+def test_an_invitation_from_another_node_is_an_invite_line():
+    (a, b), _, _ = nodes()
+    ann = join(a, "annx")
+    typed_on(a, ann, f"/register ann {PASSWORD}")
+    bob = Irc(IRCFactory(b), "bob")
+    typed_on(a, ann, "/join #secret")
+    bob.read()
+    typed_on(a, ann, "/invite bob")
+    assert bob.read() == [":ann!chat@chatd INVITE bob #secret"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs the Room to rename another node's user in its lists when the rename is "
+    "heard (Rooms.heard_renamed, see the report of branch ircmore)",
+)
+def test_a_rename_on_another_node_is_one_nick_line_in_every_shared_channel():
+    (a, b), _, _ = nodes()
+    ann = Irc(IRCFactory(a), "ann")
+    bob = join(b, "bob")
+    ann.send("JOIN #dev")
+    typed_on(b, bob, "/join #dev")
+    ann.read()
+    typed_on(b, bob, "/rename bobby")
+    assert ann.read() == [":bob!chat@chatd NICK bobby"]
+    assert names(ann.send("NAMES #dev")) == ["ann", "bobby"]
+    typed_on(b, bob, "still here")
+    assert ann.read() == [":bobby!chat@chatd PRIVMSG #dev :still here"]
