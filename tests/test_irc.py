@@ -111,11 +111,16 @@ async def test_talking_both_ways_with_a_telnet_user(srv):
 
 
 @pytest_twisted.ensureDeferred
-async def test_part_hides_the_lobby_and_join_shows_it_again(srv):
+async def test_part_leaves_the_lobby_for_another_room_and_join_comes_back(srv):
     bob = await line_client(srv.ports["line"])
     ann = await irc(srv, "ann")
+    ann.send("PART #lobby")
+    assert "#lobby is the only room you are in" in await ann.numeric("400")
+    ann.send("JOIN #dev")
+    await ann.numeric("366")
     ann.send("PART #lobby :brb")
     await ann.expect(r"^:ann!chat@chatd PART #lobby :brb$")
+    await bob.expect(r"^\* ann left$")
     ann.send("PRIVMSG #lobby :can I?")
     assert "JOIN #lobby first" in await ann.numeric("404")
     ann.send("PART #lobby")

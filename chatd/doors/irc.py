@@ -29,7 +29,7 @@ from twisted.words.protocols import irc
 
 from chatd import __version__
 from chatd.doors import irc_wire as wire
-from chatd.doors.irc_channels import Channels, Refused
+from chatd.doors.irc_channels import ERR_UNKNOWNERROR, Channels, Refused
 from chatd.doors.irc_members import Rosters, View
 from chatd.doors.output import STREAM_CHUNK, Output, Turn
 from chatd.errors import CommandError, UsageError
@@ -115,7 +115,7 @@ class IRCDoor(irc.IRC):
         self.early_lines = 0
         # The channels this client shows (each room's own spelling) -> how the members it
         # was told of differ from the door's shared roster (O(1) while nothing is pending).
-        # The default room is in every session's rooms; PART only stops showing it.
+        # They follow the person's rooms in the Room (the default room too: PART leaves it).
         self.channels: dict[str, View] = {}
         self.user_modes = ""
         self.gone = False
@@ -470,8 +470,7 @@ class IRCDoor(irc.IRC):
         self.numeric(irc.RPL_MYINFO, SERVER, f"chatd-{__version__}", "i", "nt")
         self._isupport()
         self._motd()
-        self._join(self.channels_api.lobby)
-        self._sync_rooms()  # an account's rooms, back at login
+        self._sync_rooms()  # the default room, and an account's rooms, back at login
         early, self.early = self.early or [], None
         for event in early:
             self.deliver(event)
@@ -563,15 +562,14 @@ class IRCDoor(irc.IRC):
         Read from the rooms as they are now, so a late event cannot undo a later move."""
         if self.session is None or not self.welcomed:
             return
-        lobby = self.channels_api.lobby
         now = self.channels_api.joined(self.session)
         for name in list(self.channels):
-            if name != lobby and name not in now:
+            if name not in now:
                 del self.channels[name]
                 self.rosters.release(name)
                 self.send("PART", name, prefix=mask(self.session.user.name))
         for name in now:
-            if name != lobby and name not in self.channels:
+            if name not in self.channels:
                 self._join(name)
 
     def _topic(self, name: str) -> None:
@@ -624,19 +622,15 @@ class IRCDoor(irc.IRC):
             view = self.channels.pop(found)  # first: the Room's list of rooms follows
             try:
                 self.channels_api.part(self.session, found)
-            except CommandError as e:
+            except Refused as e:  # not in it, or the last room: the Room's own sentence
                 self.channels[found] = view
-                self.numeric(irc.ERR_NOTONCHANNEL, found, str(e))
+                about = "PART" if e.numeric == ERR_UNKNOWNERROR else found  # 400 names a command
+                self.numeric(e.numeric, about, str(e))
                 continue
             self.rosters.release(found)
             self.send(
                 "PART", found, *([reason] if reason else []), prefix=mask(self.session.user.name)
             )
-            if found == self.channels_api.lobby:
-                self.server_notice(
-                    f"you left {found} here: its messages are not shown until you JOIN {found} "
-                    "again (you are still online in the chat)"
-                )
 
     def irc_NAMES(self, params: list[str]) -> None:
         if not params:
@@ -822,6 +816,8 @@ class IRCDoor(irc.IRC):
                 self.numeric(RPL_CREATIONTIME, found, str(int(self.room.started)))
             elif change.lstrip("+") == "b" and len(params) == 2:
                 self.numeric(irc.RPL_ENDOFBANLIST, found, "End of channel ban list")
+            elif change in ("+i", "i", "-i"):
+                self._invite_only_mode(found, change != "-i")
             else:
                 self.numeric(
                     irc.ERR_CHANOPRIVSNEEDED,
@@ -849,6 +845,27 @@ class IRCDoor(irc.IRC):
                 return
         self.user_modes = "".join(sorted(modes))
         self.send("MODE", self.nick, change, prefix=mask(self.session.user.name))
+
+    def _invite_only_mode(self, channel: str, wanted: bool) -> None:
+        """C{MODE #dev +i} or C{-i}. The Room makes a room invite-only only by inviting
+        someone (C{/invite NAME}) and never opens it again, so unless the room is already
+        as asked (its modes are the answer), the client is told exactly what to type."""
+        if self.channels_api.invite_only(channel) == wanted:
+            self.numeric(irc.RPL_CHANNELMODEIS, channel, "+int" if wanted else "+nt")
+        elif wanted:
+            self.numeric(
+                irc.ERR_UNKNOWNMODE,
+                "i",
+                f"chatd has no mode to set for this: {channel} becomes invite-only when its "
+                f"owner invites someone, with INVITE nick {channel} (/invite nick in {channel})",
+            )
+        else:
+            self.numeric(
+                irc.ERR_UNKNOWNMODE,
+                "i",
+                f"{channel} stays invite-only: chatd has no way to open it again; its owner "
+                f"lets people in with INVITE nick {channel}",
+            )
 
     def irc_AWAY(self, params: list[str]) -> None:
         user = self.session.user
@@ -912,7 +929,7 @@ class IRCDoor(irc.IRC):
                 self.numeric(
                     irc.ERR_CANNOTSENDTOCHAN,
                     room,
-                    f"you are not in {room} here; JOIN {room} first",
+                    f"you are not in {room}; JOIN {room} first",
                 )
                 return
             to = None
@@ -1083,7 +1100,7 @@ class IRCDoor(irc.IRC):
             return
         if m.to is None:
             if m.room not in self.channels:
-                return  # a room this client does not show (the default room, after PART)
+                return  # a room this client does not show (parted a moment ago)
             # Encoded once per message for every client with the same tags, not per client:
             # after the first, one look-up (no bound method made per recipient).
             data = m.wire.get(self.render_key)

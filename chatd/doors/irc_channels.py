@@ -18,6 +18,9 @@ from chatd.people import Session, name_key
 from chatd.room import Room
 
 HISTORY_SCAN = 1000  # recent messages a CHATHISTORY looks through
+# A command that could not be done for a reason no other numeric names (the last room
+# cannot be parted); modern servers' ERR_UNKNOWNERROR, which clients show with its text.
+ERR_UNKNOWNERROR = "400"
 
 
 class Refused(CommandError):
@@ -36,7 +39,8 @@ class Channels:
 
     @property
     def lobby(self) -> str:
-        """The default room, which every connection is in and auto-joins."""
+        """The default room, which every connection starts in (and may part while in
+        another)."""
         return self.room.config.default_room
 
     def conversation(self, name: str) -> Conversation | None:
@@ -53,15 +57,13 @@ class Channels:
         return f"there is no room {name}; JOIN {name} makes it"
 
     def is_in(self, session: Session, name: str) -> bool:
-        """Whether C{session}'s person is in the room called C{name} (the default: always)."""
+        """Whether C{session}'s person is in the room called C{name}."""
         found = self.conversation(name)
-        if found is None:
-            return False
-        return found.name == self.lobby or found.key in session.user.rooms
+        return found is not None and self.room.all_rooms.holds(session.user, found)
 
     def joined(self, session: Session) -> list[str]:
-        """The rooms C{session}'s person is in, the default one first."""
-        return [self.lobby, *(c.name for c in session.user.rooms.values())]
+        """The rooms C{session}'s person is in, the default one first (unless parted)."""
+        return [c.name for c in self.room.rooms.joined(session.user)]
 
     def join(self, session: Session, name: str) -> str:
         """Join C{name} (made if new); its spelling. Raises L{Refused} saying why not."""
@@ -83,7 +85,7 @@ class Channels:
         rooms = self.room.all_rooms
         if found is None and rooms.problem(rooms.normal(name)) is not None:
             return Refused(irc.ERR_NOSUCHCHANNEL, why)  # not a room name
-        if len(user.rooms) + 1 >= config.max_rooms_per_person:
+        if len(self.room.rooms.joined(user)) >= config.max_rooms_per_person:
             return Refused(irc.ERR_TOOMANYCHANNELS, why)
         if found is None:
             return Refused(irc.ERR_NOSUCHCHANNEL, why)  # as many rooms as the server allows
@@ -96,14 +98,18 @@ class Channels:
         return Refused(irc.ERR_NOSUCHCHANNEL, why)
 
     def part(self, session: Session, name: str) -> None:
-        """Leave the room (not the default one: nobody leaves it; the door stops showing
-        it). Raises L{CommandError} when not in it."""
-        if self.find(name) != self.lobby:
+        """Leave the room, the default one too (while in another). Raises L{Refused}
+        saying why not: not in it, or it is the last room (nobody is in no room)."""
+        try:
             self.room.part(session, name)
+        except CommandError as e:
+            inside = self.is_in(session, name)
+            raise Refused(ERR_UNKNOWNERROR if inside else irc.ERR_NOTONCHANNEL, str(e)) from e
 
     def names(self, name: str) -> list[str]:
+        """Who is in the room (the default room's: everyone online but who parted it)."""
         found = self.conversation(name)
-        return [] if found is None else found.names()
+        return [] if found is None else self.room.all_rooms.names(found)
 
     def owner(self, name: str) -> str | None:
         """The name key of the room's owner (shown with @), or None."""
@@ -131,7 +137,8 @@ class Channels:
 
     def conversations(self) -> list[tuple[str, int, str]]:
         """Every channel: name, people, topic (LIST)."""
-        return [(c.name, c.count(), c.topic) for c in self.room.conversations()]
+        rooms = self.room.all_rooms
+        return [(c.name, rooms.count(c), c.topic) for c in self.room.conversations()]
 
     def history(self, name: str) -> defer.Deferred[list[Message]]:
         """The channel's recent public messages, oldest first (CHATHISTORY looks in them)."""
