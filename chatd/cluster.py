@@ -210,8 +210,9 @@ class ClusterLink:
     def room_changed(self, state: str) -> None:
         self._tell(ROOM, {"state": state})
 
-    def invited(self, name: str, text: str) -> None:
-        self._tell(ROOM, {"invited": name, "text": text})
+    def invited(self, name: str, notice: Notice) -> None:
+        # "text" as well: a node of an older version reads only that.
+        self._tell(ROOM, {"invited": name, "notice": to_wire(notice), "text": notice.text})
 
     def _tell(self, kind: str, payload: dict[str, Any]) -> None:
         d = self.bus.publish(kind, payload)
@@ -263,6 +264,8 @@ class ClusterLink:
                 found = rooms.get(event.room)
                 sessions = () if found is None else rooms.sessions(found)
             node.outbox.later(lambda: deliver(sessions, event))
+            if event.about == "renamed" and len(event.subject) == 2:
+                node.rooms.heard_renamed(*event.subject)  # after: doors hear the rename first
 
     def _room(self, payload: dict[str, Any]) -> None:
         """A room's state, or its members on another node."""
@@ -272,7 +275,9 @@ class ClusterLink:
         if "invited" in payload:
             user = self.node.members.find(str(payload["invited"]))
             if user is not None:
-                self.node.rooms.voice.tell_user(user, Notice(str(payload["text"])))
+                told = payload.get("notice")  # none from a node of an older version
+                notice = from_wire(told) if told else Notice(str(payload["text"]))
+                self.node.rooms.voice.tell_user(user, notice)
             return
         names = [str(n) for n in payload["names"]]
         self.node.rooms.heard_members(str(payload["node"]), str(payload["room"]), names)

@@ -57,8 +57,9 @@ class Link(Protocol):
     def room_changed(self, state: str) -> None:
         """A room's state changed here (made, topic, kick, invitation): its JSON."""
 
-    def invited(self, name: str, text: str) -> None:
-        """Tell C{name}, a person on another node, of an invitation."""
+    def invited(self, name: str, notice: Notice) -> None:
+        """Tell C{name}, a person on another node, of an invitation (with its fields:
+        IRC shows it as an INVITE line)."""
 
 
 class Alone:
@@ -106,5 +107,5 @@ class Alone:
     def room_changed(self, state: str) -> None:
         pass
 
-    def invited(self, name: str, text: str) -> None:
+    def invited(self, name: str, notice: Notice) -> None:
         pass

@@ -172,6 +172,22 @@ class Rooms:
             event = Presence(self.all.names(conversation), True, conversation.name)
             self.voice.outbox.later(lambda: deliver(sessions, event))
 
+    def heard_renamed(self, old: str, new: str) -> None:
+        """Someone on another node is now called C{new}: who is online and in each room
+        says so at once, not when that node's next lists come (one of them a moment
+        before the other), so nobody seems to leave a room and come back."""
+        key, new_key = name_key(old), name_key(new)
+        if new_key in self.members.users:
+            return  # one of ours has the name too: the claims settle it (a rename follows)
+        if self.members.elsewhere.pop(key, None) is not None:
+            self.members.elsewhere[new_key] = new
+        for conversation in self.all:
+            for node, names in conversation.elsewhere.items():
+                if any(name_key(n) == key for n in names):
+                    renamed = [new if name_key(n) == key else n for n in names]
+                    conversation.elsewhere[node] = renamed
+        self.crowd.refresh()
+
     # -- moves -----------------------------------------------------------------------------
 
     def join(self, session: Session, name: str) -> None:
@@ -432,11 +448,12 @@ class Rooms:
             conversation.kicked.pop(key, None)
         self._keep(conversation)
         told = f"{session.user.name} invited you to {conversation.name}; /join {conversation.name}"
+        invited = (session.user.name, conversation.name)
+        notice = Notice(told, about="invited", subject=invited)
         if target is not None:
-            invited = (session.user.name, conversation.name)
-            self.voice.tell_user(target, Notice(told, about="invited", subject=invited))
+            self.voice.tell_user(target, notice)
         else:
-            self.link.invited(spelled, told)
+            self.link.invited(spelled, notice)
         return spelled
 
     def _mine(self, session: Session, name: str | None, what: str) -> Conversation:

@@ -11,7 +11,6 @@ import re
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
 import pytest_twisted
 
 from tests.processes import Process, free_port
@@ -69,11 +68,6 @@ async def test_part_of_the_lobby_is_seen_on_the_other_node(cluster):
     await bob.expect(r"^\* ann joined$")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the Room to rename another node's user in its lists when the rename is "
-    "heard (Rooms.heard_renamed, see the report of branch ircmore)",
-)
 @pytest_twisted.ensureDeferred
 async def test_a_rename_on_the_other_node_is_one_nick_line(cluster):
     a, door = await with_irc(cluster, "a")
@@ -91,11 +85,6 @@ async def test_a_rename_on_the_other_node_is_one_nick_line(cluster):
     assert told_of(ann, "bobby") == []  # neither a PART nor a JOIN, in #dev or #lobby
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the invitation's fields (Notice.about, subject) on the cluster bus "
-    "(Link.invited, see the report of branch ircmore)",
-)
 @pytest_twisted.ensureDeferred
 async def test_an_invitation_from_the_other_node_is_an_invite_line(cluster):
     a, door = await with_irc(cluster, "a")

@@ -3,7 +3,6 @@ Room on a Clock) and line-door users (what telnet would show) in the same rooms.
 
 from __future__ import annotations
 
-import pytest
 import pytest_twisted
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -455,11 +454,6 @@ def test_a_channel_spans_nodes():
     assert [m.room for m in store.saved] == ["#dev", "#dev"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the invitation's fields (Notice.about, subject) on the cluster bus "
-    "(Link.invited, see the report of branch ircmore)",
-)
 def test_an_invitation_from_another_node_is_an_invite_line():
     (a, b), _, _ = nodes()
     ann = join(a, "annx")
@@ -471,11 +465,6 @@ def test_an_invitation_from_another_node_is_an_invite_line():
     assert bob.read() == [":ann!chat@chatd INVITE bob #secret"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the Room to rename another node's user in its lists when the rename is "
-    "heard (Rooms.heard_renamed, see the report of branch ircmore)",
-)
 def test_a_rename_on_another_node_is_one_nick_line_in_every_shared_channel():
     (a, b), _, _ = nodes()
     ann = Irc(IRCFactory(a), "ann")

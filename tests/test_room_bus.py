@@ -4,6 +4,10 @@ runs real processes against both)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 from twisted.internet.task import Clock
 
 from chatd.bus import LocalBus
@@ -29,6 +33,23 @@ def nodes(
         bus.startService()
         rooms.append(make_room(clock, store=store, bus=bus, names=names, node=node, **settings))
     return rooms, store, clock
+
+
+@contextmanager
+def at_once(*rooms: Room) -> Iterator[None]:
+    """What C{rooms} publish meanwhile reaches the other nodes only afterwards, in order:
+    what two nodes do at the same moment, neither having heard of the other's."""
+    held: list[tuple[Any, str, dict[str, Any]]] = []
+    buses = [room.bus for room in rooms]
+    for bus in buses:
+        bus._deliver = lambda kind, payload, bus=bus: held.append((bus, kind, payload))
+    try:
+        yield
+    finally:
+        for bus in buses:
+            del bus._deliver
+        for bus, kind, payload in held:
+            bus._deliver(kind, payload)
 
 
 def join(room: Room, name: str) -> FakeClient:
@@ -205,8 +226,9 @@ def test_two_guests_named_alike_on_two_nodes_end_apart_and_the_later_node_says_w
 def test_renames_racing_on_two_nodes_end_with_two_names():
     (a, b), _, clock = nodes()
     first, second = join(a, "Ann"), join(b, "Bob")
-    a.receive(first.session, "/nick Kim")
-    b.receive(second.session, "/nick kim")  # before node a's new name is heard of
+    with at_once(a, b):
+        a.receive(first.session, "/nick Kim")
+        b.receive(second.session, "/nick kim")  # before node a's new name is heard of
     first.take(), second.take()
     clock.advance(0)
     new = second.session.name
@@ -224,8 +246,9 @@ def test_an_account_keeps_its_name_when_a_guest_on_an_earlier_node_takes_it():
     (a, b), _, clock = nodes()
     guest, ann = join(a, "Guest"), FakeClient()
     ann.session = b.connect(ann)
-    a.receive(guest.session, "/nick Ann")  # node b has not heard of this guest yet
-    b.register_account(ann.session, "Ann")  # the same moment
+    with at_once(a, b):
+        a.receive(guest.session, "/nick Ann")  # node b has not heard of this guest yet
+        b.register_account(ann.session, "Ann")  # the same moment
     clock.advance(0)
     new = guest.session.name
     assert (ann.session.name, ann.session.user.account) == ("Ann", "Ann")
