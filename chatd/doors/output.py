@@ -41,6 +41,10 @@ class Turn:
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
         self._held: list[Output] = []
+        # A fan-out (outputs, bytes) while it is all this turn wrote: sent as it is, each
+        # output untouched until then. Anything else written to any output first holds it
+        # (L{_hold_fanout}), so each client's bytes stay in the order they were written.
+        self._fanout: tuple[list[Output], bytes] | None = None
         self._call: IDelayedCall | None = None
         # Counted here for the metrics (chatd.metrics reads them at scrape time), by turn
         # rather than by write: the count is one addition per turn, not one per recipient.
@@ -55,11 +59,26 @@ class Turn:
 
     def write_all(self, outputs: list[Output], data: bytes) -> None:
         """L{Output.write} of the same bytes to each of C{outputs} (all of this turn): a
-        door's fan-out, with no call per recipient in the usual case (nothing held yet).
+        door's fan-out. The first of a turn waits as it is; only when something else is
+        written in the same turn is each output's share held (L{_hold_fanout})."""
+        if self._fanout is None and not self._held:
+            self._fanout = (outputs, data)
+            if self._call is None:
+                self._call = self.clock.callLater(0, self.flush)
+            return
+        self._hold_fanout()
+        self._hold_all(outputs, data)
 
-        All of them are held for L{send}; one that was already (several writes this
-        turn), or that writes behind a stream, is there twice, or for nothing: L{send}
-        skips an output that holds nothing."""
+    def _hold_fanout(self) -> None:
+        """Something else is written this turn: the fan-out waiting is held like it."""
+        fanout, self._fanout = self._fanout, None
+        if fanout is not None:
+            self._hold_all(*fanout)
+
+    def _hold_all(self, outputs: list[Output], data: bytes) -> None:
+        """All of C{outputs} are held for L{send}; one that was already (several writes this
+        turn), or that writes behind a stream, is there twice, or for nothing: L{send} skips
+        an output that holds nothing."""
         self._held += outputs
         for output in outputs:
             try:
@@ -76,10 +95,15 @@ class Turn:
     def flush(self) -> None:
         self._call = None
         held, self._held = self._held, []
-        self.send(held)
+        fanout, self._fanout = self._fanout, None
+        if fanout is not None:  # all this turn wrote (anything else would have held it)
+            self.send(*fanout)
+        else:
+            self.send(held)
 
-    def send(self, outputs: list[Output]) -> None:
-        """Send what each of C{outputs} holds, then take the next pieces of its stream.
+    def send(self, outputs: list[Output], shared: bytes | None = None) -> None:
+        """Send C{shared} to each of C{outputs}, or (None) what each holds; then take the
+        next pieces of its stream.
 
         When nothing is queued for a plain TCP client the bytes go straight to its socket;
         only what the kernel does not take goes through the transport, in order
@@ -88,15 +112,22 @@ class Turn:
         """
         written = len(outputs)  # one event each, the usual case; corrected below
         for output in outputs:
-            data = output._held
-            if data is None:  # sent already (L{Output.flush})
-                written -= 1
-                continue
-            output._held = None
             try:
-                if type(data) is not bytes:
-                    written += len(data) - 1
-                    data = b"".join(data)
+                if shared is None:
+                    data = output._held
+                    if data is None:  # sent already (L{Output.flush})
+                        written -= 1
+                        continue
+                    output._held = None
+                    if type(data) is not bytes:
+                        written += len(data) - 1
+                        data = b"".join(data)
+                elif output._queue is None:
+                    data = shared
+                else:  # behind a stream: it waits its turn in the queue (counted when sent)
+                    written -= 1
+                    output.write(shared)
+                    continue
                 sock = output._socket
                 t = output._target
                 # Nothing waiting in Twisted's buffers (its write buffer is b"" once sent),
@@ -167,6 +198,8 @@ class Output:
         transport.registerProducer(self, True)
 
     def write(self, data: bytes) -> None:
+        if self.turn._fanout is not None:  # written before this: held first, in order
+            self.turn._hold_fanout()
         if self._queue:
             self._queue.append(data)
             self._queued += len(data)
@@ -190,6 +223,8 @@ class Output:
 
     def stream(self, pieces: Iterator[bytes]) -> None:
         """Send C{pieces} one after the other, each once the client has read enough."""
+        if self.turn._fanout is not None:  # written before this: held first, in order
+            self.turn._hold_fanout()
         if self._queue is None:
             self._queue = deque()
         self._queue.append(pieces)
@@ -197,6 +232,8 @@ class Output:
 
     def _pump(self) -> None:
         """Hold the next pieces of the queue for this turn while the client is reading."""
+        if self.turn._fanout is not None:  # written before this: held first, in order
+            self.turn._hold_fanout()
         budget = _STREAM_TURN
         queue = self._queue
         while queue and budget > 0 and not self.paused and not self._finished:
@@ -228,6 +265,8 @@ class Output:
 
     def flush(self) -> None:
         """Send what this turn wrote, then take the next pieces of a stream."""
+        if self.turn._fanout is not None:  # written before this: held first, in order
+            self.turn._hold_fanout()
         self.turn.send([self])
 
     def _buffer(self, data: bytes) -> None:
@@ -260,6 +299,8 @@ class Output:
         over TLS never, over TCP not while it is paused. A stream not sent yet is dropped;
         what was written after it (a goodbye) is sent.
         """
+        if self.turn._fanout is not None:  # written before this: held first, in order
+            self.turn._hold_fanout()
         for item in self._queue or ():
             if type(item) is bytes:
                 self._hold(item)
