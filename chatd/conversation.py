@@ -1,7 +1,8 @@
 """Conversations (rooms): who is in each one, its rules, and the rules for room names.
 
-A L{Conversation} holds its members' sessions as a tuple replaced on change, so fan-out
-is one loop over it, as for the whole chat. The default room is everyone but those who
+A L{Conversation} holds its members' sessions in a L{SessionSet}, as L{Members} holds
+everyone's, so joining, leaving and fan-out cost what they do for the whole chat. The
+default room is everyone but those who
 parted it: it has no member list of its own, and delivers through L{Members} exactly as
 the chat did before there were rooms (while nobody here parted it, without a filter).
 L{Conversations} is this node's set of rooms: names, limits, joining.
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from chatd.events import Event
-from chatd.members import Members, deliver
+from chatd.members import Members, SessionSet
 from chatd.people import Session, User, name_key
 
 _ROOM = re.compile(r"#[^\W_][\w.-]*\Z")
@@ -39,8 +40,8 @@ def room_key(name: str) -> str:
 class Conversation:
     """One room: its rules (owner, topic, invitations, kicks) and its members here.
 
-    @ivar sessions: the sessions of this node's members; replaced, never mutated.
-    @ivar users: this node's members.
+    @ivar present: the sessions of this node's members (L{sessions}: a snapshot of them).
+    @ivar users: this node's members, in the order they joined.
     @ivar elsewhere: node id -> names of its members there, as last heard; for the default
         room, which everyone is in, the names of those who parted it there.
     @ivar kicked: name key -> Unix time until which that person may not rejoin.
@@ -55,7 +56,7 @@ class Conversation:
         "invite_only",
         "invited",
         "kicked",
-        "sessions",
+        "present",
         "users",
         "elsewhere",
         "maker",
@@ -71,8 +72,8 @@ class Conversation:
         self.invite_only = False
         self.invited: set[str] = set()
         self.kicked: dict[str, float] = {}
-        self.sessions: tuple[Session, ...] = ()
-        self.users: list[User] = []
+        self.present = SessionSet()
+        self.users: dict[User, None] = {}
         self.elsewhere: dict[str, list[str]] = {}
         # The guest who made it (this node only): it becomes the owner by logging in.
         self.maker: User | None = None
@@ -104,22 +105,29 @@ class Conversation:
             return self.everyone.online_count()
         return len(self.names())
 
+    @property
+    def sessions(self) -> tuple[Session, ...]:
+        """The sessions of this node's members; a snapshot, never mutated."""
+        return self.present.all
+
     def add(self, user: User) -> None:
-        self.users.append(user)
-        self.sessions = (*self.sessions, *user.sessions)
+        self.users[user] = None
+        for session in user.sessions:
+            self.present.add(session)
 
     def remove(self, user: User) -> None:
-        self.users = [u for u in self.users if u is not user]
-        self.sessions = tuple(s for s in self.sessions if s.user is not user)
+        self.users.pop(user, None)
+        for session in user.sessions:
+            self.present.discard(session)
 
     def add_session(self, session: Session) -> None:
-        self.sessions = (*self.sessions, session)
+        self.present.add(session)
 
     def remove_session(self, session: Session) -> None:
-        self.sessions = tuple(s for s in self.sessions if s is not session)
+        self.present.discard(session)
 
     def fanout(self, event: Event) -> None:
-        deliver(self.sessions, event)
+        self.present.fanout(event)
 
     def kicked_for(self, user: User, now: float) -> float:
         """Seconds until C{user} may rejoin (0: they may)."""
@@ -234,15 +242,15 @@ class Conversations:
         """Deliver C{event} to the room called C{room} on this node (nobody, if nobody
         here is in it)."""
         if room == self.default.name:  # the usual case: no lookup
-            self.members.fanout(event, self._inside() if self.outside else None)
+            self.members.fanout(event, self.outside)
             return
         conversation = self._rooms.get(room_key(room)) if room else self.default
         if conversation is None:
             return
         if conversation is self.default:
-            self.members.fanout(event, self._inside() if self.outside else None)
+            self.members.fanout(event, self.outside)
         else:
-            deliver(conversation.sessions, event)
+            conversation.fanout(event)
 
     def sessions(self, conversation: Conversation) -> tuple[Session, ...]:
         if conversation is self.default:
@@ -250,9 +258,7 @@ class Conversations:
         return conversation.sessions
 
     def _inside(self) -> tuple[Session, ...]:
-        """The default room's sessions while someone here parted it: a filter per event,
-        which costs little next to the deliveries themselves (and nothing while nobody
-        parted it)."""
+        """The default room's sessions while someone here parted it."""
         out = self.outside
         return tuple(s for s in self.members.sessions if s.user not in out)
 

@@ -5,7 +5,7 @@ the index by name can never disagree with the sessions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 
 from twisted.logger import Logger
 
@@ -13,6 +13,8 @@ from chatd.events import Event
 from chatd.people import Client, Session, User, name_key
 
 log = Logger(namespace="chatd.members")
+
+DeliverAll = Callable[[tuple[Session, ...], Event], None]
 
 
 def deliver(sessions: Iterable[Session], event: Event) -> None:
@@ -24,20 +26,86 @@ def deliver(sessions: Iterable[Session], event: Event) -> None:
             log.failure("delivering to {session} failed", session=session)
 
 
+class SessionSet:
+    """Sessions in the order they came: a join or a leave is O(1) (a crowd arriving or a
+    mass disconnect is not O(n²)), and fan-out reads snapshots, rebuilt at most once per
+    change, so a delivery that disconnects someone cannot break the loop delivering.
+
+    For fan-out the sessions are grouped by door (L{Client.deliver_all}): a door then
+    takes one event for all of its sessions, and looks up its bytes once rather than once
+    per recipient in a call per recipient.
+    """
+
+    __slots__ = ("_sessions", "_tuple", "_groups")
+
+    def __init__(self) -> None:
+        self._sessions: dict[Session, None] = {}
+        self._tuple: tuple[Session, ...] | None = ()
+        self._groups: tuple[tuple[DeliverAll, tuple[Session, ...]], ...] | None = ()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __contains__(self, session: object) -> bool:
+        return session in self._sessions
+
+    def add(self, session: Session) -> None:
+        self._sessions[session] = None
+        self._tuple = self._groups = None
+
+    def discard(self, session: Session) -> None:
+        if session in self._sessions:
+            del self._sessions[session]
+            self._tuple = self._groups = None
+
+    @property
+    def all(self) -> tuple[Session, ...]:
+        """Every session, in the order they came (a snapshot: never mutated)."""
+        snapshot = self._tuple
+        if snapshot is None:
+            snapshot = self._tuple = tuple(self._sessions)
+        return snapshot
+
+    def groups(self) -> tuple[tuple[DeliverAll, tuple[Session, ...]], ...]:
+        """The sessions by door: each door's L{Client.deliver_all} and its sessions."""
+        groups = self._groups
+        if groups is None:
+            by_door: dict[DeliverAll, list[Session]] = {}
+            for session in self._sessions:
+                door = getattr(session.client, "deliver_all", deliver)
+                by_door.setdefault(door, []).append(session)
+            groups = self._groups = tuple((door, tuple(s)) for door, s in by_door.items())
+        return groups
+
+    def fanout(self, event: Event, outside: Collection[User] = ()) -> None:
+        """Deliver C{event} to every session but those of the users C{outside}."""
+        for door, sessions in self.groups():
+            if outside:
+                sessions = tuple(s for s in sessions if s.user not in outside)
+            try:
+                door(sessions, event)
+            except Exception:  # a failing door does not stop the others
+                log.failure("delivering to {door} failed", door=door)
+
+
 class Members:
     """The people of one node.
 
-    @ivar sessions: replaced, never mutated, so a delivery that disconnects someone cannot
-        break the loop that is delivering.
+    @ivar present: this node's sessions (L{sessions} is a snapshot of them).
     @ivar listeners: read-only clients (the minechat read port) that hear public messages.
     @ivar elsewhere: name key -> name, the users of the other nodes as last heard.
     """
 
     def __init__(self) -> None:
         self.users: dict[str, User] = {}  # name key (L{name_key}) -> user
-        self.sessions: tuple[Session, ...] = ()
+        self.present = SessionSet()
         self.listeners: tuple[Client, ...] = ()
         self.elsewhere: dict[str, str] = {}
+
+    @property
+    def sessions(self) -> tuple[Session, ...]:
+        """Every session here, in the order they came; a snapshot, never mutated."""
+        return self.present.all
 
     def find(self, name: str) -> User | None:
         return self.users.get(name_key(name))
@@ -56,11 +124,11 @@ class Members:
     def add(self, session: Session) -> None:
         """A new session, with a user of its own."""
         self.attach(session, session.user)
-        self.sessions = (*self.sessions, session)
+        self.present.add(session)
 
     def remove(self, session: Session) -> bool:
         """Forget C{session}; True when its user has no session left."""
-        self.sessions = tuple(s for s in self.sessions if s is not session)
+        self.present.discard(session)
         return self.detach(session)
 
     def attach(self, session: Session, user: User) -> None:
@@ -99,9 +167,10 @@ class Members:
     def unlisten(self, client: Client) -> None:
         self.listeners = tuple(c for c in self.listeners if c is not client)
 
-    def fanout(self, event: Event, sessions: tuple[Session, ...] | None = None) -> None:
-        """Deliver one event to every session (or those given) and every listener."""
-        deliver(self.sessions if sessions is None else sessions, event)
+    def fanout(self, event: Event, outside: Collection[User] = ()) -> None:
+        """Deliver one event to every session (but those of the users C{outside}) and
+        every listener."""
+        self.present.fanout(event, outside)
         for client in self.listeners:
             try:
                 client.deliver(event)

@@ -18,7 +18,12 @@ name_key = lru_cache(maxsize=65536)(skeleton)
 
 
 class Client(Protocol):
-    """What a door offers the Room for one connection."""
+    """What a door offers the Room for one connection.
+
+    A door may also offer C{deliver_all(sessions, event)}: C{deliver} for many of its
+    sessions at once (the same callable for all of them), which a fan-out then calls once
+    per door rather than C{deliver} once per recipient (L{chatd.members.SessionSet}).
+    """
 
     door: str  # "line", "ws", "json", ...
     peer: str  # the remote address, for logs and per-address rules

@@ -41,6 +41,10 @@ class Turn:
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
         self._held: list[Output] = []
+        # A fan-out (outputs, bytes) while it is all this turn wrote: sent as it is, each
+        # output untouched until then. Anything else written to any output first holds it
+        # (L{_hold_fanout}), so each client's bytes stay in the order they were written.
+        self._fanout: tuple[list[Output], bytes] | None = None
         self._call: IDelayedCall | None = None
         # Counted here for the metrics (chatd.metrics reads them at scrape time), by turn
         # rather than by write: the count is one addition per turn, not one per recipient.
@@ -53,14 +57,90 @@ class Turn:
         if self._call is None:
             self._call = self.clock.callLater(0, self.flush)
 
+    def write_all(self, outputs: list[Output], data: bytes) -> None:
+        """L{Output.write} of the same bytes to each of C{outputs} (all of this turn): a
+        door's fan-out. The first of a turn waits as it is; only when something else is
+        written in the same turn is each output's share held (L{_hold_fanout})."""
+        if self._fanout is None and not self._held:
+            self._fanout = (outputs, data)
+            if self._call is None:
+                self._call = self.clock.callLater(0, self.flush)
+            return
+        self._hold_fanout()
+        self._hold_all(outputs, data)
+
+    def _hold_fanout(self) -> None:
+        """Something else is written this turn: the fan-out waiting is held like it."""
+        fanout, self._fanout = self._fanout, None
+        if fanout is not None:
+            self._hold_all(*fanout)
+
+    def _hold_all(self, outputs: list[Output], data: bytes) -> None:
+        """All of C{outputs} are held for L{send}; one that was already (several writes this
+        turn), or that writes behind a stream, is there twice, or for nothing: L{send} skips
+        an output that holds nothing."""
+        self._held += outputs
+        for output in outputs:
+            try:
+                if output._held is None and output._queue is None:
+                    output._held = data
+                else:
+                    output.write(data)
+            except Exception:  # one broken client must not hold up everyone else's bytes
+                self.errors += 1
+                log.failure("writing to {client} failed", client=output.describe())
+        if self._call is None and self._held:
+            self._call = self.clock.callLater(0, self.flush)
+
     def flush(self) -> None:
         self._call = None
         held, self._held = self._held, []
-        written = 0
-        for output in held:
+        fanout, self._fanout = self._fanout, None
+        if fanout is not None:  # all this turn wrote (anything else would have held it)
+            self.send(*fanout)
+        else:
+            self.send(held)
+
+    def send(self, outputs: list[Output], shared: bytes | None = None) -> None:
+        """Send C{shared} to each of C{outputs}, or (None) what each holds; then take the
+        next pieces of its stream.
+
+        When nothing is queued for a plain TCP client the bytes go straight to its socket;
+        only what the kernel does not take goes through the transport, in order
+        (L{Output._buffer}). This loop runs once per recipient of everything, so the usual
+        case is written out here rather than in a call per output.
+        """
+        written = len(outputs)  # one event each, the usual case; corrected below
+        for output in outputs:
             try:
-                # Output.flush, inlined: this loop runs once per recipient.
-                written += output._send()
+                if shared is None:
+                    data = output._held
+                    if data is None:  # sent already (L{Output.flush})
+                        written -= 1
+                        continue
+                    output._held = None
+                    if type(data) is not bytes:
+                        written += len(data) - 1
+                        data = b"".join(data)
+                elif output._queue is None:
+                    data = shared
+                else:  # behind a stream: it waits its turn in the queue (counted when sent)
+                    written -= 1
+                    output.write(shared)
+                    continue
+                sock = output._socket
+                t = output._target
+                # Nothing waiting in Twisted's buffers (its write buffer is b"" once sent),
+                # and connected: then the bytes may go before any Twisted would send.
+                if sock is not None and not t._tempDataLen and not t.dataBuffer and t.connected:
+                    try:
+                        sent = sock.send(data)
+                    except OSError:
+                        sent = 0  # EAGAIN, or an error the transport will find and report
+                    if sent != len(data):
+                        output._buffer(data[sent:])
+                else:
+                    output._buffer(data)
                 if output._queue and not output.paused:
                     output._pump()
             except Exception:  # one broken client must not hold up everyone else's bytes
@@ -77,7 +157,7 @@ class Output:
     C{transport.write} queues each one and asks the reactor to watch the socket (two
     C{epoll_ctl} calls and a trip through the reactor per recipient, per message). Writes
     here wait for the end of the reactor turn (L{Turn}); then, when nothing is queued for a
-    plain TCP client, L{flush} sends them straight to the socket, and only what the kernel
+    plain TCP client, L{Turn.send} sends them straight to the socket, and only what the kernel
     does not take goes through the transport, in order. Since the batching is done here,
     Nagle's algorithm would only add delay: C{TCP_NODELAY} is set (twisted.web sets it on
     the web door already).
@@ -110,7 +190,7 @@ class Output:
         # A socket we may write to ourselves: plain TCP, also behind HAProxy (not TLS).
         self._tcp = _tcp_under(transport)
         self._socket = self._tcp.socket if self._tcp is not None else None
-        self._target: Any = self._tcp or transport  # where L{_send} writes
+        self._target: Any = self._tcp or transport  # where L{Turn.send} writes
         try:
             transport.setTcpNoDelay(True)  # TLS and PROXY-protocol wrappers pass it on
         except AttributeError:
@@ -118,13 +198,16 @@ class Output:
         transport.registerProducer(self, True)
 
     def write(self, data: bytes) -> None:
+        if self.turn._fanout is not None:  # written before this: held first, in order
+            self.turn._hold_fanout()
         if self._queue:
             self._queue.append(data)
             self._queued += len(data)
             if self._queued > self.limit:
                 self._trip()
             return
-        # L{_hold} and L{Turn.hold}, inlined: a fan-out calls this once per recipient.
+        # L{_hold} and L{Turn.hold}, inlined: a door's fan-out may call this once per
+        # recipient (L{Turn.write_all} is the one without a call per recipient).
         held = self._held
         if held is None:
             # One write per turn is the usual case: no list, so no work for the collector.
@@ -140,6 +223,8 @@ class Output:
 
     def stream(self, pieces: Iterator[bytes]) -> None:
         """Send C{pieces} one after the other, each once the client has read enough."""
+        if self.turn._fanout is not None:  # written before this: held first, in order
+            self.turn._hold_fanout()
         if self._queue is None:
             self._queue = deque()
         self._queue.append(pieces)
@@ -147,6 +232,8 @@ class Output:
 
     def _pump(self) -> None:
         """Hold the next pieces of the queue for this turn while the client is reading."""
+        if self.turn._fanout is not None:  # written before this: held first, in order
+            self.turn._hold_fanout()
         budget = _STREAM_TURN
         queue = self._queue
         while queue and budget > 0 and not self.paused and not self._finished:
@@ -178,45 +265,19 @@ class Output:
 
     def flush(self) -> None:
         """Send what this turn wrote, then take the next pieces of a stream."""
-        self.turn.writes += self._send()
-        if self._queue and not self.paused:
-            self._pump()
+        if self.turn._fanout is not None:  # written before this: held first, in order
+            self.turn._hold_fanout()
+        self.turn.send([self])
 
-    def _send(self) -> int:
-        """Send what is held; returns how many writes that was (for the metrics)."""
-        held = self._held
-        if held is None:
-            return 0
-        self._held = None
-        if type(held) is bytes:
-            data = held
-            count = 1
-        else:
-            data = b"".join(held)
-            count = len(held)
-        t = self._target
-        sock = self._socket
-        if (
-            sock is not None
-            and not t._tempDataLen  # nothing waiting in Twisted's buffers
-            and t.offset == len(t.dataBuffer)
-            and t.connected
-            and not t.disconnecting
-        ):
-            try:
-                sent = sock.send(data)
-            except OSError:
-                sent = 0  # EAGAIN, or an error the transport will find and report itself
-            if sent == len(data):
-                return count
-            data = data[sent:]
+    def _buffer(self, data: bytes) -> None:
+        """What the socket did not take: through the transport, which sends it as the
+        client reads, unless this client has stopped reading for too long."""
         if self.paused:  # not the write that fills the buffer: Twisted holds that one
             self.pending += len(data)
             if self.pending > self.limit:
                 self._trip()
-                return count
-        t.write(data)
-        return count
+                return
+        self._target.write(data)
 
     def _trip(self) -> None:
         if self._tripped:
@@ -238,11 +299,13 @@ class Output:
         over TLS never, over TCP not while it is paused. A stream not sent yet is dropped;
         what was written after it (a goodbye) is sent.
         """
+        if self.turn._fanout is not None:  # written before this: held first, in order
+            self.turn._hold_fanout()
         for item in self._queue or ():
             if type(item) is bytes:
                 self._hold(item)
         self._queue = None
-        self.turn.writes += self._send()
+        self.turn.send([self])
         if not self._finished:
             self._finished = True
             self.transport.unregisterProducer()
