@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 
 import pytest
@@ -48,6 +49,33 @@ async def test_websocket_and_telnet_users_chat_whisper_rename_and_list(server):
     assert ws.close_code == 1000
     await telnet.expect(r"^\* Webby left$")
     telnet.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_public_line_in_the_websocket_fanout_is_prefixed_outside_its_room_not_echoed(
+    server,
+):
+    """The door's fan-out (one frame for everyone) gives each viewer what is theirs: a text
+    WebSocket is not sent its own line, sees another room's line prefixed; the page (JSON)
+    gets its own line back, with the room."""
+    ann = await ws_client(server.ports["web"], path="/ws")
+    bob = await ws_client(server.ports["web"], path="/ws")
+    page = await ws_client(server.ports["web"], path="/ws", protocols=["chatd.json"])
+    for person, name in ((ann, "ann"), (bob, "bob")):
+        await person.expect(r"^\* you are ")
+        person.send(f"/rename {name}")
+        await person.expect(rf"^\* you are {name}$")
+    bob.send("/join #dev")
+    await bob.expect(r"#dev")
+    ann.send("hi all")
+    await bob.expect(r"^\[#lobby\] ann: hi all$")
+    said = await page.expect(r'"text": "hi all"')
+    assert json.loads(said)["room"] == "#lobby"
+    ann.send("/list")
+    await ann.expect(r"^\* online")
+    assert not [line for line in ann.lines if "hi all" in line]  # no echo of one's own line
+    for person in (ann, bob, page):
+        person.close()
 
 
 @pytest_twisted.ensureDeferred

@@ -36,6 +36,7 @@ from chatd.config import Config
 from chatd.doors.output import STREAM_CHUNK, Output, Turn
 from chatd.errors import CommandError
 from chatd.events import Error, Event, History, Identity, Message, Notice, Presence, Rooms
+from chatd.members import deliver
 from chatd.people import Session
 from chatd.room import Room
 
@@ -394,6 +395,11 @@ class ChatWebSocket(WebSocketServerProtocol):
     def _error(self, message: str) -> None:
         self.deliver(Error(message))
 
+    @property
+    def deliver_all(self) -> Any:
+        """This door's fan-out (L{chatd.people.Client.deliver_all}): its factory's."""
+        return self.factory.deliver_all
+
     def deliver(self, event: Event) -> None:
         # Called once per recipient of every event: the usual case is one look-up of the
         # frame prepared for everyone (its bytes: L{ChatWebSocketFactory.line_frame}).
@@ -537,6 +543,41 @@ class ChatWebSocketFactory(WebSocketServerFactory):
         if "*" in self.allowed_origins or origin in self.allowed_origins:
             return True
         return urlsplit(origin).netloc.lower() == host.lower()
+
+    def deliver_all(self, sessions: tuple[Session, ...], event: Event) -> None:
+        """L{ChatWebSocket.deliver} to many of this door's sessions at once: a fan-out.
+
+        Each frame is looked up once and each recipient costs a step of a list
+        comprehension, as on the line door (L{chatd.doors.line.LineFactory.deliver_all}).
+        What differs per viewer (a history, a whisper's "mine") goes one by one.
+        """
+        kind = type(event)
+        if kind is History or (kind is Message and event.to is not None):
+            deliver(sessions, event)
+            return
+        opened = ChatWebSocket.STATE_OPEN
+        clients = [s.client for s in sessions if s.client.state == opened]
+        turn = self.turn
+        if any(c.door == "json" for c in clients):  # the page: the same frame, echo too
+            frame = event.wire.get("json") or event.rendered("json", self.json_frame)
+            turn.write_all([c.output for c in clients if c.door == "json"], frame)
+            clients = [c for c in clients if c.door != "json"]
+        if not clients:
+            return
+        if kind is Message:  # a text door does not echo a public line to its sender
+            origin = event.origin
+            clients = [c for c in clients if c.session is not origin]
+        room = event.room if kind is Message or kind is Notice else None
+        if room:  # text.elsewhere: prefixed for those whose current room is another
+            there = [c.output for c in clients if c.session.room not in (room, None)]
+            if there:
+                frame = event.rendered("ws+", self.elsewhere_frame)
+                if frame:
+                    turn.write_all(there, frame)
+                clients = [c for c in clients if c.session.room in (room, None)]
+        frame = event.wire.get("ws") or event.rendered("ws", self.line_frame)
+        if frame and clients:
+            turn.write_all([c.output for c in clients], frame)
 
     # An event's frame is prepared once for all recipients; what is kept is its bytes
     # (b"": nothing to send), so a delivery needs no attribute of a prepared message.
