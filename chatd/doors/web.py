@@ -16,6 +16,7 @@ import json
 import re
 from collections import deque
 from collections.abc import Iterator
+from contextlib import suppress
 from importlib.resources import files
 from typing import Any
 from urllib.parse import urlsplit
@@ -397,8 +398,10 @@ class ChatWebSocket(WebSocketServerProtocol):
 
     @property
     def deliver_all(self) -> Any:
-        """This door's fan-out (L{chatd.people.Client.deliver_all}): its factory's."""
-        return self.factory.deliver_all
+        """This door's fan-out (L{chatd.people.Client.deliver_all}): its factory's, one for
+        the page (JSON) and one for text, so each fan-out is one kind of frame."""
+        factory = self.factory
+        return factory.deliver_pages if self.door == "json" else factory.deliver_all
 
     def deliver(self, event: Event) -> None:
         # Called once per recipient of every event: the usual case is one look-up of the
@@ -545,7 +548,7 @@ class ChatWebSocketFactory(WebSocketServerFactory):
         return urlsplit(origin).netloc.lower() == host.lower()
 
     def deliver_all(self, sessions: tuple[Session, ...], event: Event) -> None:
-        """L{ChatWebSocket.deliver} to many of this door's sessions at once: a fan-out.
+        """L{ChatWebSocket.deliver} to many of this door's text sessions at once: a fan-out.
 
         Each frame is looked up once and each recipient costs a step of a list
         comprehension, as on the line door (L{chatd.doors.line.LineFactory.deliver_all}).
@@ -556,28 +559,44 @@ class ChatWebSocketFactory(WebSocketServerFactory):
             deliver(sessions, event)
             return
         opened = ChatWebSocket.STATE_OPEN
-        clients = [s.client for s in sessions if s.client.state == opened]
-        turn = self.turn
-        if any(c.door == "json" for c in clients):  # the page: the same frame, echo too
-            frame = event.wire.get("json") or event.rendered("json", self.json_frame)
-            turn.write_all([c.output for c in clients if c.door == "json"], frame)
-            clients = [c for c in clients if c.door != "json"]
-        if not clients:
-            return
-        if kind is Message:  # a text door does not echo a public line to its sender
-            origin = event.origin
-            clients = [c for c in clients if c.session is not origin]
         room = event.room if kind is Message or kind is Notice else None
-        if room:  # text.elsewhere: prefixed for those whose current room is another
-            there = [c.output for c in clients if c.session.room not in (room, None)]
+        if not room:  # not about one room: the same frame for all
+            here = [c.output for s in sessions if (c := s.client).state == opened]
+        else:
+            here = [
+                c.output for s in sessions if s.room == room and (c := s.client).state == opened
+            ]
+        shown = len(here)
+        origin = event.origin if kind is Message else None
+        if origin is not None:  # a text door does not echo a public line to its sender
+            with suppress(ValueError):
+                here.remove(getattr(origin.client, "output", None))
+        turn = self.turn
+        if room and shown < len(sessions):  # some are elsewhere (or closing)
+            there = []
+            for s in sessions:  # text.elsewhere: prefixed for those in another room
+                c = s.client
+                if s.room != room and c.state == opened and s is not origin:
+                    (here if s.room is None else there).append(c.output)
             if there:
                 frame = event.rendered("ws+", self.elsewhere_frame)
                 if frame:
                     turn.write_all(there, frame)
-                clients = [c for c in clients if c.session.room in (room, None)]
         frame = event.wire.get("ws") or event.rendered("ws", self.line_frame)
-        if frame and clients:
-            turn.write_all([c.output for c in clients], frame)
+        if frame and here:
+            turn.write_all(here, frame)
+
+    def deliver_pages(self, sessions: tuple[Session, ...], event: Event) -> None:
+        """L{ChatWebSocket.deliver} to many of this door's JSON sessions (the page): one
+        frame for all, the sender's own line included."""
+        if type(event) is History or (type(event) is Message and event.to is not None):
+            deliver(sessions, event)
+            return
+        opened = ChatWebSocket.STATE_OPEN
+        pages = [c.output for s in sessions if (c := s.client).state == opened]
+        frame = event.wire.get("json") or event.rendered("json", self.json_frame)
+        if pages and frame:
+            self.turn.write_all(pages, frame)
 
     # An event's frame is prepared once for all recipients; what is kept is its bytes
     # (b"": nothing to send), so a delivery needs no attribute of a prepared message.
