@@ -175,12 +175,12 @@ def row(sc: Scenario, code: int, out: dict[str, Any] | None, vs_floor: str = "")
             f"{out['greeted']:,} greeted, the last after {out['all_greeted_s']} s; "
             f"{out.get('server_ms_per_connect', 'n/a')} ms server CPU per connect",
         )
-        return f"| {name} | | | | | {rss} | {'; '.join(notes)} |"
-    notes.insert(
-        0,
-        f"{out['open']:,} open in {out['connect_s']} s (+{out['settle_s']} s busy), "
-        f"{out.get('server_ms_per_connect', 'n/a')} ms server CPU per connect",
-    )
+    else:
+        notes.insert(
+            0,
+            f"{out['open']:,} open in {out['connect_s']} s (+{out['settle_s']} s busy), "
+            f"{out.get('server_ms_per_connect', 'n/a')} ms server CPU per connect",
+        )
     return f"| {name} | | | | | | {rss} | {'; '.join(notes)} |"
 
 
