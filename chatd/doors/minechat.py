@@ -1,7 +1,7 @@
 """The minechat doors: a read-only stream (port 5000) and a token-login write port (5050).
 
 minechat clients compare the server's lines character by character, so the byte strings
-below are the protocol (docs/minechat.md, DESIGN "minechat compatibility"): never reword them.
+below are the protocol (the README's "minechat clients" section): never reword them.
 Neither port has a line for errors, notices or whispers; the write port logs what it cannot
 show, and the read port shows public messages only. The exceptions are what would otherwise
 be a silent hang-up or a message lost without a word: a login the database could not check,
