@@ -144,29 +144,22 @@ class ClusterLink:
         if not self.bus.answering() or self._asking is not None:
             return defer.succeed((members.online(), True))
         asking = self._asking = self.bus.online()
-        result: defer.Deferred[tuple[list[str], bool]] = defer.Deferred()
-        timer = self.node.clock.callLater(
-            ASK_TIMEOUT, lambda: result.called or result.callback((members.online(), True))
-        )
 
-        def answered(names: list[str]) -> bool:
-            self._heard(names)
-            return False
-
-        def unanswered(failure: Any) -> bool:
-            log.info("presence unknown: {e}", e=failure.getErrorMessage())
-            return True
-
-        def done(stale: bool) -> None:
+        def settled(result: Any) -> Any:  # whatever came of it, a later /list may ask
             if self._asking is asking:
                 self._asking = None
-            if timer.active():
-                timer.cancel()
-            if not result.called:
-                result.callback((members.online(), stale))
+            return result
 
-        asking.addCallbacks(answered, unanswered).addCallback(done)
-        return result
+        def answered(names: list[str]) -> tuple[list[str], bool]:
+            self._heard(names)
+            return members.online(), False
+
+        def unanswered(failure: Any) -> tuple[list[str], bool]:
+            log.info("presence unknown: {e}", e=failure.getErrorMessage())
+            return members.online(), True
+
+        asking.addBoth(settled)
+        return _within(asking, ASK_TIMEOUT, self.node.clock).addCallbacks(answered, unanswered)
 
     def sessions_of(self, account: str) -> defer.Deferred[Elsewhere]:
         """Ask the nodes where C{account} is online (by their presence) for its sessions;

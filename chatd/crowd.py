@@ -20,7 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from chatd.config import Config
 from chatd.events import Notice, Presence
 from chatd.link import Link
-from chatd.members import Members, deliver
+from chatd.members import Members
 from chatd.people import name_key
 from chatd.voice import Voice
 
@@ -195,11 +195,7 @@ class Crowd:
         """Send each room's member list as it stands to the doors that keep one."""
         rooms = self.rooms
         for conversation in rooms:
-            if rooms.is_default(conversation):
+            if rooms.is_default(conversation) or conversation.sessions:
                 event = Presence(rooms.names(conversation), True, conversation.name)
                 name = conversation.name
                 self.voice.outbox.later(lambda e=event, n=name: rooms.fanout(n, e))
-            elif conversation.sessions:
-                event = Presence(rooms.names(conversation), True, conversation.name)
-                sessions = conversation.sessions
-                self.voice.outbox.later(lambda e=event, s=sessions: deliver(s, e))

@@ -1059,15 +1059,13 @@ class RoomContext:
             self.reply(told)
 
     def online(self) -> defer.Deferred[list[str]]:
-        names: defer.Deferred[list[str]] = defer.Deferred()
-
-        def answered(answer: tuple[list[str], bool]) -> None:
-            if answer[1]:
+        def answered(answer: tuple[list[str], bool]) -> list[str]:
+            names, stale = answer
+            if stale:
                 self.reply(MAYBE_STALE)
-            names.callback(answer[0])
+            return names
 
-        self._room.link.who().addCallback(answered)
-        return names
+        return self._room.link.who().addCallback(answered)
 
     def elsewhere(self) -> defer.Deferred[Elsewhere]:
         account = self.session.user.account

@@ -111,7 +111,9 @@ class Rooms:
                     missing + "; they are read once the database answers ({why})",
                     why=failure.value,
                 )
-                self.store.recovered().addCallback(lambda _: self.restore())
+                # Once, however often it failed meanwhile (each Redis reconnect asks again).
+                self._missed[("kept rooms",)] = self.restore
+                self._write_after_outage()
             else:
                 log.failure(missing, failure)
 
@@ -624,7 +626,10 @@ class Rooms:
         def again(_: object) -> None:
             self._awaiting_recovery = False
             missed, self._missed = self._missed, {}
-            log.info("writing {n} room changes the outage kept from the database", n=len(missed))
+            log.info(
+                "redoing {n} room reads and writes the outage kept from the database",
+                n=len(missed),
+            )
             for write in missed.values():
                 write()
 

@@ -10,6 +10,7 @@ import re
 import time as _time
 import unicodedata
 from collections.abc import Iterator
+from typing import Any
 
 from chatd.events import Error, Event, History, Identity, Message, Notice, Presence, Rooms
 
@@ -104,6 +105,26 @@ def message_line(
     if mine:
         return f"{stamp}* to {message.to}: {message.text}"
     return f"{stamp}>> {message.sender}: {message.text}"
+
+
+def sharing(event: Event) -> tuple[Any, str | None] | None:
+    """Who gets what of an event whose bytes a text door sends to many: C{(origin, room)}.
+
+    The session C{origin} gets nothing (a public line is not echoed to its sender); those
+    whose current room is C{room} (everyone, when it is None) get the same bytes, the others
+    the lines prefixed with the room (L{elsewhere}). None: the event is rendered per viewer
+    (a whisper, a history).
+    """
+    kind = type(event)
+    if kind is Message:
+        if event.to is not None:  # type: ignore[attr-defined]
+            return None
+        return event.origin, event.room  # type: ignore[attr-defined]
+    if kind is Notice:
+        return None, event.room  # type: ignore[attr-defined]
+    if kind is History:
+        return None
+    return None, None
 
 
 def elsewhere(event: Event, here: str | None) -> str | None:

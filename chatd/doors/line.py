@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from chatd import text
 from chatd.doors.output import STREAM_CHUNK, Output, Turn
 from chatd.doors.telnet import TelnetLines
-from chatd.events import Error, Event, History, Message, Notice
+from chatd.events import Error, Event, History, Notice
 from chatd.members import deliver
 from chatd.people import Session
 from chatd.room import Room
@@ -44,26 +44,6 @@ def _shared(event: Event) -> bytes:
 def _elsewhere(event: Event) -> bytes:
     """The lines of an event of another room than the viewer's current one: prefixed."""
     return encode_line(event, None, "")
-
-
-def _sharing(event: Event) -> tuple[Any, str | None] | None:
-    """Who gets what of an event whose bytes are the same for many: C{(origin, room)}.
-
-    The session C{origin} gets nothing (a public line is not echoed to its sender); those
-    whose current room is C{room} (everyone, when it is None) get the L{_shared} bytes, the
-    others the L{_elsewhere} ones. None: the event is rendered per viewer (a whisper, a
-    history), by L{LineDoor.deliver}.
-    """
-    kind = type(event)
-    if kind is Message:
-        if event.to is not None:  # type: ignore[attr-defined]
-            return None
-        return event.origin, event.room  # type: ignore[attr-defined]
-    if kind is Notice:
-        return None, event.room  # type: ignore[attr-defined]
-    if kind is History:
-        return None
-    return None, None
 
 
 class LineDoor(TelnetLines):
@@ -136,7 +116,7 @@ class LineDoor(TelnetLines):
 
     def deliver(self, event: Event) -> None:
         session = self.session
-        sharing = _sharing(event)
+        sharing = text.sharing(event)
         if sharing is None:
             if type(event) is History:
                 self.output.stream(self._history(event))
@@ -181,7 +161,7 @@ class LineFactory(Factory):
         step of a list comprehension rather than a few calls (most of a delivery's work
         above the kernel's, before this).
         """
-        sharing = _sharing(event)
+        sharing = text.sharing(event)
         if sharing is None:
             deliver(sessions, event)
             return

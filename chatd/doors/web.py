@@ -404,8 +404,8 @@ class ChatWebSocket(WebSocketServerProtocol):
         return factory.deliver_pages if self.door == "json" else factory.deliver_all
 
     def deliver(self, event: Event) -> None:
-        # Called once per recipient of every event: the usual case is one look-up of the
-        # frame prepared for everyone (its bytes: L{ChatWebSocketFactory.line_frame}).
+        # One recipient: an answer, a whisper, a history (a room's fan-out goes through
+        # L{ChatWebSocketFactory.deliver_all} and L{ChatWebSocketFactory.deliver_pages}).
         kind = type(event)
         if kind is History:
             if self.state == self.STATE_OPEN:
@@ -554,12 +554,12 @@ class ChatWebSocketFactory(WebSocketServerFactory):
         comprehension, as on the line door (L{chatd.doors.line.LineFactory.deliver_all}).
         What differs per viewer (a history, a whisper's "mine") goes one by one.
         """
-        kind = type(event)
-        if kind is History or (kind is Message and event.to is not None):
+        sharing = text.sharing(event)
+        if sharing is None:  # per viewer
             deliver(sessions, event)
             return
+        origin, room = sharing
         opened = ChatWebSocket.STATE_OPEN
-        room = event.room if kind is Message or kind is Notice else None
         if not room:  # not about one room: the same frame for all
             here = [c.output for s in sessions if (c := s.client).state == opened]
         else:
@@ -567,9 +567,8 @@ class ChatWebSocketFactory(WebSocketServerFactory):
                 c.output for s in sessions if s.room == room and (c := s.client).state == opened
             ]
         shown = len(here)
-        origin = event.origin if kind is Message else None
-        if origin is not None:  # a text door does not echo a public line to its sender
-            with suppress(ValueError):
+        if origin is not None and origin.room == room:  # no echo of a public line on text
+            with suppress(ValueError):  # unless it has left, or is on another door
                 here.remove(getattr(origin.client, "output", None))
         turn = self.turn
         if room and shown < len(sessions):  # some are elsewhere (or closing)
@@ -582,19 +581,19 @@ class ChatWebSocketFactory(WebSocketServerFactory):
                 frame = event.rendered("ws+", self.elsewhere_frame)
                 if frame:
                     turn.write_all(there, frame)
-        frame = event.wire.get("ws") or event.rendered("ws", self.line_frame)
+        frame = event.rendered("ws", self.line_frame)
         if frame and here:
             turn.write_all(here, frame)
 
     def deliver_pages(self, sessions: tuple[Session, ...], event: Event) -> None:
         """L{ChatWebSocket.deliver} to many of this door's JSON sessions (the page): one
         frame for all, the sender's own line included."""
-        if type(event) is History or (type(event) is Message and event.to is not None):
+        if text.sharing(event) is None:  # per viewer
             deliver(sessions, event)
             return
         opened = ChatWebSocket.STATE_OPEN
         pages = [c.output for s in sessions if (c := s.client).state == opened]
-        frame = event.wire.get("json") or event.rendered("json", self.json_frame)
+        frame = event.rendered("json", self.json_frame)
         if pages and frame:
             self.turn.write_all(pages, frame)
 
@@ -805,8 +804,9 @@ class Doorway(Protocol):
         self.site.arrived(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
-        head = self.head + data if self.head else data
-        end = head.find(b"\r\n\r\n")
+        seen = len(self.head)  # searched already: a head in tiny pieces costs no more
+        head = self.head + data if seen else data
+        end = head.find(b"\r\n\r\n", max(0, seen - 3))
         if end < 0 and len(head) < MAX_HEAD:
             self.head = head
             return

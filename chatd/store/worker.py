@@ -230,7 +230,7 @@ class Worker:
         if self._down is None or self._closed:
             return
         if not self._busy and not self._queue:
-            pinged = self._run(queries.ping)
+            pinged = self.ping()
             pinged.addErrback(lambda f: log_failed(log, f, "pinging the database failed"))
         self._probe_later()
 
