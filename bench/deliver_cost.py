@@ -9,6 +9,8 @@ Each run is one process: chatd's real Room (L{chatd.testing.make_room}, on the r
 with a door listening on 127.0.0.1, C{--receivers} TCP clients connected to it and one
 sender (a L{chatd.testing.FakeClient}) that says C{--messages} lines, one per reactor turn
 (as at 50 messages/s), each fanned out to every receiver and sent with one C{send()} each.
+The C{irc} run's receivers register (NICK, USER, no capabilities) and read each line as a
+PRIVMSG to the default room's channel.
 The C{floor} run connects the same clients to the line door, then sends the same number of
 lines itself with a bare C{for sock in socks: sock.send(line)}: the user-space part of
 bench.floor's cost.
@@ -33,7 +35,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python bench/deliver_cost.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-KINDS = ("line", "ws", "floor")
+KINDS = ("line", "ws", "irc", "floor")
 LINE = "hello, this is a bench line of about the usual size"
 
 
@@ -64,6 +66,7 @@ def run(kind: str, receivers: int, messages: int) -> None:
     from twisted.internet import reactor
 
     from bench.wire import ws_request
+    from chatd.doors.irc import IRCFactory
     from chatd.doors.line import LineFactory
     from chatd.doors.web import make_site
     from chatd.testing import FakeClient, make_room
@@ -78,15 +81,22 @@ def run(kind: str, receivers: int, messages: int) -> None:
         crowd_summary=0,
         max_room_members=receivers + 10,
     )
-    factory = make_site(room) if kind == "ws" else LineFactory(room)
+    if kind == "ws":
+        factory = make_site(room)
+    elif kind == "irc":
+        factory = IRCFactory(room)
+    else:
+        factory = LineFactory(room)
     if kind == "ws":  # no pings: under valgrind a run outlasts their interval, by chance
         factory.chat.protocol.autoPingInterval = 0
     port = reactor.listenTCP(0, factory, backlog=1024, interface="127.0.0.1").getHost().port
     socks = []
-    for _ in range(receivers):
+    for i in range(receivers):
         s = socket.create_connection(("127.0.0.1", port))
         if kind == "ws":
             s.sendall(ws_request("127.0.0.1", port))
+        elif kind == "irc":  # registered once both are read: then in the default room
+            s.sendall(f"NICK r{i}\r\nUSER r{i} 0 * :bench\r\n".encode())
         s.setblocking(False)
         socks.append(s)
     _iterate(reactor, lambda: len(room.members.sessions) == receivers)

@@ -34,6 +34,7 @@ from chatd.doors.irc_members import Rosters, View
 from chatd.doors.output import STREAM_CHUNK, Output, Turn
 from chatd.errors import CommandError, UsageError
 from chatd.events import Error, Event, History, Identity, Message, Notice, Presence, Rooms
+from chatd.members import deliver
 from chatd.people import Session, name_key
 from chatd.room import Room
 from chatd.text import chunks, clock_time, cut_message
@@ -1073,7 +1074,14 @@ class IRCDoor(irc.IRC):
 
     # -- events from the Room -----------------------------------------------------------------
 
+    @property
+    def deliver_all(self) -> Any:
+        """This door's fan-out (L{chatd.people.Client.deliver_all}): its factory's."""
+        return self.factory.deliver_all
+
     def deliver(self, event: Event) -> None:
+        # One recipient; a channel's message to many goes through L{IRCFactory.deliver_all},
+        # which must keep to what this does with it (L{_message}).
         if self.early is not None:
             self.early.append(event)
             return
@@ -1306,6 +1314,52 @@ class IRCFactory(Factory):
         self.rosters = Rosters()  # each channel's members, as its latest update said
         self.away: dict[str, str] = {}  # name key -> away message
         self.doors: set[IRCDoor] = set()
+
+    def deliver_all(self, sessions: tuple[Session, ...], event: Event) -> None:
+        """L{IRCDoor.deliver} to many of this door's sessions at once: a fan-out.
+
+        A channel's message is encoded once per render key (the tag capabilities a client
+        asked for) and each key's bytes go to its clients with one L{Turn.write_all}: a
+        recipient costs a step of one loop rather than a few calls. Who gets nothing is as
+        in L{IRCDoor._message}: a client not showing the channel, one that is closing, and
+        the sender without echo-message; a client not welcomed yet keeps the message for
+        its welcome (L{IRCDoor.early}). Anything else (whispers, member lists, notices,
+        history) is per client: L{IRCDoor.deliver} each.
+        """
+        if type(event) is not Message or event.to is not None:
+            deliver(sessions, event)
+            return
+        room = event.room
+        origin = event.origin
+        quiet = None  # the sender's own connection, unless it asked for its echo
+        if origin is not None:
+            sender = getattr(origin, "client", None)
+            if getattr(sender, "session", None) is origin and "echo-message" not in getattr(
+                sender, "caps", ()
+            ):
+                quiet = sender
+        groups: dict[str, list[Output]] = {}  # render key -> the outputs that read it
+        renderers: dict[str, IRCDoor] = {}  # render key -> a client that encodes it
+        for session in sessions:
+            client = session.client
+            if client.early is not None:
+                client.early.append(event)  # told at the welcome, in order
+            elif client.gone or client is quiet or room not in client.channels:
+                continue
+            else:
+                key = client.render_key
+                outputs = groups.get(key)
+                if outputs is None:
+                    groups[key] = [client.output]
+                    renderers[key] = client
+                else:
+                    outputs.append(client.output)
+        for key, outputs in groups.items():
+            data = event.wire.get(key)
+            if data is None:
+                data = event.rendered(key, renderers[key]._rendered)
+            if data:
+                self.turn.write_all(outputs, data)
 
     def tell_away(self, source: IRCDoor, name: str, text: str) -> None:
         """away-notify: the other IRC clients that asked hear of it."""
