@@ -138,9 +138,10 @@ class Turn:
                         sent = sock.send(data)
                     except OSError:
                         sent = 0  # EAGAIN, or an error the transport will find and report
-                    if sent == len(data):
-                        continue
-                    output._buffer(data[sent:])
+                    if sent != len(data):
+                        output._buffer(data[sent:])
+                    elif output._queue is None:
+                        continue  # the usual case: all sent, no stream to go on with
                 else:
                     output._buffer(data)
                 if output._queue and not output.paused:
