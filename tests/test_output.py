@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from twisted.internet.task import Clock
+import pytest_twisted
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 
 from chatd.doors.output import Output, Turn
@@ -95,3 +99,50 @@ def test_what_waits_behind_a_stream_counts_against_the_cap():
     assert not output._tripped
     output.write(b"x" * 600)  # 1200 bytes waiting behind it: over the 1000-byte cap
     assert output._tripped
+
+
+@pytest_twisted.ensureDeferred
+async def test_bytes_the_door_writes_to_the_transport_itself_go_before_later_fan_outs():
+    """A fan-out goes straight to the socket, past Twisted's buffer, only while that buffer
+    is empty: after the door writes to the transport itself (Autobahn answering a ping,
+    once L{Output.flush} sent what was held), what the turn writes next waits behind it."""
+    accepted: defer.Deferred[Server] = defer.Deferred()
+    received = bytearray()
+    turn = Turn(reactor)
+
+    class Server(Protocol):
+        def connectionMade(self) -> None:
+            self.output = Output(self.transport, turn, 100_000, lambda: "client")
+            accepted.callback(self)
+
+        def dataReceived(self, data: bytes) -> None:  # a ping, say: answered at once
+            turn.write_all([self.output], b"before %s\n" % data)
+            self.output.flush()
+            self.transport.write(b"answer %s\n" % data)
+            turn.write_all([self.output], b"after %s\n" % data)
+
+    class Client(Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            received.extend(data)
+
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        Factory.forProtocol(Server)
+    )
+    try:
+        client = await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
+            Factory.forProtocol(Client)
+        )
+        server = await accepted
+        expected = b""
+        for i in range(3):
+            client.transport.write(b"%d" % i)
+            expected += b"before %d\nanswer %d\nafter %d\n" % (i, i, i)
+            for _ in range(200):
+                if len(received) >= len(expected):
+                    break
+                await deferLater(reactor, 0.005)
+        assert bytes(received) == expected
+        client.transport.loseConnection()
+        server.transport.loseConnection()
+    finally:
+        await port.stopListening()

@@ -122,23 +122,26 @@ class Turn:
                     if type(data) is not bytes:
                         written += len(data) - 1
                         data = b"".join(data)
-                elif output._queue is None:
+                else:
                     data = shared
-                else:  # behind a stream: it waits its turn in the queue (counted when sent)
-                    written -= 1
-                    output.write(shared)
-                    continue
-                sock = output._socket
-                t = output._target
-                # Nothing waiting in Twisted's buffers (its write buffer is b"" once sent),
-                # and connected: then the bytes may go before any Twisted would send.
-                if sock is not None and not t._tempDataLen and not t.dataBuffer and t.connected:
+                # The socket, while nothing waits in Twisted's buffers or in a stream queue
+                # (L{Output._direct}): then the bytes may go before any Twisted would send.
+                sock = output._direct
+                if sock is None:
+                    if output._queue is not None and shared is not None:
+                        written -= 1  # behind a stream: it waits its turn (counted when sent)
+                        output.write(shared)
+                        continue
+                    sock = output._clear()
+                if sock is not None:
                     try:
                         sent = sock.send(data)
                     except OSError:
                         sent = 0  # EAGAIN, or an error the transport will find and report
                     if sent != len(data):
                         output._buffer(data[sent:])
+                    elif output._queue is None:
+                        continue  # the usual case: all sent, no stream to go on with
                 else:
                     output._buffer(data)
                 if output._queue and not output.paused:
@@ -172,6 +175,24 @@ class Output:
     against C{limit}; what is written meanwhile waits behind it, in order, and does count.
     """
 
+    __slots__ = (
+        "transport",
+        "turn",
+        "limit",
+        "paused",
+        "pending",
+        "describe",
+        "_held",
+        "_tripped",
+        "_finished",
+        "_queue",
+        "_queued",
+        "_tcp",
+        "_socket",
+        "_direct",
+        "_target",
+    )
+
     def __init__(
         self, transport: ITransport, turn: Turn, limit: int, describe: Callable[[], object]
     ):
@@ -190,6 +211,9 @@ class Output:
         # A socket we may write to ourselves: plain TCP, also behind HAProxy (not TLS).
         self._tcp = _tcp_under(transport)
         self._socket = self._tcp.socket if self._tcp is not None else None
+        # The socket while nothing waits in Twisted's buffers or in a stream queue, so
+        # L{Turn.send} may write to it at once; None when that is not known (L{_clear}).
+        self._direct = self._socket
         self._target: Any = self._tcp or transport  # where L{Turn.send} writes
         try:
             transport.setTcpNoDelay(True)  # TLS and PROXY-protocol wrappers pass it on
@@ -227,6 +251,7 @@ class Output:
             self.turn._hold_fanout()
         if self._queue is None:
             self._queue = deque()
+            self._direct = None
         self._queue.append(pieces)
         self._pump()
 
@@ -264,14 +289,28 @@ class Output:
             held.append(data)
 
     def flush(self) -> None:
-        """Send what this turn wrote, then take the next pieces of a stream."""
+        """Send what this turn wrote, then take the next pieces of a stream: the door is
+        about to write to the transport itself (Autobahn's own frames), behind these bytes.
+        Until Twisted has sent that, bytes go through its buffer too (L{_clear})."""
         if self.turn._fanout is not None:  # written before this: held first, in order
             self.turn._hold_fanout()
         self.turn.send([self])
+        self._direct = None
+
+    def _clear(self) -> Any:
+        """The socket if Twisted holds nothing for it and it is connected, else None; kept
+        as L{_direct} for the next sends while no stream queue waits either."""
+        t = self._tcp
+        if t is None or t._tempDataLen or t.dataBuffer or not t.connected:
+            return None
+        if self._queue is None:
+            self._direct = self._socket
+        return self._socket
 
     def _buffer(self, data: bytes) -> None:
         """What the socket did not take: through the transport, which sends it as the
         client reads, unless this client has stopped reading for too long."""
+        self._direct = None
         if self.paused:  # not the write that fills the buffer: Twisted holds that one
             self.pending += len(data)
             if self.pending > self.limit:
@@ -289,7 +328,7 @@ class Output:
             client=self.describe(),
             limit=self.limit,
         )
-        self._queue = None
+        self._queue = self._direct = None
         self.transport.abortConnection()
 
     def finish(self) -> None:
@@ -306,6 +345,7 @@ class Output:
                 self._hold(item)
         self._queue = None
         self.turn.send([self])
+        self._direct = None  # closing: each send asks whether it is still connected
         if not self._finished:
             self._finished = True
             self.transport.unregisterProducer()
@@ -321,4 +361,4 @@ class Output:
 
     def stopProducing(self) -> None:
         self.paused = False
-        self._queue = None
+        self._queue = self._direct = None
