@@ -69,6 +69,9 @@ class Session:
     __slots__ = ("id", "client", "user", "since", "lines", "token", "closing", "room", "waiting")
 
     _ids = itertools.count(1)
+    # How often any session's current room changed (L{move}): a door that keeps who is in
+    # which room between fan-outs knows by it when that went stale.
+    moves = 0
 
     def __init__(self, client: Client, user: User, since: float) -> None:
         self.id = next(Session._ids)
@@ -85,6 +88,11 @@ class Session:
         self.waiting: deque[str] | None = None
         # The room what it types goes to; a text door prefixes the lines of other rooms.
         self.room: str | None = None
+
+    def move(self, room: str | None) -> None:
+        """Make C{room} the current one (the only way to change it: see L{moves})."""
+        self.room = room
+        Session.moves += 1
 
     @property
     def name(self) -> str:

@@ -262,7 +262,7 @@ class Room(Service):
         if name is None or self.names.problem(name) is not None:
             name = self.names.guest()
         session = Session(client, User(name, since=now), now)
-        session.room = self.all_rooms.default.name
+        session.move(self.all_rooms.default.name)
         self.members.add(session)
         name = session.user.name
         self.arrivals.connected(session)
@@ -360,7 +360,7 @@ class Room(Service):
         name = account.name
         back = holder is not None or self.crowd.returned(name)
         session = Session(client, holder or User(name, now, account=name), now)
-        session.room = self.all_rooms.default.name
+        session.move(self.all_rooms.default.name)
         self.members.add(session)
         self.arrivals.connected(session, f" with {how}")
         session.deliver(Identity(name, name, token))
@@ -961,7 +961,7 @@ class Room(Service):
         found = self.all_rooms.get(name)
         if found is None or not self.all_rooms.holds(session.user, found):
             raise CommandError(f"you are not in {name}; /join {name} first")
-        session.room = found.name
+        session.move(found.name)
 
     def conversation(self, name: str) -> Conversation | None:
         return self.all_rooms.get(name)

@@ -201,7 +201,7 @@ class Rooms:
             self._back_in_default(session, "you joined")
             return
         if conversation is not None and self.all.holds(user, conversation):
-            session.room = conversation.name
+            session.move(conversation.name)
             self._tell_current(session, f"you are now talking in {conversation.name}")
             self._show_topic(session, conversation)
             self.voice.event(session, RoomList([c.name for c in self.joined(user)], session.room))
@@ -221,7 +221,7 @@ class Rooms:
                 self._claim(conversation, session)
             log.info("{user} made {room}", user=user, room=name)
         self._enter(user, conversation)
-        session.room = conversation.name
+        session.move(conversation.name)
         self.crowd.moved("joined", user.name, conversation.name)
         self.tell_rooms(user)  # first: the page shows the room the next lines are about
         self._tell_current(session, f"you joined {conversation.name}; what you type goes there")
@@ -232,7 +232,7 @@ class Rooms:
         """C{session}'s person is in the default room again (a /join, or the other rooms
         gone): those in it hear it, the page lists it."""
         user, default = session.user, self.default
-        session.room = default.name
+        session.move(default.name)
         self.crowd.moved("joined", user.name, default.name)
         self.tell_rooms(user)
         self._tell_current(session, f"{how} {default.name}; what you type goes there")
@@ -292,7 +292,7 @@ class Rooms:
         self._tell_current(session, f"you left {default.name}")
         for s in user.sessions:
             if s.room == default.name:
-                s.room = self._last(user).name
+                s.move(self._last(user).name)
                 self._tell_current(s, f"you are now talking in {s.room}")
         self.tell_rooms(user)
         self.crowd.moved("left", user.name, default.name)
@@ -305,7 +305,7 @@ class Rooms:
             self.crowd.moved("joined", user.name, self.default.name)
         for s in user.sessions:
             if s.room == conversation.name:
-                s.room = self._last(user).name
+                s.move(self._last(user).name)
                 if verb != "left":
                     self.voice.tell(s, f"you were removed from {conversation.name}")
                 self._tell_current(s, f"you are now talking in {s.room}")
@@ -486,7 +486,7 @@ class Rooms:
         user = session.user
         if found is None or not self.all.holds(user, found):
             found = self.default if self.all.holds(user, self.default) else self._last(user)
-            session.room = found.name
+            session.move(found.name)
         return found
 
     def joined(self, user: User) -> list[Conversation]:

@@ -55,6 +55,27 @@ def test_a_public_line_reaches_everyone_but_its_sender_and_is_prefixed_outside_i
     assert cy.read() == ["[#lobby] ann: hi all"]
 
 
+def test_who_is_in_the_room_is_asked_again_once_someone_changes_rooms():
+    """The door keeps who was in the room between messages; a /join or /part
+    (the room's people stay the same, their current rooms change) must show at once."""
+    room, (ann, bob, cy) = _people("ann", "bob", "cy")
+    ann.type("one")
+    assert bob.read() == ["ann: one"] and cy.read() == ["ann: one"]
+    cy.type("/join #dev")
+    cy.read()
+    ann.type("two")
+    assert bob.read() == ["ann: two"] and cy.read() == ["[#lobby] ann: two"]
+    cy.type("/join #lobby")  # in it already: it becomes the current room again
+    cy.read()
+    ann.type("three")
+    assert bob.read() == ["ann: three"] and cy.read() == ["ann: three"]
+    bob.type("/join #ops")
+    bob.read()
+    cy.type("four")
+    assert ann.read() == ["cy: four"] and bob.read() == ["[#lobby] cy: four"]
+    assert cy.read() == []
+
+
 def test_a_room_line_reaches_its_members_only():
     room, (ann, bob, cy) = _people("ann", "bob", "cy")
     ann.type("/join #dev")
