@@ -107,45 +107,51 @@ class Turn:
 
         When nothing is queued for a plain TCP client the bytes go straight to its socket;
         only what the kernel does not take goes through the transport, in order
-        (L{Output._buffer}). This loop runs once per recipient of everything, so the usual
-        case is written out here rather than in a call per output.
+        (L{Output._buffer}). A fan-out's loop runs once per recipient of everything, so its
+        usual case is written out here rather than in a call per output.
         """
+        if shared is not None:
+            self._send_shared(outputs, shared)
+            return
         written = len(outputs)  # one event each, the usual case; corrected below
         for output in outputs:
             try:
-                if shared is None:
-                    data = output._held
-                    if data is None:  # sent already (L{Output.flush})
-                        written -= 1
-                        continue
-                    output._held = None
-                    if type(data) is not bytes:
-                        written += len(data) - 1
-                        data = b"".join(data)
-                else:
-                    data = shared
-                # The socket, while nothing waits in Twisted's buffers or in a stream queue
-                # (L{Output._direct}): then the bytes may go before any Twisted would send.
-                sock = output._direct
-                if sock is None:
-                    if output._queue is not None and shared is not None:
-                        written -= 1  # behind a stream: it waits its turn (counted when sent)
-                        output.write(shared)
-                        continue
-                    sock = output._clear()
+                data = output._held
+                if data is None:  # sent already (L{Output.flush})
+                    written -= 1
+                    continue
+                output._held = None
+                if type(data) is not bytes:
+                    written += len(data) - 1
+                    data = b"".join(data)
+                output._send(data)
+            except Exception:  # one broken client must not hold up everyone else's bytes
+                self.errors += 1
+                log.failure("writing to {client} failed", client=output.describe())
+        self.writes += written
+
+    def _send_shared(self, outputs: list[Output], data: bytes) -> None:
+        size = len(data)
+        written = len(outputs)  # one event each, the usual case; corrected below
+        for output in outputs:
+            # The socket, while nothing waits in Twisted's buffers or in a stream queue
+            # (L{Output._direct}): then the bytes may go before any Twisted would send.
+            sock = output._direct
+            if sock is not None:
+                try:
+                    sent = sock.send(data)
+                except OSError:
+                    sent = 0  # EAGAIN, or an error the transport will find and report
+                if sent == size:
+                    continue
+            try:
                 if sock is not None:
-                    try:
-                        sent = sock.send(data)
-                    except OSError:
-                        sent = 0  # EAGAIN, or an error the transport will find and report
-                    if sent != len(data):
-                        output._buffer(data[sent:])
-                    elif output._queue is None:
-                        continue  # the usual case: all sent, no stream to go on with
+                    output._buffer(data[sent:])
+                elif output._queue is not None:
+                    written -= 1  # behind a stream: it waits its turn (counted when sent)
+                    output.write(data)
                 else:
-                    output._buffer(data)
-                if output._queue and not output.paused:
-                    output._pump()
+                    output._send(data)
             except Exception:  # one broken client must not hold up everyone else's bytes
                 self.errors += 1
                 log.failure("writing to {client} failed", client=output.describe())
@@ -296,6 +302,24 @@ class Output:
             self.turn._hold_fanout()
         self.turn.send([self])
         self._direct = None
+
+    def _send(self, data: bytes) -> None:
+        """Send C{data} now, behind whatever Twisted holds for this client; then take the
+        next pieces of a stream."""
+        sock = self._direct
+        if sock is None:
+            sock = self._clear()
+        if sock is not None:
+            try:
+                sent = sock.send(data)
+            except OSError:
+                sent = 0  # EAGAIN, or an error the transport will find and report
+            if sent != len(data):
+                self._buffer(data[sent:])
+        else:
+            self._buffer(data)
+        if self._queue and not self.paused:
+            self._pump()
 
     def _clear(self) -> Any:
         """The socket if Twisted holds nothing for it and it is connected, else None; kept
