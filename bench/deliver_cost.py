@@ -111,6 +111,7 @@ def run(kind: str, receivers: int, messages: int) -> None:
         print(reactor.getDelayedCalls(), file=sys.stderr)
     line = (LINE + "\r\n").encode()
     targets = [s.client.transport.socket for s in room.members.sessions if s.client is not sender]
+    got = 0  # bytes the clients read of the messages
     for i in range(messages):
         if kind == "floor":
             for sock in targets:
@@ -119,8 +120,8 @@ def run(kind: str, receivers: int, messages: int) -> None:
             room.receive(sender.session, f"{LINE} {i}")
             reactor.iterate(0)  # the end of the turn: Turn.flush sends
         if i % 50 == 49:
-            _drain(socks)
-    got = _drain(socks)
+            got += _drain(socks)
+    got += _drain(socks)
     assert got > 0 or not messages, "nothing was delivered"
     print(f"{kind}: {receivers} receivers, {messages} messages, {got} bytes", file=sys.stderr)
 
@@ -156,7 +157,7 @@ def count(kind: str, receivers: int, messages: int) -> int:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.deliver_cost", description=__doc__)
     p.add_argument("--run", choices=KINDS, help="one run, to be counted (no valgrind)")
-    p.add_argument("--kinds", default="floor,line,ws", help="what to count, comma-separated")
+    p.add_argument("--kinds", default="floor,line,ws,irc", help="what to count, comma-separated")
     p.add_argument("--receivers", type=int, default=1000)
     p.add_argument("--messages", default="20,120", help="two counts, or one with --run")
     args = p.parse_args(argv)
