@@ -53,8 +53,7 @@ def backend(request, tmp_path) -> Iterator[Backend]:
         backend = Backend(lambda: PostgresStore.open(url, reactor))
     yield backend
     for store in backend.started:  # a test that failed before close(): its worker thread
-        if store._pool.started:  # would keep the test run from exiting
-            store._pool.stop()
+        store.stop_thread()  # would keep the test run from exiting
 
 
 # -- every backend ----------------------------------------------------------------------------
