@@ -42,7 +42,7 @@ def _cpu() -> tuple[float, float, float]:
     return time.thread_time(), usage.ru_utime, usage.ru_stime
 
 
-def serve(messages: int, quiet: bool = False) -> None:
+def serve(messages: int, quiet: bool = False, memory: bool = False) -> None:
     """Serve a client (L{client}, another process) that sends C{WARMUP + messages + 1}
     lines; count the CPU from the receipt of line C{WARMUP + 1} to the last one's."""
     from prometheus_client import CollectorRegistry
@@ -51,10 +51,10 @@ def serve(messages: int, quiet: bool = False) -> None:
     from chatd import metrics
     from chatd.doors.line import LineFactory
     from chatd.store.sqlite import SQLiteStore
-    from chatd.testing import make_room
+    from chatd.testing import MemoryStore, make_room
 
     tmp = tempfile.mkdtemp(prefix="msg_cost")
-    store = SQLiteStore.open(Path(tmp) / "chatd.sqlite3", reactor)
+    store = MemoryStore() if memory else SQLiteStore.open(Path(tmp) / "chatd.sqlite3", reactor)
     room = make_room(
         clock=reactor,
         commands=[],
@@ -137,7 +137,7 @@ def _drain(s: socket.socket) -> bytes:
         got += data
 
 
-def count(messages: int) -> tuple[int, int]:
+def count(messages: int, memory: bool = False) -> tuple[int, int]:
     """Instructions callgrind counts for one run: the main (reactor) thread's, the others'."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "callgrind.out")
@@ -150,6 +150,7 @@ def count(messages: int) -> tuple[int, int]:
             "-m",
             "bench.msg_cost",
             "--quiet",
+            *(["--memory"] if memory else []),
             "--messages",
             str(messages),
         ]
@@ -173,16 +174,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--messages", default="2000", help="how many; two counts with --callgrind")
     p.add_argument("--callgrind", action="store_true", help="count instructions instead")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--memory", action="store_true", help="the tests' store, answering at once (no thread)"
+    )
     p.add_argument("--client", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.client:
         client(args.client, int(args.messages))
         return
     if not args.callgrind:
-        serve(int(args.messages), args.quiet)
+        serve(int(args.messages), args.quiet, args.memory)
         return
     low, high = (int(m) for m in args.messages.split(","))
-    (main0, others0), (main1, others1) = count(low), count(high)
+    (main0, others0), (main1, others1) = count(low, args.memory), count(high, args.memory)
     main, others = (main1 - main0) / (high - low), (others1 - others0) / (high - low)
     print(
         f"{main:8.0f} instructions per message on the reactor thread, {others:.0f} on others",
