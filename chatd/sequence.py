@@ -59,19 +59,23 @@ class Sequence:
 
     def show(self, id: int) -> bool:
         """Record public message C{id} as shown; False when it was shown already."""
-        if id in self._shown:
+        shown = self._shown
+        if id in shown:
             return False
         if id == self.shown_through + 1:
             self.shown_through = id
-            while self.shown_through + 1 in self._private:
+            while self._private and self.shown_through + 1 in self._private:
                 self._private.discard(self.shown_through + 1)
                 self.shown_through += 1
-        self._shown.add(id)
-        self._shown_order.append(id)
-        if len(self._shown_order) > self._remember:
-            self._shown.discard(self._shown_order.popleft())
-        self.newest_shown = max(self.newest_shown, id)
-        self.given = max(self.given, id)
+        shown.add(id)
+        order = self._shown_order
+        order.append(id)
+        if len(order) > self._remember:
+            shown.discard(order.popleft())
+        if id > self.newest_shown:
+            self.newest_shown = id
+        if id > self.given:
+            self.given = id
         return True
 
     def shown_up_to(self, id: int) -> None:

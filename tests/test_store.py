@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -53,8 +54,7 @@ def backend(request, tmp_path) -> Iterator[Backend]:
         backend = Backend(lambda: PostgresStore.open(url, reactor))
     yield backend
     for store in backend.started:  # a test that failed before close(): its worker thread
-        if store._pool.started:  # would keep the test run from exiting
-            store._pool.stop()
+        store.stop_thread()  # would keep the test run from exiting
 
 
 # -- every backend ----------------------------------------------------------------------------
@@ -87,6 +87,20 @@ async def test_a_burst_is_saved_and_confirmed_in_id_order(backend):
     assert confirmed == list(range(1, 2001))
     await store.close()
     assert backend.reopened() == 2000
+
+
+@pytest_twisted.ensureDeferred
+async def test_closing_finishes_what_was_asked_and_stops_the_thread(backend):
+    """A server that stops must not be kept from exiting by the database's thread, nor
+    lose what was asked just before it stopped."""
+    store = backend.opened()
+    saved = [store.add_message(Message(i, 1.0, "Ann", "x")) for i in range(1, 51)]
+    await store.close()
+    assert all(d.called for d in saved)
+    assert not [t for t in threading.enumerate() if "chatd-store" in t.name]
+    with pytest.raises(StoreError):
+        await store.add_message(Message(51, 1.0, "Ann", "late"))
+    assert backend.reopened() == 50
 
 
 @pytest_twisted.ensureDeferred

@@ -47,16 +47,18 @@ class LineSplitter:
         buffer = self._rest + data if self._rest else data
         start = 0
         limit = self.max_bytes
-        while not self._stopped():
-            end = _LINE_END.search(buffer, start)
+        search, stopped, line = _LINE_END.search, self._stopped, self._line
+        while not stopped():
+            end = search(buffer, start)
             if end is None:
                 break
+            stop = end.start()
             if self._skipping:
                 self._skipping = False
-            elif end.start() - start > limit:
+            elif stop - start > limit:
                 self._too_long()
             else:
-                self._line(buffer[start : end.start()])
+                line(buffer[start:stop])
             start = end.end()
         self._after_cr = start == len(buffer) and buffer[-1:] == b"\r"
         rest = buffer[start:]

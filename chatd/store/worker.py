@@ -24,21 +24,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Collection
+from queue import SimpleQueue
 from types import ModuleType
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 
 from chatd.events import Message
 from chatd.store import Account, Scheduled, StoreError, StoreUnavailable, log_failed, queries
 
 Op = Callable[..., Any]
 Batch = list[tuple[Op, tuple[Any, ...], Deferred[Any]]]
+# What the worker thread is handed: run C{job(argument)}, then C{answer(result, argument)}
+# on the reactor thread; None: stop.
+Job = tuple[Callable[[Any], Any], Any, Callable[[Any, Any], object]] | None
 log = Logger(namespace="chatd.store")
 
 PROBE_EVERY = 2.0  # seconds between the pings that notice the end of an outage
@@ -57,7 +59,12 @@ class Worker:
 
     def __init__(self, reactor: Any, timeout: float | None = None) -> None:
         self._reactor = reactor
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="chatd-store")
+        # The hand-off to the worker thread: a plain queue there, reactor.callFromThread
+        # back. Twisted's ThreadPool would cost a message about half again as much CPU
+        # (its Team coordination, locks and log context per call), and one thread needs
+        # none of that.
+        self._jobs: SimpleQueue[Job] = SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._queue: Batch = []
         self._busy = False
         self._closed = False
@@ -71,6 +78,7 @@ class Worker:
         # Set when the running batch's deadline passed: the backend must not commit it.
         self._given_up = threading.Event()
         self._watchdog: IDelayedCall | None = None
+        self._watching: Deferred[Any] | None = None  # the call whose deadline it is set for
         self._down: str | None = None  # the outage being logged, if any
         self._recovery: list[Deferred[None]] = []  # fired when the outage ends
         self._probe: IDelayedCall | None = None
@@ -91,21 +99,60 @@ class Worker:
         raise NotImplementedError
 
     def start(self) -> None:
-        self._pool.start()
+        """Start the worker thread (calls queued before wait for it)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="chatd-store")
+            self._thread.start()
 
     def close(self) -> Deferred[None]:
+        """Finish everything queued, then let go of the database and stop the thread."""
         d = self._run(_nothing)  # fires once everything queued before it is done
         self._closed = True
-        d.addBoth(lambda _: deferToThreadPool(self._reactor, self._pool, self._release))
+        d.addBoth(lambda _: self._last())
         d.addBoth(self._stopped)
         return d
+
+    def _last(self) -> Deferred[None]:
+        """Release the connection on the worker thread, which then stops."""
+        released: Deferred[None] = Deferred()
+
+        def answer(result: Any, _: object) -> None:
+            released.callback(result)  # a Failure errbacks
+
+        self._jobs.put((lambda _: self._release(), None, answer))
+        self._jobs.put(None)
+        return released
 
     def _stopped(self, result: Any) -> Any:
         for call in (self._watchdog, self._probe):
             if call is not None and call.active():
                 call.cancel()
-        self._pool.stop()
+        self.stop_thread()
         return result
+
+    def stop_thread(self) -> None:
+        """Stop the worker thread once it is done with what it was handed (at once, after
+        L{close}); for a test that failed before it could close the store."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._jobs.put(None)
+            thread.join()
+
+    def _work(self) -> None:
+        """The worker thread: run what it is handed, in order, and hand back each result
+        (or L{Failure}) to the reactor thread, until told to stop."""
+        jobs = self._jobs
+        answer = self._reactor.callFromThread
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            run, argument, then = job
+            try:
+                result = run(argument)
+            except BaseException:
+                result = Failure()
+            answer(then, result, argument)
 
     def _run(self, op: Op, *args: Any) -> Deferred[Any]:
         """Queue C{op(conn, *args)}; it runs in the next transaction, after all queued before."""
@@ -126,9 +173,9 @@ class Worker:
         self._busy = True
         self._started_at = self._reactor.seconds()
         self._running = batch
-        self._given_up = threading.Event()
-        work = deferToThreadPool(self._reactor, self._pool, self._transaction, batch)
-        work.addBoth(self._done, batch)
+        if self._given_up.is_set():  # an earlier batch was given up: this one is not
+            self._given_up = threading.Event()
+        self._jobs.put((self._transaction, batch, self._done))
 
     def _done(self, results: Any, batch: Batch) -> None:
         """Deliver a batch's results; its time, from the thread taking it to now, is observed
@@ -163,16 +210,24 @@ class Worker:
     def _arm(self) -> None:
         """Wake up at the earliest deadline of a call not answered yet (calls are queued in
         deadline order, and the running batch is older than the queue)."""
-        if self._watchdog is not None and self._watchdog.active():
-            self._watchdog.cancel()
-        self._watchdog = None
-        pending = [d for _, _, d in self._running if not d.called] + [d for _, _, d in self._queue]
-        if pending and pending[0] in self._deadlines:
-            delay = max(0.0, self._deadlines[pending[0]] - self._reactor.seconds())
+        if self.timeout is None:
+            return  # no deadlines
+        first = next((d for _, _, d in self._running if not d.called), None)
+        if first is None and self._queue:
+            first = self._queue[0][2]
+        watchdog = self._watchdog
+        if watchdog is not None and watchdog.active():
+            if first is self._watching:
+                return  # set for that call's deadline already
+            watchdog.cancel()
+        self._watchdog = self._watching = None
+        if first is not None and first in self._deadlines:
+            delay = max(0.0, self._deadlines[first] - self._reactor.seconds())
             self._watchdog = self._reactor.callLater(delay, self._overdue)
+            self._watching = first
 
     def _overdue(self) -> None:
-        self._watchdog = None
+        self._watchdog = self._watching = None
         now = self._reactor.seconds()
         error = StoreUnavailable(
             f"the database {self.where} did not answer within {self.timeout:g} s; is it"
