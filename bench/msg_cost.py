@@ -8,8 +8,8 @@ One process: chatd's real Room (L{chatd.testing.make_room}) on the real reactor,
 real SQLite store in a temporary directory, the metrics wired as a server wires them, and
 the line door on 127.0.0.1. One TCP client sends a line, one other receives it; the next
 line is sent only once the last one arrived, so each message is a batch of its own (as at
-50 messages/s). The two clients are plain blocking sockets in the same thread (one send,
-one recv per message: a constant next to what is measured).
+50 messages/s). The two clients are plain blocking sockets in a child process, so only
+the server is measured.
 
 CPU time is counted for the reactor thread (C{time.thread_time}) and for the whole process
 (C{getrusage}: the store's thread, and the kernel's part of the hand-off: futexes, the
