@@ -245,6 +245,7 @@ def summarize(args: argparse.Namespace, fig: dict[str, Any]) -> dict[str, Any]:
         "rate": args.rate,
         "window": args.window if probe(args) else None,
         "procs": args.procs,
+        "pinned": getattr(args, "pinned", None),
         "connect_s": round(fig.get("connect_s", 0), 2),
         "connect_failed": fig.get("connect_failed", 0),
         "disconnected": sum(r["disconnected"] for r in res) + snd.get("disconnected", 0),
@@ -302,7 +303,9 @@ def summarize(args: argparse.Namespace, fig: dict[str, Any]) -> dict[str, Any]:
 def report(out: dict[str, Any]) -> str:
     """Human-readable summary of one run."""
     lines = [
-        f"scenario     {out['scenario']}  (receiver procs: {out['procs']})",
+        f"scenario     {out['scenario']}  (receiver procs: {out['procs']}"
+        + ("" if out.get("pinned") is None else f"; server on CPU {out['pinned']} alone")
+        + ")",
         f"connect      {out['receivers'] - out['connect_failed']} of {out['receivers']} "
         f"receivers in {out['connect_s']} s",
         f"deliveries   {fmt_num(out['received'])} of {fmt_num(out['expected'])} "

@@ -6,6 +6,7 @@ CPU and RSS come from /proc so the figures cost the server nothing and need no h
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -155,6 +156,15 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
         "are appended), e.g. to bench another build",
     )
     g.add_argument("--keep-data", action="store_true", help="keep the spawned server's data dir")
+    g.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="with --spawn, let the scheduler place the server and the generator (by default "
+        "the server has the last CPU to itself and the generator the others: where the "
+        "scheduler puts a server's threads next to the generator moved its CPU per delivery "
+        "by half between runs)",
+    )
 
 
 @dataclass
@@ -224,9 +234,18 @@ class Spawned:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
-def _server_child_setup() -> None:
-    """preexec_fn: the server needs as many descriptors as the bench opens."""
+def _server_child_setup(core: int | None) -> None:
+    """preexec_fn: the server needs as many descriptors as the bench opens; pinned, it runs
+    on C{core} alone (its threads too)."""
     raise_nofile()
+    if core is not None:
+        os.sched_setaffinity(0, {core})
+
+
+def pinning(pin: bool) -> int | None:
+    """The CPU a spawned server gets to itself, or None (not asked, or one CPU only)."""
+    cores = sorted(os.sched_getaffinity(0))
+    return cores[-1] if pin and len(cores) > 1 else None
 
 
 def _twistd(explicit: str | None) -> str:
@@ -267,6 +286,10 @@ def spawn(args: argparse.Namespace, timeout: float = 30.0) -> Spawned:
     env = dict(os.environ)
     # Let twistd find the chatd plugin from this checkout even if it is not installed.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    core = pinning(getattr(args, "pin", True))
+    if core is not None:  # the bench and the generator processes it forks: the other CPUs
+        os.sched_setaffinity(0, set(os.sched_getaffinity(0)) - {core})
+        args.pinned = core
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             cmd,
@@ -275,7 +298,7 @@ def spawn(args: argparse.Namespace, timeout: float = 30.0) -> Spawned:
             stderr=subprocess.STDOUT,
             cwd=data_dir,
             env=env,
-            preexec_fn=_server_child_setup,
+            preexec_fn=functools.partial(_server_child_setup, core),
             start_new_session=True,  # Ctrl-C on the bench must not hit the server first
         )
     server = Spawned(proc, data_dir, log, keep=args.keep_data)
