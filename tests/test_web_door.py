@@ -74,6 +74,13 @@ async def test_a_public_line_in_the_websocket_fanout_is_prefixed_outside_its_roo
     ann.send("/list")
     await ann.expect(r"^\* online")
     assert not [line for line in ann.lines if "hi all" in line]  # no echo of one's own line
+    bob.send("/join #lobby")  # back in #lobby (the door kept who was where: asked again)
+    await bob.expect(r"now talking in #lobby")
+    ann.send("hi again")
+    await bob.expect(r"^ann: hi again$")
+    bob.send("hi from the lobby")
+    await ann.expect(r"^bob: hi from the lobby$")
+    assert not [line for line in bob.lines if "hi from the lobby" in line]
     for person in (ann, bob, page):
         person.close()
 

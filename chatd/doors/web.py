@@ -16,7 +16,6 @@ import json
 import re
 from collections import deque
 from collections.abc import Iterator
-from contextlib import suppress
 from importlib.resources import files
 from typing import Any
 from urllib.parse import urlsplit
@@ -477,8 +476,17 @@ class ChatWebSocket(WebSocketServerProtocol):
             self.__dict__["_send_queue"] = deque()
         super().sendData(data, sync, chopsize)
 
+    def sendCloseFrame(
+        self, code: int | None = None, reasonUtf8: bytes | None = None, isReply: bool = False
+    ) -> None:
+        opened = self.state == self.STATE_OPEN
+        super().sendCloseFrame(code, reasonUtf8, isReply)
+        if opened and self.state != self.STATE_OPEN:
+            self.factory.closings += 1  # no more frames for it: the kept fan-outs are stale
+
     def _closeConnection(self, abort: bool = False) -> None:
         # Autobahn closes the transport here, whoever started the close.
+        self.factory.closings += 1
         if self.output is not None:
             self.output.finish()
         super()._closeConnection(abort)
@@ -512,6 +520,10 @@ class ChatWebSocketFactory(WebSocketServerFactory):
         super().__init__(server=None)  # no "Server: AutobahnPython/<version>" header
         self.room = room
         self.turn = Turn(room.clock)
+        # How many connections stopped being open (a close frame sent, or closed): the
+        # fan-outs' kept lists of open connections (L{_open_in}) are stale when it moved.
+        self.closings = 0
+        self._kept: dict[str, tuple[Any, ...]] = {}
         self.reconfigure(room.config)
 
     def reconfigure(self, config: Config) -> None:
@@ -550,8 +562,8 @@ class ChatWebSocketFactory(WebSocketServerFactory):
     def deliver_all(self, sessions: tuple[Session, ...], event: Event) -> None:
         """L{ChatWebSocket.deliver} to many of this door's text sessions at once: a fan-out.
 
-        Each frame is looked up once and each recipient costs a step of a list
-        comprehension, as on the line door (L{chatd.doors.line.LineFactory.deliver_all}).
+        Each frame is looked up once, and who gets which is kept between messages
+        (L{_open_in}), as on the line door (L{chatd.doors.line.LineFactory.deliver_all}).
         What differs per viewer (a history, a whisper's "mine") goes one by one.
         """
         sharing = text.sharing(event)
@@ -559,31 +571,22 @@ class ChatWebSocketFactory(WebSocketServerFactory):
             deliver(sessions, event)
             return
         origin, room = sharing
-        opened = ChatWebSocket.STATE_OPEN
-        if not room:  # not about one room: the same frame for all
-            here = [c.output for s in sessions if (c := s.client).state == opened]
-        else:
-            here = [
-                c.output for s in sessions if s.room == room and (c := s.client).state == opened
-            ]
-        shown = len(here)
-        if origin is not None and origin.room == room:  # no echo of a public line on text
-            with suppress(ValueError):  # unless it has left, or is on another door
-                here.remove(getattr(origin.client, "output", None))
-        turn = self.turn
-        if room and shown < len(sessions):  # some are elsewhere (or closing)
-            there = []
-            for s in sessions:  # text.elsewhere: prefixed for those in another room
-                c = s.client
-                if s.room != room and c.state == opened and s is not origin:
-                    (here if s.room is None else there).append(c.output)
-            if there:
-                frame = event.rendered("ws+", self.elsewhere_frame)
-                if frame:
-                    turn.write_all(there, frame)
+        here, there = self._open_in(sessions, room)
+        if origin is not None and (room or origin.room == room):  # no echo on text
+            output = getattr(origin.client, "output", None)
+            if output in here:  # unless it has left, or is on another door
+                here = here.copy()  # the kept lists stay whole
+                here.remove(output)
+            elif output in there:
+                there = there.copy()
+                there.remove(output)
+        if there:
+            frame = event.rendered("ws+", self.elsewhere_frame)
+            if frame:
+                self.turn.write_all(there, frame)
         frame = event.rendered("ws", self.line_frame)
         if frame and here:
-            turn.write_all(here, frame)
+            self.turn.write_all(here, frame)
 
     def deliver_pages(self, sessions: tuple[Session, ...], event: Event) -> None:
         """L{ChatWebSocket.deliver} to many of this door's JSON sessions (the page): one
@@ -591,11 +594,39 @@ class ChatWebSocketFactory(WebSocketServerFactory):
         if text.sharing(event) is None:  # per viewer
             deliver(sessions, event)
             return
-        opened = ChatWebSocket.STATE_OPEN
-        pages = [c.output for s in sessions if (c := s.client).state == opened]
+        pages = self._open_in(sessions, None, "json")[0]
         frame = event.rendered("json", self.json_frame)
         if pages and frame:
             self.turn.write_all(pages, frame)
+
+    def _open_in(
+        self, sessions: tuple[Session, ...], room: str | None, kind: str = "text"
+    ) -> tuple[list[Output], list[Output]]:
+        """The outputs of the open connections of C{sessions}: those whose current room is
+        C{room} (or who have none; all of them for None), and those elsewhere, whose lines
+        are prefixed. Kept per kind of fan-out while nobody comes, goes, changes rooms or
+        stops being open (L{Session.moves}, L{closings}); not to be changed."""
+        kept = self._kept.get(kind)
+        if (
+            kept is not None
+            and kept[0] is sessions
+            and kept[1] == room
+            and kept[2] == Session.moves
+            and kept[3] == self.closings
+        ):
+            return kept[4], kept[5]
+        opened = ChatWebSocket.STATE_OPEN
+        here: list[Output] = []
+        there: list[Output] = []
+        for s in sessions:
+            c = s.client
+            if c.state == opened:
+                if not room or s.room == room or s.room is None:
+                    here.append(c.output)
+                else:  # text.elsewhere: another room than the viewer's current one
+                    there.append(c.output)
+        self._kept[kind] = (sessions, room, Session.moves, self.closings, here, there)
+        return here, there
 
     # An event's frame is prepared once for all recipients; what is kept is its bytes
     # (b"": nothing to send), so a delivery needs no attribute of a prepared message.
