@@ -103,6 +103,10 @@ def test_autobahn_hooks_the_web_door_overrides():
 
     parameters = inspect.signature(WebSocketServerProtocol._closeConnection).parameters
     assert list(parameters) == ["self", "abort"], "Autobahn's _closeConnection changed"
+    # The web door's fan-out counts connections that stop being open there and in
+    # sendCloseFrame, which sets STATE_CLOSING after sending the close frame.
+    parameters = inspect.signature(WebSocketServerProtocol.sendCloseFrame).parameters
+    assert list(parameters) == ["self", "code", "reasonUtf8", "isReply"], "sendCloseFrame changed"
     prepared = WebSocketServerFactory().prepareMessage(b"hi")
     assert isinstance(prepared.payloadHybi, bytes)
     assert WebSocketServerProtocol.STATE_OPEN is not None
