@@ -6,6 +6,7 @@ the index by name can never disagree with the sessions.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable
+from typing import Any, TypeVar
 
 from twisted.logger import Logger
 
@@ -15,6 +16,7 @@ from chatd.people import Client, Session, User, name_key
 log = Logger(namespace="chatd.members")
 
 DeliverAll = Callable[[tuple[Session, ...], Event], None]
+T = TypeVar("T")
 
 
 def deliver(sessions: Iterable[Session], event: Event) -> None:
@@ -24,6 +26,34 @@ def deliver(sessions: Iterable[Session], event: Event) -> None:
             session.client.deliver(event)
         except Exception:
             log.failure("delivering to {session} failed", session=session)
+
+
+class Kept:
+    """A fan-out's who-gets-what for one room, kept between messages while it cannot have
+    changed: the same snapshot of sessions (a L{SessionSet} makes a new one on every join
+    and leave), the same room, and the same C{stamp} (L{Session.moves}, and whatever else
+    the door counts). With a thousand in a steady room, the next message reuses the answer
+    instead of a pass over every session. The answer is shared: not to be changed."""
+
+    __slots__ = ("_key", "_answer")
+
+    def __init__(self) -> None:
+        self._key: tuple[tuple[Session, ...], str | None, object] | None = None
+        self._answer: Any = None
+
+    def get(
+        self,
+        sessions: tuple[Session, ...],
+        room: str | None,
+        stamp: object,
+        build: Callable[[tuple[Session, ...], str | None], T],
+    ) -> T:
+        key = self._key
+        if key is not None and key[0] is sessions and key[1] == room and key[2] == stamp:
+            return self._answer  # type: ignore[no-any-return]
+        answer = build(sessions, room)
+        self._key, self._answer = (sessions, room, stamp), answer
+        return answer
 
 
 class SessionSet:

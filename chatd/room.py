@@ -583,27 +583,17 @@ class Room(Service):
         slot = self.outbox.reserve(lambda: self._publish(message))
 
         def failed(failure: Any) -> None:
-            try:
-                if not failure.check(StoreUnavailable):  # the store logs an outage once
-                    log.failure("saving a message from {name} failed", failure, name=name)
-                if origin is not None:
-                    slot.action = lambda: deliver((origin,), Error(NOT_SAVED))
-            finally:
-                self.outbox.fill(slot)
+            if not failure.check(StoreUnavailable):  # the store logs an outage once
+                log.failure("saving a message from {name} failed", failure, name=name)
+            if origin is not None:
+                slot.action = lambda: deliver((origin,), Error(NOT_SAVED))
 
         def saved(stored: Message) -> defer.Deferred[None] | None:
             # A cluster's store may renumber it, past messages this node has not seen yet.
-            try:
-                reading = self._in_id_order(slot, stored, self._publish)
-            except BaseException:
-                self.outbox.fill(slot)
-                raise
-            if reading is None:  # the usual case: no callback more per message
-                self.outbox.fill(slot)
-                return None
-            return reading.addBoth(lambda _: self.outbox.fill(slot))
+            return self._in_id_order(slot, stored, self._publish)
 
-        self.store.add_message(message).addCallbacks(saved, failed)
+        d = self.store.add_message(message).addCallbacks(saved, failed)
+        d.addBoth(lambda _: self.outbox.fill(slot))
         return message
 
     def show_in_order(self, message: Message) -> None:

@@ -1355,9 +1355,7 @@ class IRCFactory(Factory):
                 else:
                     outputs.append(client.output)
         for key, outputs in groups.items():
-            data = event.wire.get(key)
-            if data is None:
-                data = event.rendered(key, renderers[key]._rendered)
+            data = event.rendered(key, renderers[key]._rendered)
             if data:
                 self.turn.write_all(outputs, data)
 

@@ -14,7 +14,7 @@ from chatd import text
 from chatd.doors.output import STREAM_CHUNK, Output, Turn
 from chatd.doors.telnet import TelnetLines
 from chatd.events import Error, Event, History, Notice
-from chatd.members import deliver
+from chatd.members import Kept, deliver
 from chatd.people import Session
 from chatd.room import Room
 
@@ -153,25 +153,15 @@ class LineFactory(Factory):
     def __init__(self, room: Room) -> None:
         self.room = room
         self.turn = Turn(room.clock)
-        # The last fan-out's (sessions, room, Session.moves, outputs of those in the room):
-        # while nobody comes, goes or changes rooms, the next message to the same room
-        # reuses the outputs instead of a pass over every session (most of a delivery's
-        # Python work above the send itself, with a thousand in the room).
-        self._here: tuple[tuple[Session, ...], str | None, int, list[Output]] | None = None
+        self._here = Kept()  # the outputs of those in the last fan-out's room
 
-    def _outputs_in(self, sessions: tuple[Session, ...], room: str | None) -> list[Output]:
+    @staticmethod
+    def _outputs_in(sessions: tuple[Session, ...], room: str | None) -> list[Output]:
         """The outputs of those of C{sessions} whose current room is C{room} (all of them
-        for None); not to be changed (L{_here} keeps it)."""
-        here = self._here
-        if here is not None and here[0] is sessions and here[1] == room:
-            if here[2] == Session.moves:
-                return here[3]
+        for None)."""
         if room is None:
-            outputs = [s.client.output for s in sessions]
-        else:
-            outputs = [s.client.output for s in sessions if s.room == room]
-        self._here = (sessions, room, Session.moves, outputs)
-        return outputs
+            return [s.client.output for s in sessions]
+        return [s.client.output for s in sessions if s.room == room]
 
     def deliver_all(self, sessions: tuple[Session, ...], event: Event) -> None:
         """L{LineDoor.deliver} to many of this door's sessions at once: a fan-out.
@@ -185,7 +175,7 @@ class LineFactory(Factory):
             deliver(sessions, event)
             return
         origin, room = sharing
-        here = self._outputs_in(sessions, room)
+        here = self._here.get(sessions, room, Session.moves, self._outputs_in)
         others = len(sessions) - len(here)  # in another room (the origin may be one of them)
         if origin is not None:  # its own public line is not echoed to the sender
             if origin.room == room:

@@ -36,7 +36,7 @@ from chatd.config import Config
 from chatd.doors.output import STREAM_CHUNK, Output, Turn
 from chatd.errors import CommandError
 from chatd.events import Error, Event, History, Identity, Message, Notice, Presence, Rooms
-from chatd.members import deliver
+from chatd.members import Kept, deliver
 from chatd.people import Session
 from chatd.room import Room
 
@@ -523,7 +523,8 @@ class ChatWebSocketFactory(WebSocketServerFactory):
         # How many connections stopped being open (a close frame sent, or closed): the
         # fan-outs' kept lists of open connections (L{_open_in}) are stale when it moved.
         self.closings = 0
-        self._kept: dict[str, tuple[Any, ...]] = {}
+        self._texts = Kept()  # the text fan-out's (here, there) for the last room
+        self._pages = Kept()  # the page fan-out's open connections
         self.reconfigure(room.config)
 
     def reconfigure(self, config: Config) -> None:
@@ -571,7 +572,7 @@ class ChatWebSocketFactory(WebSocketServerFactory):
             deliver(sessions, event)
             return
         origin, room = sharing
-        here, there = self._open_in(sessions, room)
+        here, there = self._texts.get(sessions, room, self._stamp(), self._open_in)
         if origin is not None and (room or origin.room == room):  # no echo on text
             output = getattr(origin.client, "output", None)
             if output in here:  # unless it has left, or is on another door
@@ -594,27 +595,23 @@ class ChatWebSocketFactory(WebSocketServerFactory):
         if text.sharing(event) is None:  # per viewer
             deliver(sessions, event)
             return
-        pages = self._open_in(sessions, None, "json")[0]
+        pages = self._pages.get(sessions, None, self._stamp(), self._open_in)[0]
         frame = event.rendered("json", self.json_frame)
         if pages and frame:
             self.turn.write_all(pages, frame)
 
+    def _stamp(self) -> tuple[int, int]:
+        """What a kept fan-out (L{Kept}) of this door goes stale with: someone changing
+        rooms, or a connection no longer open."""
+        return Session.moves, self.closings
+
+    @staticmethod
     def _open_in(
-        self, sessions: tuple[Session, ...], room: str | None, kind: str = "text"
+        sessions: tuple[Session, ...], room: str | None
     ) -> tuple[list[Output], list[Output]]:
         """The outputs of the open connections of C{sessions}: those whose current room is
         C{room} (or who have none; all of them for None), and those elsewhere, whose lines
-        are prefixed. Kept per kind of fan-out while nobody comes, goes, changes rooms or
-        stops being open (L{Session.moves}, L{closings}); not to be changed."""
-        kept = self._kept.get(kind)
-        if (
-            kept is not None
-            and kept[0] is sessions
-            and kept[1] == room
-            and kept[2] == Session.moves
-            and kept[3] == self.closings
-        ):
-            return kept[4], kept[5]
+        are prefixed."""
         opened = ChatWebSocket.STATE_OPEN
         here: list[Output] = []
         there: list[Output] = []
@@ -625,7 +622,6 @@ class ChatWebSocketFactory(WebSocketServerFactory):
                     here.append(c.output)
                 else:  # text.elsewhere: another room than the viewer's current one
                     there.append(c.output)
-        self._kept[kind] = (sessions, room, Session.moves, self.closings, here, there)
         return here, there
 
     # An event's frame is prepared once for all recipients; what is kept is its bytes
