@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python bench/deliver_cost.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import callgrind  # noqa: E402
 
 KINDS = ("line", "ws", "irc", "floor")
 LINE = "hello, this is a bench line of about the usual size"
@@ -128,30 +127,8 @@ def run(kind: str, receivers: int, messages: int) -> None:
 
 def count(kind: str, receivers: int, messages: int) -> int:
     """Instructions callgrind counts for one run."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "callgrind.out")
-        cmd = [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out}",
-            sys.executable,
-            "-m",
-            "bench.deliver_cost",
-            "--run",
-            kind,
-            "--receivers",
-            str(receivers),
-            "--messages",
-            str(messages),
-        ]
-        cwd = Path(__file__).resolve().parent.parent
-        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-        if done.returncode:
-            raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
-        with open(out) as f:
-            totals = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
-        assert totals is not None
-        return int(totals.group(1))
+    args = ["bench.deliver_cost", "--run", kind, "--receivers", str(receivers)]
+    return callgrind.count([*args, "--messages", str(messages)])[0]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,8 +20,6 @@ differ only in the number of messages, their difference divided by the messages 
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import resource
 import socket
 import subprocess
@@ -32,6 +30,8 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python bench/msg_cost.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import callgrind  # noqa: E402
 
 LINE = "hello, this is a bench line of about the usual size"
 WARMUP = 200
@@ -139,34 +139,9 @@ def _drain(s: socket.socket) -> bytes:
 
 def count(messages: int, memory: bool = False) -> tuple[int, int]:
     """Instructions callgrind counts for one run: the main (reactor) thread's, the others'."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "callgrind.out")
-        cmd = [
-            "valgrind",
-            "--tool=callgrind",
-            "--separate-threads=yes",
-            f"--callgrind-out-file={out}",
-            sys.executable,
-            "-m",
-            "bench.msg_cost",
-            "--quiet",
-            *(["--memory"] if memory else []),
-            "--messages",
-            str(messages),
-        ]
-        cwd = Path(__file__).resolve().parent.parent
-        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-        if done.returncode:
-            raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
-        main = others = 0
-        for name in os.listdir(tmp):  # callgrind.out-01 is the main thread's
-            with open(os.path.join(tmp, name)) as f:
-                found = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
-            if found and name.endswith("-01"):
-                main += int(found.group(1))
-            elif found:
-                others += int(found.group(1))
-        return main, others
+    args = ["bench.msg_cost", "--quiet", *(["--memory"] if memory else [])]
+    main, *others = callgrind.count([*args, "--messages", str(messages)], threads=True)
+    return main, sum(others)
 
 
 def main(argv: list[str] | None = None) -> None:
